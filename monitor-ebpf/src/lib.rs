@@ -1,1 +1,2 @@
-//! placeholder
+//! Empty library target: see Cargo.toml. The programs are in the `monitor-ebpf` binary.
+#![no_std]

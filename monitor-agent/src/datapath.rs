@@ -1,0 +1,512 @@
+//! Loading the kernel programs and attaching them to interfaces.
+//!
+//! The object is embedded in the agent binary at build time (see `build.rs`). Programs are
+//! loaded once and attached to many interfaces. With tcx (Linux 6.6+) each attachment is a BPF
+//! link owned by this process: it disappears with the process, even after a crash, and it never
+//! replaces another program (we insert ourselves first in the chain and return "next"). On older
+//! kernels, clsact filters are used instead; those outlive a crashed process, so at start we
+//! remove filters that carry our program names.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TracePoint,
+        tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcAttachType},
+    },
+    util::KernelVersion,
+};
+use monitor_common::{
+    CONFIG_MAP, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
+    IfaceInfo, aggregation, counter, ct_flags, prog, proto,
+};
+
+use crate::{ifaces::Role, kernel};
+
+/// The kernel object, built by build.rs from the monitor-ebpf crate.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));
+
+/// Errors of the datapath.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The object could not be loaded (maps created, relocations).
+    #[error("loading the BPF object")]
+    Load(#[source] aya::EbpfError),
+    /// The verifier rejected a program.
+    #[error(
+        "the kernel verifier rejected program {program}: {io_error}\nverifier log (last lines):\n{log_tail}"
+    )]
+    Verifier {
+        /// Program name.
+        program: &'static str,
+        /// The syscall error.
+        io_error: std::io::Error,
+        /// Last lines of the verifier's log.
+        log_tail: String,
+    },
+    /// A program failed otherwise.
+    #[error("program {program}")]
+    Program {
+        /// Program name.
+        program: &'static str,
+        /// Why.
+        #[source]
+        source: ProgramError,
+    },
+    /// Attaching to an interface failed.
+    #[error("attaching {program} to {iface}")]
+    Attach {
+        /// Interface name.
+        iface: String,
+        /// Program name.
+        program: &'static str,
+        /// Why.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map is missing or has the wrong type.
+    #[error("map {name}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// A map we expected is not in the object.
+    #[error("map {0} is missing from the BPF object")]
+    MissingMap(&'static str),
+    /// Kernel facts for the drop tracepoint.
+    #[error("preparing drop tracing")]
+    Kernel(#[from] kernel::KernelError),
+}
+
+/// How TC programs are attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// tcx where the kernel has it (6.6+), else netlink.
+    Auto,
+    /// tcx links (6.6+).
+    Tcx,
+    /// clsact qdisc + netlink filters.
+    Netlink,
+}
+
+/// Monitor aggregation level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    /// Every packet at every observation point.
+    None,
+    /// One trace per packet per node.
+    Low,
+    /// Per connection: new, first sighting of each TCP flag per direction, then at most every 5 s.
+    Medium,
+    /// Like medium, at most every 30 s.
+    Max,
+}
+
+impl Aggregation {
+    fn raw(self) -> u8 {
+        match self {
+            Aggregation::None => aggregation::NONE,
+            Aggregation::Low => aggregation::LOW,
+            Aggregation::Medium => aggregation::MEDIUM,
+            Aggregation::Max => aggregation::MAX,
+        }
+    }
+
+    /// The report interval at medium/max.
+    pub fn interval(self) -> Duration {
+        match self {
+            Aggregation::Max => Duration::from_secs(30),
+            _ => Duration::from_secs(5),
+        }
+    }
+}
+
+/// Options of the datapath.
+#[derive(Clone, Debug)]
+pub struct DatapathOptions {
+    /// Ring buffer size in bytes (power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Conntrack table capacity.
+    pub conntrack_entries: u32,
+    /// Monitor aggregation.
+    pub aggregation: Aggregation,
+    /// Wake the reader when this many bytes wait (0: only the reader's timer).
+    pub wakeup_bytes: u64,
+    /// Trace drops through `skb:kfree_skb`.
+    pub drops: bool,
+    /// How to attach TC programs.
+    pub attach_mode: AttachMode,
+    /// Lifetime of an idle established TCP connection.
+    pub tcp_lifetime: Duration,
+    /// Lifetime of a closing TCP connection.
+    pub closing_lifetime: Duration,
+    /// Lifetime of other connections (UDP, ICMP…).
+    pub other_lifetime: Duration,
+}
+
+impl Default for DatapathOptions {
+    fn default() -> Self {
+        DatapathOptions {
+            ring_bytes: monitor_common::DEFAULT_RING_BYTES,
+            conntrack_entries: monitor_common::CONNTRACK_MAX_ENTRIES,
+            aggregation: Aggregation::Medium,
+            wakeup_bytes: 256 * 1024,
+            drops: true,
+            attach_mode: AttachMode::Auto,
+            // Cilium's defaults: 6 h established TCP, 10 s closing, 60 s non-TCP.
+            tcp_lifetime: Duration::from_secs(21_600),
+            closing_lifetime: Duration::from_secs(10),
+            other_lifetime: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An interface we are attached to.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attached {
+    /// Interface index.
+    pub ifindex: u32,
+    /// Interface name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// tcx or netlink.
+    pub mode: AttachMode,
+}
+
+/// The loaded programs and their maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+    mode: AttachMode,
+    attached: BTreeMap<u32, Attached>,
+    /// The links of each attachment (not Clone, so kept apart from [`Attached`]).
+    links: BTreeMap<u32, Vec<(&'static str, SchedClassifierLinkId)>>,
+    ifaces: BpfHashMap<MapData, u32, IfaceInfo>,
+    counters: PerCpuArray<MapData, u64>,
+    conntrack: BpfHashMap<MapData, CtKey, CtEntry>,
+    config: Config,
+    /// Drop reason names, when drop tracing is on.
+    pub drop_reasons: std::collections::HashMap<u32, String>,
+}
+
+/// The (program, TC direction) pairs for a role.
+fn programs_for(role: Role) -> [(&'static str, TcAttachType); 2] {
+    match role {
+        Role::Endpoint => [
+            (prog::FROM_ENDPOINT, TcAttachType::Ingress),
+            (prog::TO_ENDPOINT, TcAttachType::Egress),
+        ],
+        Role::Uplink => [
+            (prog::FROM_NETWORK, TcAttachType::Ingress),
+            (prog::TO_NETWORK, TcAttachType::Egress),
+        ],
+        // The gateway device: what the host stack transmits on it comes *from* the host.
+        Role::Host => [
+            (prog::TO_HOST, TcAttachType::Ingress),
+            (prog::FROM_HOST, TcAttachType::Egress),
+        ],
+    }
+}
+
+fn tail_lines(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn program_error(program: &'static str, source: ProgramError) -> DatapathError {
+    match source {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => DatapathError::Verifier {
+            program,
+            io_error,
+            log_tail: tail_lines(&verifier_log.to_string(), 20),
+        },
+        source => DatapathError::Program { program, source },
+    }
+}
+
+impl Datapath {
+    /// Loads the object, writes the configuration and loads every program (nothing is attached
+    /// yet). Returns the ring buffer for the reader.
+    pub fn load(opts: &DatapathOptions) -> Result<(Datapath, RingBuf<MapData>), DatapathError> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, opts.ring_bytes)
+            .map_max_entries(CONNTRACK_MAP, opts.conntrack_entries)
+            .load(EBPF_OBJECT)
+            .map_err(DatapathError::Load)?;
+
+        let mode = match opts.attach_mode {
+            AttachMode::Auto
+                if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) =>
+            {
+                AttachMode::Tcx
+            }
+            AttachMode::Auto => AttachMode::Netlink,
+            m => m,
+        };
+
+        let mut config = Config {
+            report_interval_ns: opts.aggregation.interval().as_nanos() as u64,
+            tcp_lifetime_ns: opts.tcp_lifetime.as_nanos() as u64,
+            closing_lifetime_ns: opts.closing_lifetime.as_nanos() as u64,
+            other_lifetime_ns: opts.other_lifetime.as_nanos() as u64,
+            wakeup_bytes: opts.wakeup_bytes,
+            aggregation: opts.aggregation.raw(),
+            ..Config::default()
+        };
+        let mut drop_reasons = std::collections::HashMap::new();
+        if opts.drops {
+            let support = kernel::drop_support()?;
+            config.offsets = support.offsets;
+            config.netns_ino = kernel::netns_inode().unwrap_or(0);
+            config.drops_enabled = 1;
+            drop_reasons = support.reasons;
+        }
+        {
+            let map = ebpf
+                .map_mut(CONFIG_MAP)
+                .ok_or(DatapathError::MissingMap(CONFIG_MAP))?;
+            let mut array: Array<&mut MapData, Config> =
+                Array::try_from(map).map_err(|source| DatapathError::Map {
+                    name: CONFIG_MAP,
+                    source,
+                })?;
+            array
+                .set(0, config, 0)
+                .map_err(|source| DatapathError::Map {
+                    name: CONFIG_MAP,
+                    source,
+                })?;
+        }
+
+        for name in prog::ALL_TC {
+            let p: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(DatapathError::MissingMap(name))?
+                .try_into()
+                .map_err(|e| program_error(name, e))?;
+            p.load().map_err(|e| program_error(name, e))?;
+        }
+        if opts.drops {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog::KFREE_SKB)
+                .ok_or(DatapathError::MissingMap(prog::KFREE_SKB))?
+                .try_into()
+                .map_err(|e| program_error(prog::KFREE_SKB, e))?;
+            p.load().map_err(|e| program_error(prog::KFREE_SKB, e))?;
+            p.attach("skb", "kfree_skb")
+                .map_err(|e| program_error(prog::KFREE_SKB, e))?;
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))
+        };
+        let ring = RingBuf::try_from(take(&mut ebpf, EVENTS_MAP)?).map_err(|source| {
+            DatapathError::Map {
+                name: EVENTS_MAP,
+                source,
+            }
+        })?;
+        let ifaces = BpfHashMap::try_from(take(&mut ebpf, IFACES_MAP)?).map_err(|source| {
+            DatapathError::Map {
+                name: IFACES_MAP,
+                source,
+            }
+        })?;
+        let counters = PerCpuArray::try_from(take(&mut ebpf, COUNTERS_MAP)?).map_err(|source| {
+            DatapathError::Map {
+                name: COUNTERS_MAP,
+                source,
+            }
+        })?;
+        let conntrack =
+            BpfHashMap::try_from(take(&mut ebpf, CONNTRACK_MAP)?).map_err(|source| {
+                DatapathError::Map {
+                    name: CONNTRACK_MAP,
+                    source,
+                }
+            })?;
+
+        Ok((
+            Datapath {
+                ebpf,
+                mode,
+                attached: BTreeMap::new(),
+                links: BTreeMap::new(),
+                ifaces,
+                counters,
+                conntrack,
+                config,
+                drop_reasons,
+            },
+            ring,
+        ))
+    }
+
+    /// The attach mode in use.
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    /// The configuration written to the kernel.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Interfaces we are attached to.
+    pub fn attached(&self) -> impl Iterator<Item = &Attached> {
+        self.attached.values()
+    }
+
+    /// Attaches the programs for `role` to an interface.
+    pub fn attach(&mut self, ifindex: u32, name: &str, role: Role) -> Result<(), DatapathError> {
+        if self.attached.contains_key(&ifindex) {
+            return Ok(());
+        }
+        if self.mode == AttachMode::Netlink {
+            // A clsact qdisc may already exist (EEXIST): fine.
+            let _ = tc::qdisc_add_clsact(name);
+            for (program, attach_type) in programs_for(role) {
+                // Filters left by a previous, crashed agent carry our program names.
+                let _ = tc::qdisc_detach_program(name, attach_type, program);
+            }
+        }
+        // Register the interface before attaching: departure hooks and the drop program look it up.
+        let _ = self.ifaces.insert(
+            ifindex,
+            IfaceInfo {
+                role: role.raw(),
+                _pad: [0; 3],
+            },
+            0,
+        );
+        let mut links = Vec::new();
+        for (program, attach_type) in programs_for(role) {
+            let options = match self.mode {
+                // First in the chain: we see every packet that reaches the hook, before another
+                // program can redirect or drop it, and we hand it on unchanged.
+                AttachMode::Tcx | AttachMode::Auto => TcAttachOptions::TcxOrder(LinkOrder::first()),
+                AttachMode::Netlink => TcAttachOptions::Netlink(NlOptions::default()),
+            };
+            let p: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::MissingMap(program))?
+                .try_into()
+                .map_err(|e| program_error(program, e))?;
+            match p.attach_with_options(name, attach_type, options) {
+                Ok(id) => links.push((program, id)),
+                Err(source) => {
+                    for (program, id) in links {
+                        self.detach_link(program, id);
+                    }
+                    let _ = self.ifaces.remove(&ifindex);
+                    return Err(DatapathError::Attach {
+                        iface: name.to_owned(),
+                        program,
+                        source,
+                    });
+                }
+            }
+        }
+        self.attached.insert(
+            ifindex,
+            Attached {
+                ifindex,
+                name: name.to_owned(),
+                role,
+                mode: self.mode,
+            },
+        );
+        self.links.insert(ifindex, links);
+        Ok(())
+    }
+
+    fn detach_link(&mut self, program: &'static str, id: SchedClassifierLinkId) {
+        if let Some(p) = self.ebpf.program_mut(program) {
+            let p: Result<&mut SchedClassifier, _> = p.try_into();
+            if let Ok(p) = p {
+                // The interface may be gone already, taking the link with it: nothing to report.
+                let _ = p.detach(id);
+            }
+        }
+    }
+
+    /// Detaches from an interface (quietly: it may have vanished).
+    pub fn detach(&mut self, ifindex: u32) -> Option<Attached> {
+        let att = self.attached.remove(&ifindex)?;
+        for (program, id) in self.links.remove(&ifindex).unwrap_or_default() {
+            self.detach_link(program, id);
+        }
+        let _ = self.ifaces.remove(&ifindex);
+        Some(att)
+    }
+
+    /// Detaches from every interface.
+    pub fn detach_all(&mut self) {
+        let all: Vec<u32> = self.attached.keys().copied().collect();
+        for ifindex in all {
+            self.detach(ifindex);
+        }
+    }
+
+    /// Sums the per-CPU counters: indexed like `monitor_common::counter`.
+    pub fn counters(&self) -> [u64; counter::COUNT as usize] {
+        let mut out = [0u64; counter::COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// A snapshot of the conntrack table.
+    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
+        self.conntrack.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Removes expired entries (the LRU map only evicts under pressure). Returns how many.
+    pub fn gc_conntrack(&mut self, now_mono_ns: u64) -> usize {
+        let cfg = self.config;
+        let expired: Vec<CtKey> = self
+            .conntrack
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, e)| now_mono_ns.saturating_sub(e.last_seen_ns) > lifetime_ns(&cfg, k, e))
+            .map(|(k, _)| k)
+            .collect();
+        expired
+            .iter()
+            .filter(|k| self.conntrack.remove(k).is_ok())
+            .count()
+    }
+}
+
+/// How long an entry lives without packets.
+pub fn lifetime_ns(cfg: &Config, key: &CtKey, e: &CtEntry) -> u64 {
+    if key.proto != proto::TCP {
+        cfg.other_lifetime_ns
+    } else if e.flags & ct_flags::CLOSING != 0 {
+        cfg.closing_lifetime_ns
+    } else {
+        cfg.tcp_lifetime_ns
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        // Dropping `Ebpf` would detach too; doing it explicitly keeps the order obvious:
+        // links first, then programs and maps.
+        self.detach_all();
+    }
+}

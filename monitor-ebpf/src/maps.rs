@@ -1,0 +1,100 @@
+//! Maps shared by every program, the per-CPU counters, and the event emitter.
+
+use crate::parse::Packet;
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{
+    CONNTRACK_MAX_ENTRIES, Config, CtEntry, CtKey, DEFAULT_RING_BYTES, FlowEvent,
+    IFACES_MAX_ENTRIES, IfaceInfo, counter,
+};
+
+/// Events to user space. Its size can be changed by the agent before load.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// The conntrack table. LRU: under pressure the oldest connections go first, never new ones.
+#[map(name = "CONNTRACK")]
+pub static CONNTRACK: LruHashMap<CtKey, CtEntry> =
+    LruHashMap::with_max_entries(CONNTRACK_MAX_ENTRIES, 0);
+
+/// Counters, one slot per [`counter`] index, per CPU (no atomics needed).
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Runtime configuration written by the agent.
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Interfaces the agent monitors, with their role.
+#[map(name = "IFACES")]
+pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(IFACES_MAX_ENTRIES, 0);
+
+/// Per-CPU scratch space for a new conntrack entry: the BPF stack is 512 bytes for the whole
+/// call chain, and an entry (80 bytes) plus an event (104) plus parse buffers do not fit.
+#[map(name = "CT_SCRATCH")]
+pub static CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch space for the packet being parsed (same reason).
+#[map(name = "PKT_SCRATCH")]
+pub static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// The configuration, or `None` before the agent wrote it (the programs then stay silent).
+#[inline(always)]
+pub fn config() -> Option<&'static Config> {
+    CONFIG.get(0)
+}
+
+/// Is this interface one the agent monitors (in the agent's namespace)?
+#[inline(always)]
+pub fn is_monitored(ifindex: u32) -> bool {
+    ifindex != 0 && IFACES.get_ptr(ifindex).is_some()
+}
+
+/// Reserves an event in the ring buffer, lets `fill` write it in place (no copy of the event
+/// on the stack), and submits it, counting it as emitted or lost.
+///
+/// No wake-up per event (that costs about a microsecond per packet): the reader polls on a
+/// short timer, and is woken only when `wakeup_bytes` are waiting.
+///
+/// If `fill` fails, the reservation is discarded and the error returned.
+#[inline(always)]
+pub fn emit(cfg: &Config, fill: impl FnOnce(&mut FlowEvent) -> Result<(), i32>) -> Result<(), i32> {
+    match EVENTS.reserve::<FlowEvent>(0) {
+        Some(mut slot) => {
+            let ev = slot.as_mut_ptr();
+            // SAFETY: the slot is a valid, exclusively owned FlowEvent-sized reservation; zeroing
+            // it makes every field (and the padding) initialised before `fill` writes.
+            let filled = unsafe {
+                core::ptr::write_bytes(ev, 0, 1);
+                fill(&mut *ev)
+            };
+            if let Err(e) = filled {
+                slot.discard(0);
+                return Err(e);
+            }
+            let flags = if cfg.wakeup_bytes != 0
+                && EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes
+            {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            slot.submit(flags as u64);
+            count(counter::EVENTS_EMITTED);
+        }
+        None => count(counter::RING_LOST),
+    }
+    Ok(())
+}
