@@ -231,44 +231,22 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let mut clock = Clock::now();
     let mut tick = tokio::time::interval(opts.stats_interval);
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
-    let reason_name = |r: u32| reasons.get(&r).cloned();
+    let mut sink = Sink {
+        dump: opts.dump,
+        out,
+        reasons,
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                let names = names.read().map(|n| n.clone()).unwrap_or_default();
-                for raw in &batch {
-                    let ev = Event::decode(raw, &clock, reason_name);
-                    match opts.dump {
-                        Some(DumpFormat::Json) => {
-                            let mut v = serde_json::to_value(&ev)?;
-                            v["ifname"] = json!(names.get(&ev.ifindex));
-                            writeln!(out, "{}", json!({ "event": v }))?;
-                        }
-                        Some(DumpFormat::Text) => {
-                            let ifname = names.get(&ev.ifindex).map(String::as_str).unwrap_or("?");
-                            writeln!(out, "{}", ev.monitor_line(ifname))?;
-                        }
-                        None => {}
-                    }
-                }
-                out.flush()?;
+                sink.events(&batch, &clock, &names)?;
             }
-            Some(changes) = change_rx.recv() => {
-                if opts.dump == Some(DumpFormat::Json) {
-                    for c in &changes {
-                        writeln!(out, "{}", change_json(c))?;
-                    }
-                    out.flush()?;
-                }
-            }
+            Some(changes) = change_rx.recv() => sink.changes(&changes)?,
             _ = tick.tick() => {
                 clock = Clock::now();
-                if opts.dump == Some(DumpFormat::Json) {
-                    writeln!(out, "{}", stats_json(&dp, &stats))?;
-                    out.flush()?;
-                }
+                sink.stats(&dp, &stats)?;
             }
             _ = gc_tick.tick() => {
                 if let Ok(mut d) = dp.lock() {
@@ -280,12 +258,14 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
 
     info!("shutting down");
     stop.store(true, Ordering::Relaxed);
-    let _ = reader.join();
+    // The reader drains the ring once more before it exits; hand on what it read.
+    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     let _ = watcher.join();
-    if opts.dump == Some(DumpFormat::Json) {
-        writeln!(out, "{}", stats_json(&dp, &stats))?;
-        out.flush()?;
+    while let Ok(batch) = rx.try_recv() {
+        sink.events(&batch, &clock, &names)?;
     }
+    sink.stats(&dp, &stats)?;
+    sink.conntrack(&dp)?;
     if let Ok(mut d) = dp.lock() {
         d.detach_all();
     }
@@ -311,4 +291,87 @@ fn stats_json(dp: &Mutex<Datapath>, stats: &ReaderStats) -> serde_json::Value {
         json!(stats.queue_lost.load(Ordering::Relaxed)),
     );
     json!({ "stats": m })
+}
+
+/// Where decoded events go in this run (the event dump, for now).
+struct Sink {
+    dump: Option<DumpFormat>,
+    out: std::io::BufWriter<std::io::Stdout>,
+    reasons: Arc<HashMap<u32, String>>,
+}
+
+impl Sink {
+    fn json(&self) -> bool {
+        self.dump == Some(DumpFormat::Json)
+    }
+
+    fn events(&mut self, batch: &[FlowEvent], clock: &Clock, names: &Names) -> anyhow::Result<()> {
+        let Some(dump) = self.dump else { return Ok(()) };
+        let names = names.read().map(|n| n.clone()).unwrap_or_default();
+        let reasons = self.reasons.clone();
+        for raw in batch {
+            let ev = Event::decode(raw, clock, |r| reasons.get(&r).cloned());
+            match dump {
+                DumpFormat::Json => {
+                    let mut v = serde_json::to_value(&ev)?;
+                    v["ifname"] = json!(names.get(&ev.ifindex));
+                    writeln!(self.out, "{}", json!({ "event": v }))?;
+                }
+                DumpFormat::Text => {
+                    let ifname = names.get(&ev.ifindex).map(String::as_str).unwrap_or("?");
+                    writeln!(self.out, "{}", ev.monitor_line(ifname))?;
+                }
+            }
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    fn changes(&mut self, changes: &[Change]) -> anyhow::Result<()> {
+        if self.json() {
+            for c in changes {
+                writeln!(self.out, "{}", change_json(c))?;
+            }
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    fn stats(&mut self, dp: &Mutex<Datapath>, stats: &ReaderStats) -> anyhow::Result<()> {
+        if self.json() {
+            writeln!(self.out, "{}", stats_json(dp, stats))?;
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The conntrack table, once, at exit (`--dump json`): what `flowctl ct list` will serve.
+    fn conntrack(&mut self, dp: &Mutex<Datapath>) -> anyhow::Result<()> {
+        if !self.json() {
+            return Ok(());
+        }
+        let entries = dp.lock().map(|d| d.conntrack()).unwrap_or_default();
+        let list: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(k, e)| {
+                let addr = |raw: &[u8; 16]| match k.family {
+                    monitor_common::family::V4 => {
+                        std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
+                    }
+                    _ => std::net::Ipv6Addr::from(*raw).to_string(),
+                };
+                json!({
+                    "proto": k.proto, "src": addr(&k.src_addr), "dst": addr(&k.dst_addr),
+                    "src_port": k.src_port, "dst_port": k.dst_port,
+                    "tx_packets": e.packets[0], "tx_bytes": e.bytes[0],
+                    "rx_packets": e.packets[1], "rx_bytes": e.bytes[1],
+                    "flags_seen_tx": e.flags_seen[0], "flags_seen_rx": e.flags_seen[1],
+                    "flags": e.flags, "ifindex": e.ifindex,
+                })
+            })
+            .collect();
+        writeln!(self.out, "{}", json!({ "conntrack": list }))?;
+        self.out.flush()?;
+        Ok(())
+    }
 }

@@ -46,37 +46,49 @@ pub fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ring-reader".into())
-        .spawn(move || {
-            let fd = ring.as_raw_fd();
-            let timeout_ms = poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
-            let mut batch: Vec<FlowEvent> = Vec::with_capacity(BATCH);
-            while !stop.load(Ordering::Relaxed) {
-                let mut pfd = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd. EINTR and timeouts both lead to a drain attempt.
-                unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-                while let Some(item) = ring.next() {
-                    if item.len() < FLOW_EVENT_SIZE {
-                        stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    // SAFETY: the record holds at least a FlowEvent; read_unaligned copes with any
-                    // alignment of the ring's data pages.
-                    let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
-                    drop(item);
-                    batch.push(ev);
-                    if batch.len() == BATCH && !send(&tx, &mut batch, &stats) {
-                        return;
-                    }
-                }
-                if !batch.is_empty() && !send(&tx, &mut batch, &stats) {
-                    return;
-                }
+        .spawn(move || read_loop(&mut ring, poll_interval, &tx, &stats, &stop))
+}
+
+fn read_loop(
+    ring: &mut RingBuf<MapData>,
+    poll_interval: Duration,
+    tx: &mpsc::Sender<Vec<FlowEvent>>,
+    stats: &ReaderStats,
+    stop: &AtomicBool,
+) {
+    let fd = ring.as_raw_fd();
+    let timeout_ms = poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
+    let mut batch: Vec<FlowEvent> = Vec::with_capacity(BATCH);
+    loop {
+        // Read before sleeping, so that the last round after `stop` drains what is left.
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd. EINTR and timeouts both lead to a drain attempt.
+            unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        }
+        while let Some(item) = ring.next() {
+            if item.len() < FLOW_EVENT_SIZE {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-        })
+            // SAFETY: the record holds at least a FlowEvent; read_unaligned copes with any
+            // alignment of the ring's data pages.
+            let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            drop(item);
+            batch.push(ev);
+            if batch.len() == BATCH && !send(tx, &mut batch, stats) {
+                return;
+            }
+        }
+        if (!batch.is_empty() && !send(tx, &mut batch, stats)) || stopping {
+            return;
+        }
+    }
 }
 
 /// Hands a batch downstream; false when the receiver is gone.

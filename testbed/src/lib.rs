@@ -1,1 +1,48 @@
-//! placeholder
+//! The test bed: rebuilds the user's scenario (`shared/seed/README.md`) in network namespaces
+//! and runs the real flowscope binaries against real traffic.
+//!
+//! Everything it creates lives in namespaces it creates (`fs<pid>-<n>-node`, `-pod-a`,
+//! `-pod-b`, `-world`): none is linked to the machine's network, so no packet can leave the
+//! machine. [`Scenario`] removes them when dropped, also when a test panics; a namespace left by
+//! a killed run (its pid no longer alive) is removed by the next [`Scenario::build`].
+//!
+//! - [`netns`]: commands and threads inside a namespace;
+//! - [`scenario`]: the reference topology;
+//! - [`traffic`]: servers and clients on std sockets;
+//! - [`process`]: the agent (or another binary) as a child process, its JSON output collected.
+
+pub mod netns;
+pub mod process;
+pub mod scenario;
+pub mod traffic;
+
+pub use scenario::Scenario;
+
+/// Privileged tests call this first. Without root they skip (returning false) with a message,
+/// except under CI (`CI` set), where skipping would hide a broken set-up: there they panic.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: privileged test under CI but not running as root");
+    }
+    eprintln!("skipping {test}: needs root (network namespaces, BPF)");
+    false
+}
+
+/// Path of a workspace binary (`monitor-agent`, `flowctl`, …) next to the test executable:
+/// `target/<profile>/deps/<test>` -> `target/<profile>/<name>`. README's test command builds
+/// the binaries before running the tests.
+pub fn bin_path(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not found: build the binaries first (cargo build --bins)",
+        p.display()
+    );
+    p
+}

@@ -1,0 +1,588 @@
+//! The datapath against real traffic: the agent binary in the node namespace of the reference
+//! scenario, its `--dump json` output checked event by event.
+//!
+//! Privileged: needs root. Run serially (`--test-threads=1`): some tests look at the BPF
+//! programs loaded on the whole machine.
+
+use std::{net::SocketAddr, time::Duration};
+
+use serde_json::Value;
+use testbed::{
+    Scenario, bin_path,
+    process::Spawned,
+    require_root,
+    scenario::{LXC_A, LXC_B, NODE_IP, POD_A_IP, POD_A_IP6, POD_B_IP6, UPLINK, WORLD_IP},
+    traffic,
+};
+
+const READY: Duration = Duration::from_secs(30);
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
+    let mut args = vec![
+        "--dump",
+        "json",
+        "--stats-interval",
+        "200ms",
+        "--host-device",
+        "fs_host",
+    ];
+    args.extend_from_slice(extra);
+    let mut agent = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
+    agent.wait_ready(READY);
+    agent
+}
+
+fn events(agent: &Spawned) -> Vec<Value> {
+    agent.values("event")
+}
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+    .parse()
+    .unwrap()
+}
+
+/// Field accessors on an event.
+trait Ev {
+    fn s(&self, k: &str) -> &str;
+    fn n(&self, k: &str) -> u64;
+}
+
+impl Ev for Value {
+    fn s(&self, k: &str) -> &str {
+        self.get(k).and_then(Value::as_str).unwrap_or("")
+    }
+    fn n(&self, k: &str) -> u64 {
+        self.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX)
+    }
+}
+
+const SYN: u64 = 0x02;
+const ACK: u64 = 0x10;
+const FIN: u64 = 0x01;
+
+fn is_tcp(e: &Value, point: &str, src: &str, sport: Option<u64>, dst: &str, dport: u64) -> bool {
+    e.s("point") == point
+        && e.n("proto") == 6
+        && e.s("src") == src
+        && e.s("dst") == dst
+        && e.n("dst_port") == dport
+        && sport.is_none_or(|p| e.n("src_port") == p)
+}
+
+fn describe(evs: &[Value]) -> String {
+    evs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// pod-a -> 1.0.0.1:80 seen at all four observation points, NAT at the uplink, conntrack states
+/// and TCP flags in order; ICMP echo; UDP request/reply; hops of one packet share the skb hash.
+#[test]
+fn reference_scenario_every_hop() {
+    if !require_root("reference_scenario_every_hop") {
+        return;
+    }
+    let s = Scenario::build();
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello from 1.0.0.1\n");
+    let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
+    let mut agent = start_agent(&s, &["--aggregation", "none"]);
+
+    assert!(
+        traffic::ping(&s.pod_a(), WORLD_IP, 2),
+        "ping 1.0.0.1 from pod-a failed"
+    );
+    let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("HTTP GET");
+    assert!(String::from_utf8_lossy(&get.received).contains("hello from 1.0.0.1"));
+    let dns = traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"query").expect("UDP");
+    let port = get.local_port as u64;
+
+    // Wait until the FIN of the HTTP connection came back through the node.
+    agent.wait_for(SETTLE, |lines| {
+        lines.iter().filter_map(|l| l.get("event")).any(|e| {
+            e.s("point") == "to-endpoint"
+                && e.n("proto") == 6
+                && e.n("dst_port") == port
+                && e.n("tcp_flags") & FIN != 0
+        })
+    });
+    let evs = events(&agent);
+    let ctx = describe(&evs);
+
+    // 1. FROM_ENDPOINT: the SYN, state new, on pod-a's veth.
+    let syn_out = evs
+        .iter()
+        .find(|e| {
+            is_tcp(e, "from-endpoint", POD_A_IP, Some(port), WORLD_IP, 80)
+                && e.n("tcp_flags") == SYN
+        })
+        .unwrap_or_else(|| panic!("no from-endpoint SYN for port {port}:\n{ctx}"));
+    assert_eq!(syn_out.s("ct_state"), "new");
+    assert_eq!(syn_out.s("ifname"), LXC_A);
+
+    // 2. TO_NETWORK: the same SYN after MASQUERADE, source = the node's address.
+    let syn_net = evs
+        .iter()
+        .find(|e| is_tcp(e, "to-network", NODE_IP, None, WORLD_IP, 80) && e.n("tcp_flags") == SYN)
+        .unwrap_or_else(|| panic!("no to-network SYN from {NODE_IP}:\n{ctx}"));
+    assert_eq!(syn_net.s("ct_state"), "new");
+    assert_eq!(syn_net.s("ifname"), UPLINK);
+    assert_eq!(
+        syn_net.n("hash"),
+        syn_out.n("hash"),
+        "hops of one packet must share the skb hash"
+    );
+    assert_eq!(
+        syn_net.n("ingress_ifindex"),
+        syn_out.n("ifindex"),
+        "entered the node on pod-a's veth"
+    );
+    let nat_port = syn_net.n("src_port");
+
+    // 3. FROM_NETWORK: SYN-ACK to the node address, state reply.
+    let synack_net = evs
+        .iter()
+        .find(|e| {
+            e.s("point") == "from-network"
+                && e.s("src") == WORLD_IP
+                && e.s("dst") == NODE_IP
+                && e.n("dst_port") == nat_port
+                && e.n("tcp_flags") == SYN | ACK
+        })
+        .unwrap_or_else(|| panic!("no from-network SYN-ACK:\n{ctx}"));
+    assert_eq!(synack_net.s("ct_state"), "reply");
+
+    // 4. TO_ENDPOINT: SYN-ACK delivered to pod-a after reverse NAT, state reply.
+    let synack_ep = evs
+        .iter()
+        .find(|e| {
+            e.s("point") == "to-endpoint"
+                && e.s("dst") == POD_A_IP
+                && e.n("dst_port") == port
+                && e.n("tcp_flags") == SYN | ACK
+        })
+        .unwrap_or_else(|| panic!("no to-endpoint SYN-ACK:\n{ctx}"));
+    assert_eq!(synack_ep.s("ct_state"), "reply");
+    assert_eq!(synack_ep.s("ifname"), LXC_A);
+
+    // 5. Flags in order at pod-a's veth: SYN first, then ACKs, a FIN last; ESTABLISHED after NEW.
+    let out: Vec<&Value> = evs
+        .iter()
+        .filter(|e| is_tcp(e, "from-endpoint", POD_A_IP, Some(port), WORLD_IP, 80))
+        .collect();
+    assert!(out.len() >= 3, "too few from-endpoint packets:\n{ctx}");
+    assert_eq!(out[0].n("tcp_flags"), SYN);
+    assert!(
+        out[1..].iter().all(|e| e.s("ct_state") == "established"),
+        "{ctx}"
+    );
+    assert!(out[1..].iter().all(|e| e.n("tcp_flags") & ACK != 0));
+    assert!(
+        out.iter().any(|e| e.n("tcp_flags") & FIN != 0),
+        "no FIN from pod-a:\n{ctx}"
+    );
+    let replies: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e.s("point") == "to-endpoint" && e.n("dst_port") == port)
+        .collect();
+    assert!(replies.iter().all(|e| e.s("ct_state") == "reply"));
+
+    // 6. ICMP echo request out, echo reply back.
+    assert!(
+        evs.iter().any(|e| e.s("point") == "from-endpoint"
+            && e.n("proto") == 1
+            && e.n("icmp_type") == 8
+            && e.s("dst") == WORLD_IP),
+        "no ICMP echo request:\n{ctx}"
+    );
+    assert!(
+        evs.iter().any(|e| e.s("point") == "to-endpoint"
+            && e.n("proto") == 1
+            && e.n("icmp_type") == 0
+            && e.s("ct_state") == "reply"),
+        "no ICMP echo reply:\n{ctx}"
+    );
+
+    // 7. UDP request and reply.
+    let dport = dns.local_port as u64;
+    assert!(evs.iter().any(|e| e.s("point") == "from-endpoint"
+        && e.n("proto") == 17
+        && e.n("src_port") == dport
+        && e.s("ct_state") == "new"));
+    assert!(evs.iter().any(|e| e.s("point") == "to-endpoint"
+        && e.n("proto") == 17
+        && e.n("dst_port") == dport
+        && e.s("ct_state") == "reply"));
+
+    assert!(agent.stop().success(), "agent exit: {}", agent.stderr());
+}
+
+/// IPv6 pod-a -> pod-b: both endpoint hops; the second is flagged as a transit duplicate and
+/// conntrack counts each packet once.
+#[test]
+fn ipv6_pod_to_pod() {
+    if !require_root("ipv6_pod_to_pod") {
+        return;
+    }
+    let s = Scenario::build();
+    let sink = traffic::tcp_sink(&s.pod_b(), addr(POD_B_IP6, 8080));
+    let mut agent = start_agent(&s, &["--aggregation", "none"]);
+    let port = traffic::tcp_send(&s.pod_a(), addr(POD_B_IP6, 8080), b"hello over IPv6")
+        .expect("IPv6 connect") as u64;
+    agent.wait_for(SETTLE, |lines| {
+        lines.iter().filter_map(|l| l.get("event")).any(|e| {
+            e.s("point") == "to-endpoint" && e.n("tcp_flags") & FIN != 0 && e.n("src_port") == port
+        })
+    });
+    let evs = events(&agent);
+    let ctx = describe(&evs);
+    let from = evs
+        .iter()
+        .find(|e| {
+            is_tcp(e, "from-endpoint", POD_A_IP6, Some(port), POD_B_IP6, 8080)
+                && e.n("tcp_flags") == SYN
+        })
+        .unwrap_or_else(|| panic!("no IPv6 SYN from pod-a:\n{ctx}"));
+    assert_eq!(from.s("ct_state"), "new");
+    let to = evs
+        .iter()
+        .find(|e| {
+            is_tcp(e, "to-endpoint", POD_A_IP6, Some(port), POD_B_IP6, 8080)
+                && e.n("tcp_flags") == SYN
+        })
+        .unwrap_or_else(|| panic!("no IPv6 SYN delivered to pod-b:\n{ctx}"));
+    assert_eq!(to.s("ifname"), LXC_B);
+    assert_eq!(
+        to["transit_dup"],
+        Value::Bool(true),
+        "second hop of a pod-to-pod packet"
+    );
+    assert!(evs.iter().any(|e| e.s("point") == "from-endpoint"
+        && e.s("src") == POD_B_IP6
+        && e.s("ct_state") == "reply"));
+
+    assert!(agent.stop().success());
+    let ct = agent
+        .values("conntrack")
+        .pop()
+        .expect("conntrack dump at exit");
+    let entry = ct
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c.s("src") == POD_A_IP6 && c.n("src_port") == port)
+        .unwrap_or_else(|| panic!("no conntrack entry for the IPv6 connection: {ct}"));
+    let sent_from_a = evs
+        .iter()
+        .filter(|e| is_tcp(e, "from-endpoint", POD_A_IP6, Some(port), POD_B_IP6, 8080))
+        .count() as u64;
+    assert_eq!(
+        entry.n("tx_packets"),
+        sent_from_a,
+        "each packet counted once, not once per hop: {entry}"
+    );
+    drop(sink);
+}
+
+/// 1,000 UDP packets: `medium` reports a handful of traces, `none` every hop of every packet;
+/// conntrack counts exactly 1,000 either way.
+#[test]
+fn aggregation_medium_vs_none() {
+    if !require_root("aggregation_medium_vs_none") {
+        return;
+    }
+    let s = Scenario::build();
+    let sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
+    let mut counts = Vec::new();
+    for level in ["medium", "none"] {
+        let mut agent = start_agent(&s, &["--aggregation", level]);
+        // Paced so that the veth backlog (1,000 packets) cannot overflow before our hook.
+        let port = traffic::udp_send(
+            &s.pod_a(),
+            addr(WORLD_IP, 5001),
+            1000,
+            64,
+            Some(Duration::from_micros(50)),
+        )
+        .expect("send") as u64;
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(agent.stop().success());
+        let evs = events(&agent);
+        let traces = evs
+            .iter()
+            .filter(|e| e.n("dst_port") == 5001 && e.s("kind") == "trace")
+            .count();
+        let ct = agent.values("conntrack").pop().expect("conntrack dump");
+        let ct = ct.as_array().unwrap();
+        let pod_entry = ct
+            .iter()
+            .find(|c| c.s("src") == POD_A_IP && c.n("src_port") == port)
+            .expect("pod entry");
+        assert_eq!(
+            pod_entry.n("tx_packets"),
+            1000,
+            "{level}: conntrack at the pod's veth: {pod_entry}"
+        );
+        assert_eq!(
+            pod_entry.n("tx_bytes"),
+            1000 * (64 + 8 + 20 + 14),
+            "{level}: bytes on the wire"
+        );
+        let nat_entry = ct
+            .iter()
+            .find(|c| c.s("src") == NODE_IP && c.n("dst_port") == 5001)
+            .expect("NAT entry");
+        assert_eq!(
+            nat_entry.n("tx_packets"),
+            1000,
+            "{level}: conntrack at the uplink: {nat_entry}"
+        );
+        let aggregated = agent
+            .values("stats")
+            .last()
+            .map(|st| st.n("aggregated"))
+            .unwrap_or(0);
+        println!(
+            "aggregation {level}: {traces} traces for 1000 packets x 2 hops ({aggregated} aggregated away)"
+        );
+        counts.push((level, traces));
+    }
+    assert!(sink.served.load(std::sync::atomic::Ordering::Relaxed) >= 1000);
+    let (medium, none) = (counts[0].1, counts[1].1);
+    assert!(
+        medium <= 10,
+        "medium should report a handful of traces, got {medium}"
+    );
+    assert_eq!(none, 2000, "none reports every packet at both hops");
+}
+
+/// A node firewall rule drops a packet: a drop event with the kernel's reason, by name.
+#[test]
+fn iptables_drop_has_the_kernel_reason() {
+    if !require_root("iptables_drop_has_the_kernel_reason") {
+        return;
+    }
+    let s = Scenario::build();
+    s.iptables(&[
+        "-I", "FORWARD", "-d", WORLD_IP, "-p", "udp", "--dport", "9", "-j", "DROP",
+    ]);
+    let mut agent = start_agent(&s, &[]);
+    let port = traffic::udp_send(
+        &s.pod_a(),
+        addr(WORLD_IP, 9),
+        3,
+        32,
+        Some(Duration::from_millis(10)),
+    )
+    .expect("send") as u64;
+    let found = agent.wait_for(SETTLE, |lines| {
+        lines
+            .iter()
+            .filter_map(|l| l.get("event"))
+            .any(|e| e.s("kind") == "drop" && e.n("src_port") == port)
+    });
+    let evs = events(&agent);
+    assert!(found, "no drop event:\n{}", describe(&evs));
+    let drops: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e.s("kind") == "drop" && e.n("src_port") == port)
+        .collect();
+    assert_eq!(drops.len(), 3, "drops are never aggregated");
+    for d in drops {
+        assert_eq!(d.s("drop_reason_name"), "NETFILTER_DROP");
+        assert_eq!(d.s("src"), POD_A_IP);
+        assert_eq!(d.s("dst"), WORLD_IP);
+        assert_eq!(d.n("dst_port"), 9);
+        assert_eq!(d.s("ifname"), LXC_A);
+    }
+    assert!(agent.stop().success());
+}
+
+/// An ICMP error about a tracked connection is RELATED, at both hops (NAT'ed and not).
+#[test]
+fn icmp_error_is_related() {
+    if !require_root("icmp_error_is_related") {
+        return;
+    }
+    let s = Scenario::build();
+    let mut agent = start_agent(&s, &[]);
+    // Nothing listens on 1.0.0.1:7: the world answers with ICMP port unreachable.
+    traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 7), 1, 16, None).expect("send");
+    let found = agent.wait_for(SETTLE, |lines| {
+        lines
+            .iter()
+            .filter_map(|l| l.get("event"))
+            .any(|e| e.s("point") == "to-endpoint" && e.n("icmp_type") == 3)
+    });
+    let evs = events(&agent);
+    assert!(found, "no ICMP error delivered:\n{}", describe(&evs));
+    for point in ["from-network", "to-endpoint"] {
+        let e = evs
+            .iter()
+            .find(|e| e.s("point") == point && e.n("proto") == 1 && e.n("icmp_type") == 3)
+            .unwrap_or_else(|| panic!("no ICMP unreachable at {point}"));
+        assert_eq!(e.s("ct_state"), "related", "{point}: {e}");
+    }
+    assert!(agent.stop().success());
+}
+
+/// A tiny ring and a paused reader: events are lost in the kernel and counted, not hidden.
+#[test]
+fn tiny_ring_counts_lost_events() {
+    if !require_root("tiny_ring_counts_lost_events") {
+        return;
+    }
+    let s = Scenario::build();
+    let _sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
+    let mut agent = start_agent(&s, &["--aggregation", "none", "--ring-size", "4096"]);
+    agent.signal(libc::SIGSTOP);
+    traffic::udp_send(
+        &s.pod_a(),
+        addr(WORLD_IP, 5001),
+        500,
+        32,
+        Some(Duration::from_micros(50)),
+    )
+    .expect("send");
+    agent.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.stop().success());
+    let st = agent.values("stats").pop().expect("final stats");
+    let (emitted, lost, read) = (
+        st.n("events_emitted"),
+        st.n("ring_lost"),
+        st.n("events_read"),
+    );
+    println!("tiny ring: emitted {emitted}, lost in kernel {lost}, read {read}");
+    assert!(
+        lost > 0,
+        "a 4 KiB ring with a paused reader must lose events: {st}"
+    );
+    assert!(
+        emitted + lost >= 1000,
+        "500 packets x 2 hops are all accounted for: {st}"
+    );
+    assert_eq!(
+        read, emitted,
+        "everything that entered the ring was read: {st}"
+    );
+}
+
+/// New endpoint interfaces are attached within a second, vanished ones detached; named
+/// interfaces that do not exist and missing privileges are clear errors.
+#[test]
+fn follows_interfaces_and_reports_clear_errors() {
+    if !require_root("follows_interfaces_and_reports_clear_errors") {
+        return;
+    }
+    let s = Scenario::build();
+    let mut agent = start_agent(&s, &[]);
+    let t0 = std::time::Instant::now();
+    s.node_exec(&[
+        "ip", "link", "add", "lxcnew0", "type", "veth", "peer", "name", "lxcnew0p",
+    ]);
+    s.node_exec(&["ip", "link", "set", "lxcnew0", "up"]);
+    let attached = agent.wait_for(Duration::from_secs(5), |lines| {
+        lines
+            .iter()
+            .any(|l| l.get("attached").is_some_and(|a| a.s("name") == "lxcnew0"))
+    });
+    let took = t0.elapsed();
+    assert!(
+        attached,
+        "new veth not attached; stderr:\n{}",
+        agent.stderr()
+    );
+    println!("new interface attached after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "attached after {took:?}, want < 1 s"
+    );
+    s.node_exec(&["ip", "link", "del", "lxcnew0"]);
+    assert!(agent.wait_for(Duration::from_secs(5), |lines| {
+        lines
+            .iter()
+            .any(|l| l.get("detached").is_some_and(|a| a.s("name") == "lxcnew0"))
+    }));
+    assert!(agent.stop().success());
+
+    let mut bad = Spawned::start(&s.node(), &bin_path("monitor-agent"), &["--uplink", "eth9"]);
+    assert!(!bad.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        bad.stderr().contains("interface eth9 not found"),
+        "stderr: {}",
+        bad.stderr()
+    );
+
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &s.node(),
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ])
+    .arg(bin_path("monitor-agent"));
+    let mut unpriv = Spawned::spawn(cmd);
+    assert!(!unpriv.wait_exit(Duration::from_secs(20)).success());
+    assert!(
+        unpriv
+            .stderr()
+            .contains("missing capabilities: CAP_NET_ADMIN, CAP_BPF"),
+        "stderr: {}",
+        unpriv.stderr()
+    );
+}
+
+/// After a clean shutdown nothing of ours is left: no program loaded, no tcx link or filter.
+#[test]
+fn shutdown_leaves_nothing_behind() {
+    if !require_root("shutdown_leaves_nothing_behind") {
+        return;
+    }
+    let s = Scenario::build();
+    let mut agent = start_agent(&s, &[]);
+    assert!(
+        ours_loaded() > 0,
+        "programs should be loaded while the agent runs"
+    );
+    let status = agent.stop();
+    assert!(status.success(), "exit {status:?}: {}", agent.stderr());
+    // Programs are freed after an RCU grace period: give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ours_loaded() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ours_loaded(),
+        0,
+        "programs of ours still loaded after shutdown"
+    );
+    for dev in [LXC_A, LXC_B, UPLINK, "fs_host"] {
+        for dir in ["ingress", "egress"] {
+            let out = testbed::netns::run(&s.node(), &["tc", "filter", "show", "dev", dev, dir]);
+            assert!(
+                out.stdout.is_empty(),
+                "{dev} {dir}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
+
+/// Programs named like ours that are loaded on the machine.
+fn ours_loaded() -> usize {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fs_")))
+        .count()
+}
