@@ -32,12 +32,15 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
-/// Path of a workspace binary (`monitor-agent`, `flowctl`, …) next to the test executable:
-/// `target/<profile>/deps/<test>` -> `target/<profile>/<name>`. README's test command builds
-/// the binaries before running the tests.
+/// Path of a workspace binary (`monitor-agent`, `flowctl`, …) next to the running executable:
+/// a test runs from `target/<profile>/deps/`, the demo from `target/<profile>/`, and the
+/// binaries are in `target/<profile>/`. README's commands build the binaries first.
 pub fn bin_path(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let mut dir = exe.parent().expect("executable dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: set-up, build, then every test (unit, gRPC/CLI and the privileged
+# end-to-end tests in network namespaces). Run as root. Privileged tests run one at a time:
+# some look at the BPF programs loaded on the whole machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/usr/lib/llvm-22/bin:$PATH"
+
+./scripts/setup.sh
+echo "== build"
+cargo build --locked --bins
+echo "== format"
+cargo fmt --all -- --check
+echo "== tests"
+cargo test --locked -- --test-threads=1
