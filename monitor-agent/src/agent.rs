@@ -19,11 +19,20 @@ use tracing::{info, warn};
 
 use crate::{
     datapath::{Attached, Datapath, DatapathOptions},
+    endpoints::{self, Registry},
     event::Event,
-    ifaces::{self, LinkWatcher, Selector},
+    flows::FlowBuilder,
+    ifaces::{self, LinkWatcher, Role, Selector},
     kernel::{self, Clock},
     reader::{self, ReaderStats},
+    service::{self, AgentState, ListenOptions, PipelineStats},
+    store::{Entry, FlowStore},
 };
+use flowscope_proto::{
+    flow::{LostEvent, LostEventSource},
+    wkt::Timestamp,
+};
+use std::path::PathBuf;
 
 /// What the agent prints on standard output, besides its logs on standard error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,6 +60,16 @@ pub struct AgentOptions {
     pub stats_interval: Duration,
     /// How often interfaces are rescanned even without a netlink notification.
     pub rescan_interval: Duration,
+    /// This node's name, put in every flow.
+    pub node_name: String,
+    /// Capacity of the flow history.
+    pub history_size: usize,
+    /// Where the API is served.
+    pub listen: ListenOptions,
+    /// Endpoint metadata file (YAML), watched for changes.
+    pub endpoints_file: Option<PathBuf>,
+    /// Addresses / CIDRs of the other nodes (the `remote-node` identity).
+    pub remote_nodes: Vec<String>,
 }
 
 /// Interface index -> name, for every interface of the namespace (not only attached ones).
@@ -163,17 +182,57 @@ pub fn preflight(opts: &AgentOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps the registry's view of the node in step with its interfaces: the node's own addresses
+/// (`host`) and the pods found behind endpoint veths (discovery).
+fn refresh_registry(dp: &Datapath, registry: &Registry) {
+    if let Ok(ips) = ifaces::local_addresses() {
+        registry.set_node_ips(ips);
+    }
+    let eps: Vec<(u32, String)> = dp
+        .attached()
+        .filter(|a| a.role == Role::Endpoint)
+        .map(|a| (a.ifindex, a.name.clone()))
+        .collect();
+    match endpoints::discovery::discover(&eps) {
+        Ok(found) => registry.replace_source(endpoints::source::DISCOVERY, found),
+        Err(e) => warn!("discovering endpoints behind veths: {e}"),
+    }
+}
+
 /// Runs the agent until `shutdown` fires; everything attached is detached before returning.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     preflight(&opts)?;
+    // Everything that can fail on bad input is checked before the programs are attached.
+    let remote_nodes = endpoints::parse_cidrs(&opts.remote_nodes).context("--remote-node")?;
+    let file_endpoints = match &opts.endpoints_file {
+        // The error already names the file and the place in it.
+        Some(path) => Some(endpoints::file::load(path)?),
+        None => None,
+    };
+    let listeners = service::bind(&opts.listen).await?;
+
     let (mut dp, ring) = Datapath::load(&opts.datapath)?;
-    info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, "programs loaded");
+    info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, node = %opts.node_name, "programs loaded");
     let reasons: Arc<HashMap<u32, String>> = Arc::new(dp.drop_reasons.clone());
 
+    let registry = Registry::new(ifaces::local_addresses().unwrap_or_default(), remote_nodes);
+    if let Some(f) = file_endpoints {
+        registry.set_file(f);
+    }
     let names: Names = Arc::default();
     let initial = sync_interfaces(&mut dp, &opts.selector, &names);
     log_changes(&initial);
+    refresh_registry(&dp, &registry);
     let dp = Arc::new(Mutex::new(dp));
+
+    let file_watch = opts.endpoints_file.clone().map(|path| {
+        endpoints::file::watch(
+            path,
+            registry.clone(),
+            Duration::from_secs(1),
+            shutdown.clone(),
+        )
+    });
 
     let mut out = std::io::BufWriter::new(std::io::stdout());
     if opts.dump == Some(DumpFormat::Json) {
@@ -195,15 +254,32 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.clone())
         .context("starting the ring-buffer reader")?;
 
+    let state = Arc::new(AgentState {
+        node_name: opts.node_name.clone(),
+        started: std::time::Instant::now(),
+        started_at: std::time::SystemTime::now(),
+        store: Arc::new(FlowStore::new(opts.history_size)),
+        datapath: dp.clone(),
+        registry: registry.clone(),
+        reader: stats.clone(),
+        pipeline: Arc::new(PipelineStats::default()),
+        rate_samples: Mutex::default(),
+        addresses: listeners.addresses(),
+        tls: listeners.tls(),
+        shutdown: shutdown.clone(),
+    });
+    let server = tokio::spawn(service::serve(state.clone(), listeners, shutdown.clone()));
+
     // Interface follower: wakes on rtnetlink notifications, rescans at least every few seconds.
     let (change_tx, mut change_rx) = mpsc::unbounded_channel::<Vec<Change>>();
     let watcher = {
-        let (dp, names, stop, sel, every) = (
+        let (dp, names, stop, sel, every, registry) = (
             dp.clone(),
             names.clone(),
             stop.clone(),
             opts.selector.clone(),
             opts.rescan_interval,
+            registry.clone(),
         );
         let watch = LinkWatcher::new().context("subscribing to rtnetlink notifications")?;
         std::thread::Builder::new()
@@ -217,7 +293,11 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
                     }
                     last = std::time::Instant::now();
                     let changes = match dp.lock() {
-                        Ok(mut d) => sync_interfaces(&mut d, &sel, &names),
+                        Ok(mut d) => {
+                            let c = sync_interfaces(&mut d, &sel, &names);
+                            refresh_registry(&d, &registry);
+                            c
+                        }
                         Err(_) => break,
                     };
                     if !changes.is_empty() {
@@ -230,23 +310,28 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
 
     let mut clock = Clock::now();
     let mut tick = tokio::time::interval(opts.stats_interval);
+    let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
+    let builder = FlowBuilder::new(opts.node_name.clone(), registry.clone());
     let mut sink = Sink {
         dump: opts.dump,
         out,
         reasons,
     };
+    let mut loss = LossTracker::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                sink.events(&batch, &clock, &names)?;
+                sink.events(&batch, &clock, &names, &builder, &state.store)?;
             }
             Some(changes) = change_rx.recv() => sink.changes(&changes)?,
-            _ = tick.tick() => {
+            _ = tick.tick() => sink.stats(&dp, &stats)?,
+            _ = second.tick() => {
                 clock = Clock::now();
-                sink.stats(&dp, &stats)?;
+                state.sample_rate();
+                loss.report(&dp, &stats, &state, &opts.node_name);
             }
             _ = gc_tick.tick() => {
                 if let Ok(mut d) = dp.lock() {
@@ -262,16 +347,88 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
     let _ = watcher.join();
     while let Ok(batch) = rx.try_recv() {
-        sink.events(&batch, &clock, &names)?;
+        sink.events(&batch, &clock, &names, &builder, &state.store)?;
     }
     sink.stats(&dp, &stats)?;
     sink.conntrack(&dp)?;
+    match server.await {
+        Ok(Err(e)) => warn!("API server: {e:#}"),
+        Err(e) => warn!("API server task: {e}"),
+        Ok(Ok(())) => {}
+    }
+    if let Some(w) = file_watch {
+        let _ = w.await;
+    }
     if let Ok(mut d) = dp.lock() {
         d.detach_all();
     }
+    drop(state);
     drop(dp);
     info!("detached from every interface");
     Ok(())
+}
+
+/// Turns the kernel's per-CPU loss counters and the decode queue's loss counter into LostEvents
+/// in the history, so every client sees what was lost and where (Hubble's sources
+/// PERF_EVENT_RING_BUFFER and OBSERVER_EVENTS_QUEUE).
+#[derive(Default)]
+struct LossTracker {
+    kernel: Vec<u64>,
+    queue: u64,
+}
+
+impl LossTracker {
+    fn report(
+        &mut self,
+        dp: &Mutex<Datapath>,
+        stats: &ReaderStats,
+        state: &AgentState,
+        node: &str,
+    ) {
+        let per_cpu = dp
+            .lock()
+            .map(|d| d.counter_per_cpu(counter::RING_LOST))
+            .unwrap_or_default();
+        let now = Timestamp::now();
+        let mut entries = Vec::new();
+        let lost_event = |source: LostEventSource, n: u64, cpu: Option<i32>| {
+            Entry::Lost(Arc::new(LostEvent {
+                source: source as i32,
+                num_events_lost: n,
+                cpu,
+                first: Some(now),
+                last: Some(now),
+            }))
+        };
+        self.kernel.resize(per_cpu.len(), 0);
+        for (cpu, (&v, prev)) in per_cpu.iter().zip(self.kernel.iter_mut()).enumerate() {
+            if v > *prev {
+                entries.push(lost_event(
+                    LostEventSource::PerfEventRingBuffer,
+                    v - *prev,
+                    Some(cpu as i32),
+                ));
+                state
+                    .pipeline
+                    .kernel_lost
+                    .fetch_add(v - *prev, Ordering::Relaxed);
+                *prev = v;
+            }
+        }
+        let q = stats.queue_lost.load(Ordering::Relaxed);
+        if q > self.queue {
+            entries.push(lost_event(
+                LostEventSource::ObserverEventsQueue,
+                q - self.queue,
+                None,
+            ));
+            self.queue = q;
+        }
+        if !entries.is_empty() {
+            tracing::debug!(node, n = entries.len(), "lost events reported");
+            state.store.push_batch(entries);
+        }
+    }
 }
 
 fn stats_json(dp: &Mutex<Datapath>, stats: &ReaderStats) -> serde_json::Value {
@@ -305,12 +462,26 @@ impl Sink {
         self.dump == Some(DumpFormat::Json)
     }
 
-    fn events(&mut self, batch: &[FlowEvent], clock: &Clock, names: &Names) -> anyhow::Result<()> {
-        let Some(dump) = self.dump else { return Ok(()) };
-        let names = names.read().map(|n| n.clone()).unwrap_or_default();
+    /// Decodes a batch, stores its flows in the history and, with `--dump`, prints the events.
+    fn events(
+        &mut self,
+        batch: &[FlowEvent],
+        clock: &Clock,
+        names: &Names,
+        builder: &FlowBuilder,
+        store: &FlowStore,
+    ) -> anyhow::Result<()> {
+        // Held for the batch: the watcher only writes it on interface changes.
+        let names = names
+            .read()
+            .map_err(|_| anyhow::anyhow!("interface names lock poisoned"))?;
         let reasons = self.reasons.clone();
+        let mut flows = Vec::with_capacity(batch.len());
         for raw in batch {
             let ev = Event::decode(raw, clock, |r| reasons.get(&r).cloned());
+            let ifname = names.get(&ev.ifindex).map(String::as_str);
+            flows.push(Entry::Flow(Arc::new(builder.build(&ev, ifname))));
+            let Some(dump) = self.dump else { continue };
             match dump {
                 DumpFormat::Json => {
                     let mut v = serde_json::to_value(&ev)?;
@@ -318,12 +489,14 @@ impl Sink {
                     writeln!(self.out, "{}", json!({ "event": v }))?;
                 }
                 DumpFormat::Text => {
-                    let ifname = names.get(&ev.ifindex).map(String::as_str).unwrap_or("?");
-                    writeln!(self.out, "{}", ev.monitor_line(ifname))?;
+                    writeln!(self.out, "{}", ev.monitor_line(ifname.unwrap_or("?")))?;
                 }
             }
         }
-        self.out.flush()?;
+        store.push_batch(flows);
+        if self.dump.is_some() {
+            self.out.flush()?;
+        }
         Ok(())
     }
 

@@ -192,6 +192,7 @@ pub struct Datapath {
     counters: PerCpuArray<MapData, u64>,
     conntrack: BpfHashMap<MapData, CtKey, CtEntry>,
     config: Config,
+    conntrack_capacity: u32,
     /// Drop reason names, when drop tracing is on.
     pub drop_reasons: std::collections::HashMap<u32, String>,
 }
@@ -346,6 +347,7 @@ impl Datapath {
                 counters,
                 conntrack,
                 config,
+                conntrack_capacity: opts.conntrack_entries,
                 drop_reasons,
             },
             ring,
@@ -360,6 +362,11 @@ impl Datapath {
     /// The configuration written to the kernel.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Capacity of the conntrack table.
+    pub fn conntrack_capacity(&self) -> u32 {
+        self.conntrack_capacity
     }
 
     /// Interfaces we are attached to.
@@ -468,6 +475,14 @@ impl Datapath {
             }
         }
         out
+    }
+
+    /// One counter, per CPU (for LostEvents, which Hubble reports per CPU).
+    pub fn counter_per_cpu(&self, index: u32) -> Vec<u64> {
+        self.counters
+            .get(&index, 0)
+            .map(|v| v.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// A snapshot of the conntrack table.

@@ -48,6 +48,19 @@ impl ObsPoint {
         }
     }
 
+    /// The datapath's number (Cilium's trace point numbering).
+    pub fn raw(self) -> u8 {
+        match self {
+            Self::FromEndpoint => obs::FROM_ENDPOINT,
+            Self::ToEndpoint => obs::TO_ENDPOINT,
+            Self::FromNetwork => obs::FROM_NETWORK,
+            Self::ToNetwork => obs::TO_NETWORK,
+            Self::FromHost => obs::FROM_HOST,
+            Self::ToHost => obs::TO_HOST,
+            Self::Unknown => obs::UNKNOWN,
+        }
+    }
+
     /// Hubble's name, as `hubble observe` prints it (`to-network`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -436,7 +449,7 @@ mod tests {
     #[test]
     fn rfc3339_formatting() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::new(1_795_086_001, 123_456_789);
-        assert_eq!(format_rfc3339(t), "2026-11-18T09:00:01.123456789Z");
+        assert_eq!(format_rfc3339(t), "2026-11-19T11:00:01.123456789Z");
         assert_eq!(
             format_rfc3339(SystemTime::UNIX_EPOCH),
             "1970-01-01T00:00:00.000000000Z"

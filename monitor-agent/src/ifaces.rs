@@ -79,6 +79,44 @@ pub fn list_links() -> io::Result<BTreeMap<u32, String>> {
     }
 }
 
+/// Every address configured on this namespace's interfaces (the node's own addresses, which
+/// flows show as the `host` identity), loopback excluded.
+pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs fills a linked list that we walk read-only and free with freeifaddrs.
+    unsafe {
+        let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut head) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut p = head;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match (*a).sa_family as i32 {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.push(std::net::IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.push(std::net::IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    out.retain(|ip| !ip.is_loopback());
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Names of the interfaces that carry a default route (IPv4 or IPv6).
 pub fn default_route_interfaces() -> Vec<String> {
     let mut out = Vec::new();
@@ -283,6 +321,12 @@ mod tests {
             host_device: None,
         };
         assert_eq!(check_named(&sel, &links), Err("eth9".to_owned()));
+    }
+
+    #[test]
+    fn local_addresses_exclude_loopback() {
+        let addrs = local_addresses().expect("getifaddrs");
+        assert!(addrs.iter().all(|a| !a.is_loopback()));
     }
 
     #[test]

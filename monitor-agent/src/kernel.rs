@@ -78,7 +78,7 @@ fn tracepoint_offsets() -> Result<HashMap<String, u32>, KernelError> {
     Err(KernelError::TracepointFormat { path, source })
 }
 
-/// Parses lines like `field:void * skbaddr;	offset:8;	size:8;	signed:0;`.
+/// Parses lines like `field:void * skbaddr; offset:8; size:8; signed:0;`.
 fn parse_format(text: &str) -> HashMap<String, u32> {
     let mut out = HashMap::new();
     for line in text.lines() {

@@ -7,14 +7,20 @@
 //! - [`datapath`]: load, configure, attach/detach, read counters and conntrack;
 //! - [`ifaces`]: which interfaces to observe, and rtnetlink notifications;
 //! - [`reader`]: the ring-buffer reader thread;
-//! - [`event`]: decoded kernel events;
+//! - [`event`]: decoded kernel events; [`flows`]: events to Hubble flows;
+//! - [`endpoints`]: pod metadata and identities; [`store`]: the flow history;
+//! - [`service`]: the gRPC API (Observer, Inspector, health, reflection);
 //! - [`kernel`], [`btf`]: facts about the running kernel;
 //! - [`agent`]: the main loop tying them together.
 
 pub mod agent;
 pub mod btf;
 pub mod datapath;
+pub mod endpoints;
 pub mod event;
+pub mod flows;
 pub mod ifaces;
 pub mod kernel;
 pub mod reader;
+pub mod service;
+pub mod store;

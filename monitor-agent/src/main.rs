@@ -1,24 +1,74 @@
 //! `monitor-agent`: see the library crate for what it does. This file only parses options.
 
-use std::{process::ExitCode, time::Duration};
+use std::{ffi::OsString, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
-use clap::Parser;
+use anyhow::{Context as _, bail};
+use clap::{CommandFactory as _, Parser};
 use monitor_agent::{
     agent::{self, AgentOptions, DumpFormat},
     datapath::{Aggregation, AttachMode, DatapathOptions},
     ifaces::Selector,
+    service::{ListenOptions, TlsFiles},
 };
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-/// flowscope's per-node agent: observes every packet of the node's pods with eBPF.
+/// flowscope's per-node agent: observes every packet of the node's pods with eBPF and serves
+/// the flows over Hubble's Observer API (unix socket, optionally TCP with TLS).
 ///
 /// Examples:
-///   monitor-agent --dump text                 # follow what the node does, cilium-monitor style
-///   monitor-agent --uplink eth0 --endpoint-pattern 'lxc*' --aggregation none --dump json
+///   monitor-agent                             # serve on /var/run/flowscope/agent.sock
+///   monitor-agent --dump text                 # also print what the node does, cilium-monitor style
+///   monitor-agent --endpoints-file /etc/flowscope/endpoints.yaml --node-name node-1
+///   monitor-agent --listen-address :4244 --tls-cert-file tls.crt --tls-key-file tls.key
+///   monitor-agent --config /etc/flowscope/agent.yaml
+///
+/// The config file is YAML whose keys are the long option names, e.g.
+///   aggregation: low
+///   history-size: 65535
+///   endpoint-pattern: ["lxc*", "cali*"]
+/// Options given on the command line win over the file.
 #[derive(Debug, Parser)]
-#[command(version, verbatim_doc_comment)]
+#[command(version, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
+    /// Read options from this YAML file (keys are the long option names).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// This node's name, put in every flow. Default: $NODE_NAME, else the hostname.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Unix socket of the API (root-only).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/var/run/flowscope/agent.sock"
+    )]
+    socket: PathBuf,
+    /// Also serve the API on this TCP address (e.g. :4244); needs --tls-cert-file/--tls-key-file
+    /// unless --tls-disabled.
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen_address: Option<SocketAddr>,
+    /// TLS certificate (PEM) of the TCP listener.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM) of the TCP listener.
+    #[arg(long, value_name = "FILE")]
+    tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) whose client certificates are required on the TCP listener (mTLS).
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca_files: Vec<PathBuf>,
+    /// Serve TCP in plain text (only on a trusted network).
+    #[arg(long)]
+    tls_disabled: bool,
+    /// Number of recent flows kept in memory.
+    #[arg(long, value_name = "N", default_value_t = 4095, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
+    history_size: u64,
+    /// Endpoint metadata (YAML: addresses -> namespace, pod, labels, workload), reloaded on change.
+    #[arg(long, value_name = "FILE")]
+    endpoints_file: Option<PathBuf>,
+    /// Address or CIDR of another node (identity remote-node); repeat for several.
+    #[arg(long = "remote-node", value_name = "CIDR")]
+    remote_nodes: Vec<String>,
     /// Glob pattern of endpoint (pod) veths, host side; repeat for several.
     #[arg(long = "endpoint-pattern", value_name = "GLOB", default_values = ["lxc*", "veth*", "cali*"])]
     endpoint_patterns: Vec<String>,
@@ -57,6 +107,94 @@ struct Cli {
     stats_interval: Duration,
 }
 
+/// `:4244` (all addresses) or `host:port`.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    s.parse()
+        .map_err(|_| format!("expected an address like :4244 or 127.0.0.1:4244, got {s:?}"))
+}
+
+/// The command line with the config file's options inserted before the user's own (so that
+/// the command line wins). Unknown keys are errors naming the file.
+fn args_with_config(argv: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
+    let mut path = None;
+    for (i, a) in argv.iter().enumerate() {
+        let a = a.to_string_lossy();
+        if let Some(p) = a.strip_prefix("--config=") {
+            path = Some(PathBuf::from(p));
+        } else if a == "--config" {
+            path = argv.get(i + 1).map(PathBuf::from);
+        }
+    }
+    let Some(path) = path else { return Ok(argv) };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("config file {}: not valid YAML", path.display()))?;
+    let known: Vec<String> = Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    let mut extra: Vec<OsString> = Vec::new();
+    let map = match doc {
+        serde_yaml_ng::Value::Mapping(m) => m,
+        serde_yaml_ng::Value::Null => Default::default(),
+        _ => bail!(
+            "config file {}: expected a mapping of option names to values",
+            path.display()
+        ),
+    };
+    for (k, v) in map {
+        let key = k.as_str().map(str::to_owned).unwrap_or_default();
+        if key == "config" || !known.contains(&key) {
+            bail!(
+                "config file {}: unknown option {key:?} (see monitor-agent --help)",
+                path.display()
+            );
+        }
+        let scalar = |v: &serde_yaml_ng::Value| -> anyhow::Result<String> {
+            Ok(match v {
+                serde_yaml_ng::Value::String(s) => s.clone(),
+                serde_yaml_ng::Value::Number(n) => n.to_string(),
+                serde_yaml_ng::Value::Bool(b) => b.to_string(),
+                _ => bail!(
+                    "config file {}: option {key:?} has a value of the wrong shape",
+                    path.display()
+                ),
+            })
+        };
+        match &v {
+            serde_yaml_ng::Value::Bool(true) => extra.push(format!("--{key}").into()),
+            serde_yaml_ng::Value::Bool(false) | serde_yaml_ng::Value::Null => {}
+            serde_yaml_ng::Value::Sequence(items) => {
+                for item in items {
+                    extra.push(format!("--{key}={}", scalar(item)?).into());
+                }
+            }
+            other => extra.push(format!("--{key}={}", scalar(other)?).into()),
+        }
+    }
+    let mut out = vec![argv[0].clone()];
+    out.extend(extra);
+    out.extend(argv.into_iter().skip(1));
+    Ok(out)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
 /// Parses `4096`, `64KiB`, `4MiB`, `1GiB`.
 fn parse_size(s: &str) -> Result<u32, String> {
     let s = s.trim();
@@ -88,7 +226,30 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match args_with_config(std::env::args_os().collect()) {
+        Ok(args) => Cli::parse_from(args),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.listen_address.is_some()
+        && !cli.tls_disabled
+        && (cli.tls_cert_file.is_none() || cli.tls_key_file.is_none())
+    {
+        eprintln!(
+            "error: --listen-address serves flows over the network: give --tls-cert-file and --tls-key-file, or --tls-disabled on a trusted network"
+        );
+        return ExitCode::from(2);
+    }
+    let tls = match (&cli.tls_cert_file, &cli.tls_key_file) {
+        (Some(cert), Some(key)) if !cli.tls_disabled => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_cas: cli.tls_client_ca_files.clone(),
+        }),
+        _ => None,
+    };
     let opts = AgentOptions {
         selector: Selector {
             endpoint_patterns: cli.endpoint_patterns,
@@ -108,6 +269,15 @@ async fn main() -> ExitCode {
         dump: cli.dump,
         stats_interval: cli.stats_interval,
         rescan_interval: Duration::from_secs(5),
+        node_name: cli.node_name.clone().unwrap_or_else(hostname),
+        history_size: cli.history_size as usize,
+        listen: ListenOptions {
+            socket: cli.socket.clone(),
+            tcp: cli.listen_address,
+            tls,
+        },
+        endpoints_file: cli.endpoints_file.clone(),
+        remote_nodes: cli.remote_nodes.clone(),
     };
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -137,6 +307,37 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn config_file_options_come_before_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("fs-agent-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("agent.yaml");
+        std::fs::write(&f, "aggregation: low\nhistory-size: 100\nendpoint-pattern: [\"lxc*\", \"cali*\"]\nno-drops: true\n").unwrap();
+        let argv: Vec<OsString> = [
+            "monitor-agent",
+            "--config",
+            f.to_str().unwrap(),
+            "--history-size",
+            "7",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let cli = Cli::parse_from(args_with_config(argv).unwrap());
+        assert_eq!(cli.aggregation, Aggregation::Low);
+        assert_eq!(cli.history_size, 7, "the command line wins");
+        assert_eq!(cli.endpoint_patterns, vec!["lxc*", "cali*"]);
+        assert!(cli.no_drops);
+        std::fs::write(&f, "aggregaton: low\n").unwrap();
+        let argv: Vec<OsString> = ["monitor-agent", "--config", f.to_str().unwrap()]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let err = args_with_config(argv).unwrap_err().to_string();
+        assert!(err.contains("unknown option \"aggregaton\""), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! - [`netns`]: commands and threads inside a namespace;
 //! - [`scenario`]: the reference topology;
 //! - [`traffic`]: servers and clients on std sockets;
-//! - [`process`]: the agent (or another binary) as a child process, its JSON output collected.
+//! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
+//! - [`client`]: gRPC channels to the agent's unix socket or a TCP server.
 
+pub mod client;
 pub mod netns;
 pub mod process;
 pub mod scenario;

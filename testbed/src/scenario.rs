@@ -40,9 +40,27 @@ pub const UPLINK: &str = "eth0";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// The built scenario; dropping it removes every namespace (and so every link) it made.
+/// The endpoints file of the scenario: what a CNI or Kubernetes would know about the pods.
+pub const ENDPOINTS_YAML: &str = "\
+endpoints:
+  - namespace: default
+    pod: pod-a
+    id: 762
+    ips: [10.244.0.213, \"fd00:10:244::213\"]
+    labels: {app: web}
+    workload: {name: web, kind: Deployment}
+  - namespace: default
+    pod: pod-b
+    id: 1204
+    ips: [10.244.0.77, \"fd00:10:244::77\"]
+    labels: {app: db}
+";
+
+/// The built scenario; dropping it removes every namespace (and so every link) it made, and its
+/// scratch directory.
 pub struct Scenario {
     prefix: String,
+    dir: std::path::PathBuf,
 }
 
 impl Scenario {
@@ -54,9 +72,28 @@ impl Scenario {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let s = Scenario { prefix };
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let s = Scenario { prefix, dir };
         s.setup();
         s
+    }
+
+    /// A scratch directory removed with the scenario (sockets, files).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Where an agent of this scenario should put its socket.
+    pub fn agent_socket(&self) -> std::path::PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// Writes [`ENDPOINTS_YAML`] into the scratch directory and returns its path.
+    pub fn endpoints_file(&self) -> std::path::PathBuf {
+        let p = self.dir.join("endpoints.yaml");
+        std::fs::write(&p, ENDPOINTS_YAML).expect("writing endpoints file");
+        p
     }
 
     /// The node namespace's name.
@@ -256,6 +293,7 @@ impl Drop for Scenario {
         for ns in self.all() {
             let _ = try_run("", &["ip", "netns", "del", &ns]);
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -1,0 +1,431 @@
+//! Turning decoded kernel events into Hubble flows (`flow.Flow`).
+//!
+//! Field by field as Hubble fills them (`shared/design/hubble-wire-facts.md`), with identities
+//! and pod metadata from the endpoint [`Registry`]. Facts Hubble has no field for (the skb hash
+//! that joins hops, the kernel's drop reason name) go into `Flow.extensions` as a
+//! `flowscope.v1.FlowExtension`; the service strips them for clients that did not ask, since a
+//! stock Hubble client cannot print an `Any` of a type it does not know.
+
+use std::net::IpAddr;
+
+use flowscope_proto::{
+    flow::{
+        self, CiliumEventType, Emitter, Ethernet, Flow, FlowType, IpVersion, Layer4,
+        NetworkInterface, TcpFlags, TraceObservationPoint, TraceReason, TrafficDirection, Verdict,
+    },
+    flowscope::v1::FlowExtension,
+    wkt::{Any, Timestamp},
+};
+use monitor_common::{event_type, proto as ipproto};
+
+use crate::{
+    endpoints::{Identity, Registry},
+    event::{CtState, Event, Kind, ObsPoint, format_mac},
+};
+
+/// Builds flows for one node.
+pub struct FlowBuilder {
+    node_name: String,
+    emitter: Emitter,
+    registry: Registry,
+}
+
+impl FlowBuilder {
+    /// A builder for flows of `node_name`.
+    pub fn new(node_name: String, registry: Registry) -> Self {
+        FlowBuilder {
+            node_name,
+            emitter: Emitter {
+                name: "flowscope".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+            registry,
+        }
+    }
+
+    /// The node name put into every flow.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The flow for one event. `ifname` is the name of `ev.ifindex`, when known.
+    #[expect(
+        deprecated,
+        reason = "Hubble's Summary field is deprecated but every client still prints it"
+    )]
+    pub fn build(&self, ev: &Event, ifname: Option<&str>) -> Flow {
+        let src = ev.src.map(|ip| self.registry.lookup(ip));
+        let dst = ev.dst.map(|ip| self.registry.lookup(ip));
+        let is_drop = ev.kind == Kind::Drop;
+        let reply = match ev.ct_state {
+            Some(CtState::Reply) => Some(true),
+            Some(CtState::New | CtState::Established | CtState::Related) => Some(false),
+            None => None,
+        };
+        let mut f = Flow {
+            time: Some(Timestamp::from(ev.time)),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            emitter: Some(self.emitter.clone()),
+            verdict: if is_drop {
+                Verdict::Dropped
+            } else {
+                Verdict::Forwarded
+            } as i32,
+            ethernet: Some(Ethernet {
+                source: format_mac(&ev.src_mac),
+                destination: format_mac(&ev.dst_mac),
+            }),
+            ip: ip_of(ev),
+            l4: l4_of(ev),
+            source: src.as_ref().map(endpoint_of),
+            destination: dst.as_ref().map(endpoint_of),
+            r#type: FlowType::L3L4 as i32,
+            node_name: self.node_name.clone(),
+            event_type: Some(CiliumEventType {
+                r#type: if is_drop {
+                    event_type::DROP
+                } else {
+                    event_type::TRACE
+                } as i32,
+                sub_type: if is_drop { 0 } else { ev.point.raw() as i32 },
+            }),
+            traffic_direction: direction(ev) as i32,
+            trace_observation_point: if is_drop {
+                TraceObservationPoint::UnknownPoint as i32
+            } else {
+                TraceObservationPoint::from_datapath(ev.point.raw()) as i32
+            },
+            trace_reason: match ev.ct_state {
+                Some(CtState::New) => TraceReason::New,
+                Some(CtState::Established) => TraceReason::Established,
+                Some(CtState::Reply) => TraceReason::Reply,
+                Some(CtState::Related) => TraceReason::Related,
+                None => TraceReason::Unknown,
+            } as i32,
+            is_reply: reply,
+            reply: reply.unwrap_or(false),
+            interface: Some(NetworkInterface {
+                index: ev.ifindex,
+                name: ifname.unwrap_or_default().to_owned(),
+            }),
+            summary: summary(ev),
+            drop_reason: ev.drop_reason.unwrap_or(0),
+            ..Flow::default()
+        };
+        let ext = FlowExtension {
+            skb_hash: ev.hash,
+            kernel_drop_reason: ev.drop_reason.unwrap_or(0),
+            kernel_drop_reason_name: ev.drop_reason_name.clone().unwrap_or_default(),
+            ..FlowExtension::default()
+        };
+        f.extensions = Some(Any::from_msg(&ext));
+        f
+    }
+}
+
+fn endpoint_of(id: &Identity) -> flow::Endpoint {
+    let mut e = flow::Endpoint {
+        identity: id.identity,
+        labels: id.labels.to_vec(),
+        ..flow::Endpoint::default()
+    };
+    if let Some(ep) = &id.endpoint {
+        e.id = ep.id;
+        e.namespace = ep.namespace.clone();
+        e.pod_name = ep.pod_name.clone();
+        e.workloads = ep
+            .workloads
+            .iter()
+            .map(|w| flow::Workload {
+                name: w.name.clone(),
+                kind: w.kind.clone(),
+            })
+            .collect();
+    }
+    e
+}
+
+fn ip_of(ev: &Event) -> Option<flow::Ip> {
+    let (src, dst) = (ev.src?, ev.dst?);
+    Some(flow::Ip {
+        source: src.to_string(),
+        destination: dst.to_string(),
+        ip_version: match src {
+            IpAddr::V4(_) => IpVersion::IPv4,
+            IpAddr::V6(_) => IpVersion::IPv6,
+        } as i32,
+        ..flow::Ip::default()
+    })
+}
+
+fn l4_of(ev: &Event) -> Option<Layer4> {
+    if !ev.has_l4 {
+        return None;
+    }
+    Some(match ev.proto {
+        ipproto::TCP => Layer4::tcp(
+            ev.src_port,
+            ev.dst_port,
+            TcpFlags::from_header(ev.tcp_flags, ev.tcp_ns),
+        ),
+        ipproto::UDP => Layer4::udp(ev.src_port, ev.dst_port),
+        ipproto::SCTP => Layer4::sctp(ev.src_port, ev.dst_port),
+        ipproto::ICMP => Layer4::icmpv4(ev.icmp_type, ev.icmp_code),
+        ipproto::ICMPV6 => Layer4::icmpv6(ev.icmp_type, ev.icmp_code),
+        _ => return None,
+    })
+}
+
+/// Direction of the connection from the local endpoint's point of view (as Hubble reports it):
+/// a pod's own connection is EGRESS, including its replies; a connection to the pod is INGRESS.
+fn direction(ev: &Event) -> TrafficDirection {
+    let reply = match ev.ct_state {
+        None => return TrafficDirection::Unknown,
+        Some(CtState::Reply | CtState::Related) => true,
+        Some(_) => false,
+    };
+    let outward = match ev.point {
+        ObsPoint::FromEndpoint | ObsPoint::ToNetwork | ObsPoint::FromHost => true,
+        ObsPoint::ToEndpoint | ObsPoint::FromNetwork | ObsPoint::ToHost => false,
+        ObsPoint::Unknown => return TrafficDirection::Unknown,
+    };
+    if outward != reply {
+        TrafficDirection::Egress
+    } else {
+        TrafficDirection::Ingress
+    }
+}
+
+/// Hubble's summary line: `TCP Flags: SYN, ACK`, `UDP`, `ICMPv4 EchoRequest`, …
+fn summary(ev: &Event) -> String {
+    if !ev.has_l4 {
+        return match ev.src {
+            Some(IpAddr::V4(_)) => "IPv4".into(),
+            Some(IpAddr::V6(_)) => "IPv6".into(),
+            None => "non-IP".into(),
+        };
+    }
+    match ev.proto {
+        ipproto::TCP => TcpFlags::from_header(ev.tcp_flags, ev.tcp_ns).summary(),
+        ipproto::UDP => "UDP".into(),
+        ipproto::SCTP => "SCTP".into(),
+        ipproto::ICMP => format!("ICMPv4 {}", icmpv4_name(ev.icmp_type, ev.icmp_code)),
+        ipproto::ICMPV6 => format!("ICMPv6 {}", icmpv6_name(ev.icmp_type, ev.icmp_code)),
+        p => format!("IP protocol {p}"),
+    }
+}
+
+/// gopacket's names for ICMPv4 types and codes, which Hubble prints.
+fn icmpv4_name(t: u8, c: u8) -> String {
+    let unreach = [
+        "Net",
+        "Host",
+        "Protocol",
+        "Port",
+        "FragmentationNeeded",
+        "SourceRoutingFailed",
+    ];
+    match t {
+        0 => "EchoReply".into(),
+        3 => match unreach.get(c as usize) {
+            Some(n) => format!("DestinationUnreachable({n})"),
+            None => format!("DestinationUnreachable({c})"),
+        },
+        4 => "SourceQuench".into(),
+        5 => "Redirect".into(),
+        8 => "EchoRequest".into(),
+        11 => {
+            if c == 0 {
+                "TimeExceeded(TTLExceeded)".into()
+            } else {
+                "TimeExceeded(FragmentReassemblyTimeExceeded)".into()
+            }
+        }
+        12 => "ParameterProblem".into(),
+        13 => "TimestampRequest".into(),
+        14 => "TimestampReply".into(),
+        _ => format!("{t}({c})"),
+    }
+}
+
+fn icmpv6_name(t: u8, c: u8) -> String {
+    match t {
+        1 => format!("DestinationUnreachable({c})"),
+        2 => "PacketTooBig".into(),
+        3 => "TimeExceeded".into(),
+        4 => "ParameterProblem".into(),
+        128 => "EchoRequest".into(),
+        129 => "EchoReply".into(),
+        133 => "RouterSolicitation".into(),
+        134 => "RouterAdvertisement".into(),
+        135 => "NeighborSolicitation".into(),
+        136 => "NeighborAdvertisement".into(),
+        143 => "MLDv2MulticastListenerReport".into(),
+        _ => format!("{t}({c})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::Clock;
+    use monitor_common::{FlowEvent, ct_state, event_flags, family, obs, tcp};
+
+    fn raw(
+        point: u8,
+        state: u8,
+        src: [u8; 4],
+        dst: [u8; 4],
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    ) -> FlowEvent {
+        let mut ev = FlowEvent {
+            ts_ns: 1_000,
+            event_type: event_type::TRACE,
+            obs_point: point,
+            ct_state: state,
+            family: family::V4,
+            l4_proto: ipproto::TCP,
+            tcp_flags: flags,
+            flags: event_flags::HAS_L4,
+            src_port: sport,
+            dst_port: dport,
+            ifindex: 3,
+            hash: 0x8958_dbda,
+            ..FlowEvent::default()
+        };
+        ev.src_addr[..4].copy_from_slice(&src);
+        ev.dst_addr[..4].copy_from_slice(&dst);
+        ev
+    }
+
+    fn builder() -> FlowBuilder {
+        FlowBuilder::new(
+            "node".into(),
+            Registry::new(vec!["198.51.100.10".parse().unwrap()], vec![]),
+        )
+    }
+
+    #[test]
+    #[expect(deprecated, reason = "checks Summary")]
+    fn syn_at_the_uplink() {
+        let ev = Event::decode(
+            &raw(
+                obs::TO_NETWORK,
+                ct_state::NEW,
+                [198, 51, 100, 10],
+                [1, 0, 0, 1],
+                59242,
+                80,
+                tcp::SYN,
+            ),
+            &Clock::now(),
+            |_| None,
+        );
+        let f = builder().build(&ev, Some("eth0"));
+        assert_eq!(f.verdict, Verdict::Forwarded as i32);
+        assert_eq!(
+            f.trace_observation_point,
+            TraceObservationPoint::ToNetwork as i32
+        );
+        assert_eq!(f.trace_reason, TraceReason::New as i32);
+        assert_eq!(f.is_reply, Some(false));
+        assert_eq!(f.traffic_direction, TrafficDirection::Egress as i32);
+        assert_eq!(f.summary, "TCP Flags: SYN");
+        assert_eq!(
+            f.event_type,
+            Some(CiliumEventType {
+                r#type: 4,
+                sub_type: 11
+            })
+        );
+        assert_eq!(f.interface.as_ref().unwrap().name, "eth0");
+        let ip = f.ip.as_ref().unwrap();
+        assert_eq!(
+            (ip.source.as_str(), ip.destination.as_str()),
+            ("198.51.100.10", "1.0.0.1")
+        );
+        assert_eq!(
+            f.source.as_ref().unwrap().identity,
+            1,
+            "the node's own address is host"
+        );
+        assert_eq!(
+            f.destination.as_ref().unwrap().identity,
+            2,
+            "1.0.0.1 is world"
+        );
+        assert_eq!(
+            f.destination.as_ref().unwrap().labels,
+            vec!["reserved:world".to_string()]
+        );
+        let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
+        assert_eq!(ext.skb_hash, 0x8958_dbda);
+    }
+
+    #[test]
+    fn reply_to_the_pod_is_egress_and_reply() {
+        let ev = Event::decode(
+            &raw(
+                obs::TO_ENDPOINT,
+                ct_state::REPLY,
+                [1, 0, 0, 1],
+                [10, 244, 0, 213],
+                80,
+                59242,
+                tcp::SYN | tcp::ACK,
+            ),
+            &Clock::now(),
+            |_| None,
+        );
+        let f = builder().build(&ev, Some("lxc1"));
+        assert_eq!(
+            f.trace_observation_point,
+            TraceObservationPoint::ToEndpoint as i32
+        );
+        assert_eq!(f.is_reply, Some(true));
+        assert_eq!(f.trace_reason, TraceReason::Reply as i32);
+        assert_eq!(
+            f.traffic_direction,
+            TrafficDirection::Egress as i32,
+            "reply of the pod's own connection"
+        );
+        assert_eq!(
+            f.event_type.unwrap().sub_type,
+            0,
+            "TO_ENDPOINT is 0 in the datapath numbering"
+        );
+    }
+
+    #[test]
+    fn drops_carry_the_kernel_reason() {
+        let mut r = raw(
+            obs::UNKNOWN,
+            ct_state::UNKNOWN,
+            [10, 244, 0, 213],
+            [1, 0, 0, 1],
+            4000,
+            9,
+            0,
+        );
+        r.event_type = event_type::DROP;
+        r.l4_proto = ipproto::UDP;
+        r.drop_reason = 12;
+        let ev = Event::decode(&r, &Clock::now(), |_| Some("NETFILTER_DROP".into()));
+        let f = builder().build(&ev, None);
+        assert_eq!(f.verdict, Verdict::Dropped as i32);
+        assert_eq!(f.is_reply, None);
+        assert_eq!(f.event_type.unwrap().r#type, 1);
+        let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
+        assert_eq!(ext.kernel_drop_reason_name, "NETFILTER_DROP");
+        assert_eq!(ext.kernel_drop_reason, 12);
+    }
+
+    #[test]
+    fn icmp_summaries() {
+        assert_eq!(icmpv4_name(8, 0), "EchoRequest");
+        assert_eq!(icmpv4_name(3, 3), "DestinationUnreachable(Port)");
+        assert_eq!(icmpv6_name(129, 0), "EchoReply");
+    }
+}

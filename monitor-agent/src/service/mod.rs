@@ -1,0 +1,91 @@
+//! The agent's gRPC API: Hubble's `observer.Observer` (so flowctl, the relay and stock Hubble
+//! clients all work), our `flowscope.v1.Inspector`, gRPC health and reflection; served on a
+//! root-only unix socket and, when asked, on TCP with TLS.
+
+pub(crate) mod inspector;
+mod mask;
+mod observer;
+mod server;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
+
+pub use inspector::InspectorService;
+pub use observer::ObserverService;
+pub use server::{ListenOptions, Listeners, TlsFiles, bind, serve};
+
+use crate::{datapath::Datapath, endpoints::Registry, reader::ReaderStats, store::FlowStore};
+
+/// Request header by which our own clients ask for `Flow.extensions`. Stock Hubble clients do
+/// not send it and get flows without them: they cannot print an `Any` of a type they don't know.
+pub const EXTENSIONS_HEADER: &str = "flowscope-extensions";
+
+/// Counters of the flow pipeline (decode task), for status and metrics.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Events the decoder could not turn into flows.
+    pub decode_errors: std::sync::atomic::AtomicU64,
+    /// Entries readers lost because the history overwrote them (sum over readers).
+    pub history_lost: std::sync::atomic::AtomicU64,
+    /// Events lost in the kernel ring, as reported in LostEvents so far.
+    pub kernel_lost: std::sync::atomic::AtomicU64,
+}
+
+/// What the services share with the rest of the agent.
+pub struct AgentState {
+    /// This node's name.
+    pub node_name: String,
+    /// When the agent started.
+    pub started: Instant,
+    /// Wall-clock start time.
+    pub started_at: SystemTime,
+    /// The flow history.
+    pub store: Arc<FlowStore>,
+    /// The kernel side.
+    pub datapath: Arc<Mutex<Datapath>>,
+    /// Endpoint metadata.
+    pub registry: Registry,
+    /// Ring-buffer reader counters.
+    pub reader: Arc<ReaderStats>,
+    /// Pipeline counters.
+    pub pipeline: Arc<PipelineStats>,
+    /// (time, seen flows) samples of the last minute, for `flows_rate`.
+    pub rate_samples: Mutex<std::collections::VecDeque<(Instant, u64)>>,
+    /// Addresses the API is served on (for GetNodes).
+    pub addresses: Vec<String>,
+    /// TLS on the TCP listener.
+    pub tls: bool,
+    /// Fires at shutdown: follow streams end then, so that the server can finish gracefully.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl AgentState {
+    /// Records a sample for `flows_rate` (called once a second by the pipeline).
+    pub fn sample_rate(&self) {
+        if let Ok(mut s) = self.rate_samples.lock() {
+            let now = Instant::now();
+            s.push_back((now, self.store.seen_flows()));
+            while s
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t).as_secs() > 60)
+            {
+                s.pop_front();
+            }
+        }
+    }
+
+    /// Flows per second over the last minute.
+    pub fn flows_rate(&self) -> f64 {
+        let Ok(s) = self.rate_samples.lock() else {
+            return 0.0;
+        };
+        match (s.front(), s.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                (n1 - n0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}

@@ -1,0 +1,488 @@
+//! The agent's Observer API, end to end: the real agent in the reference scenario, a real tonic
+//! client on its unix socket. Privileged; run serially.
+
+use std::{net::SocketAddr, time::Duration};
+
+use flowscope_proto::{
+    HUBBLE_HEALTH_SERVICE, SERVER_VERSION_HEADER,
+    flow::{Flow, FlowFilter, LostEventSource, TraceObservationPoint, TraceReason, Verdict},
+    observer::{
+        GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNodesRequest,
+        ServerStatusRequest, get_flows_response::ResponseTypes, observer_client::ObserverClient,
+    },
+    wkt::Timestamp,
+};
+use futures::StreamExt as _;
+use testbed::{
+    Scenario, bin_path, client,
+    process::Spawned,
+    require_root,
+    scenario::{NODE_IP, WORLD_IP},
+    traffic,
+};
+use tonic::transport::Channel;
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+struct Agent {
+    proc: Spawned,
+    channel: Channel,
+}
+
+async fn start_agent(s: &Scenario, extra: &[&str]) -> Agent {
+    let socket = s.agent_socket();
+    let ep = s.endpoints_file();
+    let mut args = vec![
+        "--socket",
+        socket.to_str().unwrap(),
+        "--endpoints-file",
+        ep.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+        "--host-device",
+        "fs_host",
+    ];
+    args.extend_from_slice(extra);
+    let proc = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
+    let channel = match client::wait_for_socket(&socket, Duration::from_secs(30)).await {
+        Ok(c) => c,
+        Err(e) => panic!("{e}; agent stderr:\n{}", proc.stderr()),
+    };
+    Agent { proc, channel }
+}
+
+fn flows_of(resps: &[GetFlowsResponse]) -> Vec<Flow> {
+    resps
+        .iter()
+        .filter_map(|r| match &r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ip_filter(ip: &str) -> Vec<FlowFilter> {
+    vec![
+        FlowFilter {
+            source_ip: vec![ip.into()],
+            ..FlowFilter::default()
+        },
+        FlowFilter {
+            destination_ip: vec![ip.into()],
+            ..FlowFilter::default()
+        },
+    ]
+}
+
+/// Collects a non-follow GetFlows stream to the end (bounded in time).
+async fn get_flows(
+    ch: &Channel,
+    req: GetFlowsRequest,
+) -> Result<Vec<GetFlowsResponse>, tonic::Status> {
+    let mut c = ObserverClient::new(ch.clone());
+    let mut stream = c.get_flows(req).await?.into_inner();
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+            Ok(Some(Ok(r))) => out.push(r),
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => return Ok(out),
+            Err(_) => panic!("GetFlows without follow did not end within 10 s"),
+        }
+    }
+}
+
+fn point(f: &Flow) -> TraceObservationPoint {
+    TraceObservationPoint::try_from(f.trace_observation_point)
+        .unwrap_or(TraceObservationPoint::UnknownPoint)
+}
+
+/// The seed's flows through the API: pod names, namespaces and identities from the endpoints
+/// file, `world` for 1.0.0.1, `host` for the node's own address; last N, first N, since/until.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_scenario_through_the_api() {
+    if !require_root("reference_scenario_through_the_api") {
+        return;
+    }
+    let s = Scenario::build();
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
+    let mut agent = start_agent(&s, &["--aggregation", "none"]).await;
+    let before = Timestamp::now();
+    let (pod_a, world) = (s.pod_a(), addr(WORLD_IP, 80));
+    let get = tokio::task::spawn_blocking(move || traffic::http_get(&pod_a, world))
+        .await
+        .unwrap()
+        .expect("GET");
+    let port = get.local_port as u32;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = Timestamp::now();
+
+    let req = GetFlowsRequest {
+        number: 100,
+        whitelist: ip_filter(WORLD_IP),
+        ..GetFlowsRequest::default()
+    };
+    let flows = flows_of(&get_flows(&agent.channel, req).await.expect("GetFlows"));
+    let conn: Vec<&Flow> = flows
+        .iter()
+        .filter(|f| {
+            let l4 = f.l4.as_ref().and_then(|l| l.ports());
+            matches!(l4, Some((a, b)) if a == port || b == port)
+                || point(f) == TraceObservationPoint::ToNetwork
+                || point(f) == TraceObservationPoint::FromNetwork
+        })
+        .collect();
+    let syn = conn
+        .iter()
+        .find(|f| {
+            point(f) == TraceObservationPoint::FromEndpoint
+                && f.trace_reason == TraceReason::New as i32
+        })
+        .unwrap_or_else(|| panic!("no from-endpoint NEW flow among {conn:#?}"));
+    let src = syn.source.as_ref().unwrap();
+    assert_eq!(
+        (src.namespace.as_str(), src.pod_name.as_str(), src.id),
+        ("default", "pod-a", 762)
+    );
+    assert!(
+        src.labels.contains(&"k8s:app=web".to_string()),
+        "{:?}",
+        src.labels
+    );
+    assert!(
+        src.identity >= 256,
+        "endpoint identity in the cluster-local range: {}",
+        src.identity
+    );
+    assert_eq!(src.workloads.first().map(|w| w.name.as_str()), Some("web"));
+    let dst = syn.destination.as_ref().unwrap();
+    assert_eq!(dst.identity, 2);
+    assert_eq!(dst.labels, vec!["reserved:world".to_string()]);
+    assert_eq!(syn.node_name, "node-1");
+    assert_eq!(syn.verdict, Verdict::Forwarded as i32);
+    assert_eq!(syn.is_reply, Some(false));
+    assert!(
+        syn.extensions.is_none(),
+        "no extensions for clients that did not ask"
+    );
+    let uplink = conn
+        .iter()
+        .find(|f| point(f) == TraceObservationPoint::ToNetwork)
+        .expect("to-network flow");
+    assert_eq!(uplink.ip.as_ref().unwrap().source, NODE_IP);
+    assert_eq!(uplink.interface.as_ref().unwrap().name, "eth0");
+    let reply = conn
+        .iter()
+        .find(|f| point(f) == TraceObservationPoint::ToEndpoint && f.is_reply == Some(true))
+        .expect("reply delivered to pod-a");
+    assert_eq!(reply.destination.as_ref().unwrap().pod_name, "pod-a");
+
+    // last N: the newest N, oldest first.
+    let last2 = flows_of(
+        &get_flows(
+            &agent.channel,
+            GetFlowsRequest {
+                number: 2,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(last2.len(), 2);
+    assert!(
+        last2[0].time.as_ref().unwrap().as_nanos() <= last2[1].time.as_ref().unwrap().as_nanos()
+    );
+    // first N: the oldest N.
+    let first3 = flows_of(
+        &get_flows(
+            &agent.channel,
+            GetFlowsRequest {
+                number: 3,
+                first: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(first3.len(), 3);
+    let all = flows_of(
+        &get_flows(&agent.channel, GetFlowsRequest::default())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first3[0].uuid, all[0].uuid);
+    // since/until bound the time.
+    let window = flows_of(
+        &get_flows(
+            &agent.channel,
+            GetFlowsRequest {
+                since: Some(before),
+                until: Some(after),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(!window.is_empty());
+    for f in &window {
+        let t = f.time.as_ref().unwrap().as_nanos();
+        assert!(t >= before.as_nanos() && t <= after.as_nanos());
+    }
+    let future = flows_of(
+        &get_flows(
+            &agent.channel,
+            GetFlowsRequest {
+                since: Some(after),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    assert!(
+        future
+            .iter()
+            .all(|f| f.time.as_ref().unwrap().as_nanos() >= after.as_nanos())
+    );
+
+    assert!(
+        agent.proc.stop().success(),
+        "agent: {}",
+        agent.proc.stderr()
+    );
+}
+
+/// follow: new traffic arrives within 1 s; an invalid filter is InvalidArgument naming its field;
+/// status, nodes, namespaces, health, the version header, and extensions on request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_filters_and_status() {
+    if !require_root("follow_filters_and_status") {
+        return;
+    }
+    let s = Scenario::build();
+    let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
+    let mut agent = start_agent(&s, &[]).await;
+    let mut c = ObserverClient::new(agent.channel.clone());
+
+    // Invalid filter.
+    let bad = GetFlowsRequest {
+        whitelist: vec![FlowFilter {
+            source_ip: vec!["10.0.0.300".into()],
+            ..FlowFilter::default()
+        }],
+        ..Default::default()
+    };
+    let err = c
+        .get_flows(bad)
+        .await
+        .expect_err("invalid filter must be rejected");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("source_ip"), "{}", err.message());
+
+    // Follow, with extensions requested.
+    let mut req = tonic::Request::new(GetFlowsRequest {
+        follow: true,
+        whitelist: ip_filter(WORLD_IP),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("flowscope-extensions", "true".parse().unwrap());
+    let resp = c.get_flows(req).await.expect("follow");
+    assert!(
+        resp.metadata().get(SERVER_VERSION_HEADER).is_some(),
+        "hubble-server-version header"
+    );
+    let mut stream = resp.into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    let pod_a = s.pod_a();
+    tokio::task::spawn_blocking(move || traffic::udp_request(&pod_a, addr(WORLD_IP, 53), b"q"))
+        .await
+        .unwrap()
+        .expect("udp");
+    let first = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(GetFlowsResponse {
+                    response_types: Some(ResponseTypes::Flow(f)),
+                    ..
+                })) => return f,
+                Some(Ok(_)) => continue,
+                other => panic!("stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a followed flow within 1 s of the traffic");
+    println!("follow latency: {:?}", t0.elapsed());
+    assert_eq!(first.source.as_ref().unwrap().pod_name, "pod-a");
+    assert!(first.extensions.is_some(), "extensions were requested");
+    drop(stream);
+
+    let status = c
+        .server_status(ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.max_flows, 4095);
+    assert!(status.num_flows > 0 && status.seen_flows >= status.num_flows);
+    assert!(status.version.contains("flowscope"));
+    let nodes = c.get_nodes(GetNodesRequest {}).await.unwrap().into_inner();
+    assert_eq!(nodes.nodes.len(), 1);
+    assert_eq!(nodes.nodes[0].name, "node-1");
+    let ns = c
+        .get_namespaces(GetNamespacesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ns.namespaces.iter().any(|n| n.namespace == "default"));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(agent.channel.clone());
+    let h = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: HUBBLE_HEALTH_SERVICE.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    assert!(agent.proc.stop().success());
+}
+
+/// A deliberately slow follower gets a LostEvent accounting for what it missed, while a fast one
+/// receives every flow; the pipeline is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_follower_gets_lost_events() {
+    if !require_root("slow_follower_gets_lost_events") {
+        return;
+    }
+    let s = Scenario::build();
+    let _sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
+    let mut agent = start_agent(&s, &["--aggregation", "none", "--history-size", "1024"]).await;
+    let filter = vec![FlowFilter {
+        destination_port: vec!["5001".into()],
+        ..FlowFilter::default()
+    }];
+    let req = GetFlowsRequest {
+        follow: true,
+        whitelist: filter,
+        ..Default::default()
+    };
+    let mut fast = ObserverClient::new(agent.channel.clone())
+        .get_flows(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let slow_channel =
+        client::unix_channel_with_window(&s.agent_socket(), Duration::from_secs(5), Some(65_535))
+            .await
+            .unwrap();
+    let mut slow = ObserverClient::new(slow_channel)
+        .get_flows(req)
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    const PACKETS: usize = 3000;
+    let pod_a = s.pod_a();
+    let sender = tokio::task::spawn_blocking(move || {
+        traffic::udp_send(
+            &pod_a,
+            addr(WORLD_IP, 5001),
+            PACKETS,
+            32,
+            Some(Duration::from_micros(20)),
+        )
+    });
+    // The fast follower reads everything as it comes.
+    let want = PACKETS * 2; // from-endpoint and to-network
+    let mut fast_flows = 0;
+    let mut fast_lost = 0;
+    while fast_flows < want {
+        match tokio::time::timeout(Duration::from_secs(10), fast.next()).await {
+            Ok(Some(Ok(GetFlowsResponse {
+                response_types: Some(ResponseTypes::Flow(_)),
+                ..
+            }))) => fast_flows += 1,
+            Ok(Some(Ok(GetFlowsResponse {
+                response_types: Some(ResponseTypes::LostEvents(l)),
+                ..
+            }))) => fast_lost += l.num_events_lost,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("fast follower stream: {other:?} after {fast_flows} flows"),
+        }
+    }
+    sender.await.unwrap().expect("send");
+    // The slow one only starts reading now.
+    let (mut slow_flows, mut slow_lost) = (0u64, 0u64);
+    while let Ok(Some(Ok(r))) = tokio::time::timeout(Duration::from_millis(1500), slow.next()).await
+    {
+        match r.response_types {
+            Some(ResponseTypes::Flow(_)) => slow_flows += 1,
+            Some(ResponseTypes::LostEvents(l)) => {
+                assert_eq!(l.source, LostEventSource::HubbleRingBuffer as i32);
+                slow_lost += l.num_events_lost;
+            }
+            _ => {}
+        }
+    }
+    println!(
+        "fast: {fast_flows} flows, {fast_lost} lost; slow: {slow_flows} flows, {slow_lost} lost (history 1024)"
+    );
+    assert_eq!(fast_flows, want);
+    assert_eq!(fast_lost, 0, "the fast follower kept up");
+    assert!(slow_lost > 0, "the slow follower must be told what it lost");
+    assert!(slow_flows < want as u64);
+    assert!(
+        slow_flows + slow_lost >= want as u64,
+        "every flow is either delivered or counted as lost"
+    );
+    assert!(agent.proc.stop().success());
+}
+
+/// A bad endpoints file stops the agent before it attaches anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_endpoints_file_fails_before_attaching() {
+    if !require_root("bad_endpoints_file_fails_before_attaching") {
+        return;
+    }
+    let s = Scenario::build();
+    let bad = s.dir().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "endpoints:\n  - namespace: default\n    pod: pod-a\n    ips: [not-an-ip]\n",
+    )
+    .unwrap();
+    let socket = s.agent_socket();
+    let mut p = Spawned::start(
+        &s.node(),
+        &bin_path("monitor-agent"),
+        &[
+            "--socket",
+            socket.to_str().unwrap(),
+            "--endpoints-file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    let status = p.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(
+        p.stderr().contains("bad.yaml"),
+        "the error names the file: {}",
+        p.stderr()
+    );
+    assert!(
+        !p.stderr().contains("attached"),
+        "nothing was attached: {}",
+        p.stderr()
+    );
+}
