@@ -1,0 +1,425 @@
+//! `flowctl observe`: Hubble's `observe` — selection flags, filter flags,
+//! output formats — against the agent or the relay.
+
+use std::io::{BufWriter, IsTerminal as _, Write};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use clap::{ArgAction, ArgMatches, Args};
+use flowscope_proto::flow::{EventTypeFilter, IpVersion, TcpFlags, TrafficDirection, Verdict};
+use flowscope_proto::observer::GetFlowsRequest;
+use flowscope_proto::observer::observer_client::ObserverClient;
+use flowscope_proto::wkt::Timestamp;
+
+use super::Context;
+use crate::client;
+use crate::config::ColorWhen;
+use crate::filters::{self, UsageError};
+use crate::output::{Format, Options, Printer, TimeFormat};
+
+/// How many flows `observe` asks for when nothing says otherwise (Hubble's
+/// default).
+pub const DEFAULT_LAST: u64 = 20;
+
+/// Request metadata by which flowctl asks the agent and relay for
+/// `Flow.extensions` (flowscope's FlowExtension: skb hash, kernel drop
+/// reason, SNAT port). Stock Hubble clients do not send it and get flows
+/// without an `Any` they could not print. Must match the agent's
+/// `EXTENSIONS_HEADER`.
+pub const EXTENSIONS_HEADER: &str = "flowscope-extensions";
+
+/// Examples and exit status, shown after `flowctl observe --help`.
+pub const AFTER_HELP: &str = "\
+Examples:
+  The last 20 flows of the node (agent) or the cluster (relay):
+    flowctl observe
+  Follow a pod's traffic to 1.0.0.1, as the lab's `ping 1.1` and `wget http://1.1`:
+    flowctl observe -f --ip 1.0.0.1
+  Only what the kernel dropped, with its reason:
+    flowctl observe --verdict DROPPED
+  Packets leaving the node, after routing and MASQUERADE:
+    flowctl observe -t trace:to-network --from-pod default/pod-a
+  Pods of a namespace talking to the internet, without DNS:
+    flowctl observe -n default --to-identity world --not --port 53
+  The last 5 minutes as JSON, one GetFlowsResponse per line:
+    flowctl observe --since 5m -o json | jq -c .flow.IP
+  `cilium monitor` lines, live:
+    flowctl observe -f -o monitor
+
+Filters: the values of one flag are alternatives (OR); different flags must
+all match (AND). A flag without from-/to- matches either end of the flow.
+--not negates the one filter flag that follows it.
+
+Exit status: 0 success (also when the output is closed early, as by `| head`),
+1 error (server unreachable, request failed), 2 usage error (bad flag or value).";
+
+/// `flowctl observe` flags.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    // ---- Selection -------------------------------------------------------
+    /// Get the last N flows stored on the server [default: 20 unless --follow,
+    /// --since or --until is given]. Through the relay: N per node.
+    #[arg(long, value_name = "N", help_heading = "Selection", conflicts_with_all = ["first", "all"])]
+    pub last: Option<u64>,
+
+    /// Get the first (oldest) N flows stored on the server. Through the
+    /// relay: N per node.
+    #[arg(long, value_name = "N", help_heading = "Selection", conflicts_with_all = ["all", "follow"])]
+    pub first: Option<u64>,
+
+    /// Keep printing new flows until Ctrl-C or the server ends the stream.
+    #[arg(short = 'f', long, help_heading = "Selection")]
+    pub follow: bool,
+
+    /// Flows since this time: RFC 3339 (2025-11-26T11:00:00Z, 2025-11-26),
+    /// RFC 1123Z, or a duration into the past (30s, 5m, 1h30m).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Selection")]
+    pub since: Option<Timestamp>,
+
+    /// Flows until this time (same forms as --since; ignored with --follow).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, help_heading = "Selection")]
+    pub until: Option<Timestamp>,
+
+    /// Get all flows stored on the server (use with filters).
+    #[arg(long, help_heading = "Selection")]
+    pub all: bool,
+
+    // ---- Filters ---------------------------------------------------------
+    /// Negate the next filter flag: --not --ip 10.0.0.1.
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", help_heading = "Filters")]
+    pub not: Vec<bool>,
+
+    /// Flows from or to this address or CIDR (10.244.0.213, 1.0.0.0/24, fd00::/64).
+    #[arg(long, value_name = "IP", value_parser = filters::parse_ip_or_cidr, help_heading = "Filters")]
+    pub ip: Vec<String>,
+
+    /// Flows from this address or CIDR.
+    #[arg(long, value_name = "IP", value_parser = filters::parse_ip_or_cidr, help_heading = "Filters")]
+    pub from_ip: Vec<String>,
+
+    /// Flows to this address or CIDR.
+    #[arg(long, value_name = "IP", value_parser = filters::parse_ip_or_cidr, help_heading = "Filters")]
+    pub to_ip: Vec<String>,
+
+    /// Flows whose source was translated (SNAT, MASQUERADE) to this address or CIDR.
+    #[arg(long, value_name = "IP", value_parser = filters::parse_ip_or_cidr, help_heading = "Filters")]
+    pub snat_ip: Vec<String>,
+
+    /// Flows from or to this pod: [namespace/]pod-name-prefix.
+    #[arg(long, value_name = "POD", help_heading = "Filters")]
+    pub pod: Vec<String>,
+
+    /// Flows from this pod: [namespace/]pod-name-prefix.
+    #[arg(long, value_name = "POD", help_heading = "Filters")]
+    pub from_pod: Vec<String>,
+
+    /// Flows to this pod: [namespace/]pod-name-prefix.
+    #[arg(long, value_name = "POD", help_heading = "Filters")]
+    pub to_pod: Vec<String>,
+
+    /// Flows from or to pods of this Kubernetes namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE", help_heading = "Filters")]
+    pub namespace: Vec<String>,
+
+    /// Flows from pods of this namespace.
+    #[arg(long, value_name = "NAMESPACE", help_heading = "Filters")]
+    pub from_namespace: Vec<String>,
+
+    /// Flows to pods of this namespace.
+    #[arg(long, value_name = "NAMESPACE", help_heading = "Filters")]
+    pub to_namespace: Vec<String>,
+
+    /// Pods of any namespace (with --pod: that pod name in any namespace).
+    #[arg(short = 'A', long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", help_heading = "Filters")]
+    pub all_namespaces: Vec<bool>,
+
+    /// Flows from pods of any namespace.
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", help_heading = "Filters")]
+    pub from_all_namespaces: Vec<bool>,
+
+    /// Flows to pods of any namespace.
+    #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", help_heading = "Filters")]
+    pub to_all_namespaces: Vec<bool>,
+
+    /// Flows from or to an endpoint with these labels (k8s:app=web, reserved:world).
+    #[arg(short = 'l', long, value_name = "LABELS", help_heading = "Filters")]
+    pub label: Vec<String>,
+
+    /// Flows from an endpoint with these labels.
+    #[arg(long, value_name = "LABELS", help_heading = "Filters")]
+    pub from_label: Vec<String>,
+
+    /// Flows to an endpoint with these labels.
+    #[arg(long, value_name = "LABELS", help_heading = "Filters")]
+    pub to_label: Vec<String>,
+
+    /// Flows from or to this security identity: a number or a reserved name
+    /// (host, world, unmanaged, health, init, remote-node, kube-apiserver,
+    /// ingress, world-ipv4, world-ipv6).
+    #[arg(long, value_name = "ID", value_parser = filters::parse_identity, help_heading = "Filters")]
+    pub identity: Vec<u32>,
+
+    /// Flows from this security identity.
+    #[arg(long, value_name = "ID", value_parser = filters::parse_identity, help_heading = "Filters")]
+    pub from_identity: Vec<u32>,
+
+    /// Flows to this security identity.
+    #[arg(long, value_name = "ID", value_parser = filters::parse_identity, help_heading = "Filters")]
+    pub to_identity: Vec<u32>,
+
+    /// Flows with this source or destination port.
+    #[arg(long, value_name = "PORT", value_parser = filters::parse_port, help_heading = "Filters")]
+    pub port: Vec<String>,
+
+    /// Flows with this source port.
+    #[arg(long, value_name = "PORT", value_parser = filters::parse_port, help_heading = "Filters")]
+    pub from_port: Vec<String>,
+
+    /// Flows with this destination port.
+    #[arg(long, value_name = "PORT", value_parser = filters::parse_port, help_heading = "Filters")]
+    pub to_port: Vec<String>,
+
+    /// Flows of this protocol: tcp, udp, sctp, icmp, icmpv4, icmpv6 (and L7: dns, http, kafka).
+    #[arg(long, value_name = "PROTOCOL", value_parser = filters::parse_protocol, help_heading = "Filters")]
+    pub protocol: Vec<String>,
+
+    /// TCP flows with these flags set, comma-separated (syn, SYN,ACK, fin).
+    #[arg(long, value_name = "FLAGS", value_parser = filters::parse_tcp_flags, help_heading = "Filters")]
+    pub tcp_flags: Vec<TcpFlags>,
+
+    /// Flows with this verdict: FORWARDED, DROPPED, AUDIT, REDIRECTED, ERROR, TRACED, TRANSLATED.
+    #[arg(long, value_name = "VERDICT", value_parser = filters::parse_verdict, help_heading = "Filters")]
+    pub verdict: Vec<Verdict>,
+
+    /// Dropped flows with this Hubble drop reason (POLICY_DENIED, ...).
+    #[arg(long, value_name = "REASON", value_parser = filters::parse_drop_reason, help_heading = "Filters")]
+    pub drop_reason_desc: Vec<i32>,
+
+    /// Event type TYPE[:SUBTYPE]: trace, drop, capture, l7, policy-verdict,
+    /// trace-sock, or a number; trace sub-types: to-endpoint, to-proxy,
+    /// to-host, to-stack, to-overlay, to-network, to-crypto, from-endpoint,
+    /// from-proxy, from-host, from-stack, from-overlay, from-network,
+    /// from-crypto (e.g. trace:to-network).
+    #[arg(id = "type", short = 't', long = "type", value_name = "TYPE", value_parser = filters::parse_event_type, help_heading = "Filters")]
+    pub event_type: Vec<EventTypeFilter>,
+
+    /// Flows in this traffic direction: ingress or egress.
+    #[arg(long, value_name = "DIRECTION", value_parser = filters::parse_traffic_direction, help_heading = "Filters")]
+    pub traffic_direction: Vec<TrafficDirection>,
+
+    /// Flows observed on nodes matching this name or glob (node-1, k8s*).
+    #[arg(long, value_name = "NAME", help_heading = "Filters")]
+    pub node_name: Vec<String>,
+
+    /// Flows observed at this network interface (eth0, lxc12ab).
+    #[arg(long, value_name = "NAME", help_heading = "Filters")]
+    pub interface: Vec<String>,
+
+    /// Flows of this IP version: v4, v6 or none (non-IP).
+    #[arg(long, value_name = "VERSION", value_parser = filters::parse_ip_version, help_heading = "Filters")]
+    pub ip_version: Vec<IpVersion>,
+
+    /// Allowlist as JSON-encoded FlowFilters ('{"source_ip":["10.0.0.1"]}'), added to the filter flags'.
+    #[arg(long, value_name = "JSON", help_heading = "Raw filters")]
+    pub allowlist: Vec<String>,
+
+    /// Denylist as JSON-encoded FlowFilters, added to the --not filters.
+    #[arg(long, value_name = "JSON", help_heading = "Raw filters")]
+    pub denylist: Vec<String>,
+
+    // ---- Output ----------------------------------------------------------
+    /// Output format [default: compact, or the config file's].
+    #[arg(
+        short = 'o',
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        help_heading = "Output"
+    )]
+    pub output: Option<Format>,
+
+    /// Print the node that observed each flow.
+    #[arg(long, help_heading = "Output")]
+    pub print_node_name: bool,
+
+    /// Time format for text output [default: StampMilli].
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "FORMAT",
+        help_heading = "Output"
+    )]
+    pub time_format: Option<TimeFormat>,
+
+    /// Addresses instead of pod/service/DNS names (and numeric identities with -o monitor).
+    #[arg(long, help_heading = "Output")]
+    pub numeric: bool,
+
+    /// Color compact and dict output [default: auto, only on a terminal].
+    #[arg(long, value_enum, value_name = "WHEN", help_heading = "Output")]
+    pub color: Option<ColorWhen>,
+}
+
+/// `--since`/`--until`: an absolute time or a duration before now.
+pub fn parse_time(s: &str) -> Result<Timestamp, String> {
+    const EXPECTED: &str = "expected RFC 3339 (2025-11-26T11:00:00Z, 2025-11-26), RFC 1123Z or a duration into the past (30s, 5m, 1h30m)";
+    if let Ok(ago) = humantime::parse_duration(s) {
+        let at = SystemTime::now()
+            .checked_sub(ago)
+            .ok_or_else(|| format!("{s:?} is too far back"))?;
+        return Ok(at.into());
+    }
+    let from = |dt: chrono::DateTime<chrono::FixedOffset>| {
+        let utc = dt.with_timezone(&chrono::Utc);
+        // timestamp_subsec_nanos() < 1e9 fits in i32.
+        Timestamp::new(utc.timestamp(), utc.timestamp_subsec_nanos() as i32)
+    };
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(from(dt));
+    }
+    if let Ok(dt) = chrono::DateTime::parse_from_rfc2822(s) {
+        return Ok(from(dt));
+    }
+    if let Ok(date) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(dt) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(from(dt.and_utc().fixed_offset()));
+    }
+    // Hubble's YearMonthDayHour(Minute): 2025-11-26T11Z, 2025-11-26T11:00+01:00.
+    let zoned = match s.strip_suffix('Z') {
+        Some(rest) => format!("{rest}+00:00"),
+        None => s.to_string(),
+    };
+    const HOUR_MINUTE: &str = "%Y-%m-%dT%H:%M%:z";
+    if let Ok(dt) = chrono::DateTime::parse_from_str(&zoned, HOUR_MINUTE) {
+        return Ok(from(dt));
+    }
+    // Hour only: chrono wants minutes, so add them before the zone.
+    if let Some(at) = zoned
+        .len()
+        .checked_sub(6)
+        .filter(|at| zoned.is_char_boundary(*at))
+    {
+        let (head, zone) = zoned.split_at(at);
+        if let Ok(dt) = chrono::DateTime::parse_from_str(&format!("{head}:00{zone}"), HOUR_MINUTE) {
+            return Ok(from(dt));
+        }
+    }
+    Err(EXPECTED.into())
+}
+
+/// The GetFlows request for these flags (Hubble's `getFlowsRequest`).
+pub fn build_request(
+    args: &ObserveArgs,
+    matches: &ArgMatches,
+) -> Result<GetFlowsRequest, UsageError> {
+    let first = args.first.unwrap_or(0);
+    let mut last = args.last.unwrap_or(0);
+    let since = args.since;
+    // With --follow the stream has no end: --until would contradict it, and
+    // Hubble drops it.
+    let until = if args.follow { None } else { args.until };
+    if since.is_none() && until.is_none() && first == 0 {
+        if args.all {
+            last = u64::MAX;
+        } else if last == 0 && !args.follow {
+            last = DEFAULT_LAST;
+        }
+    }
+    let (mut whitelist, mut blacklist) = filters::from_matches(matches)?;
+    whitelist.extend(filters::parse_raw_filters("allowlist", &args.allowlist)?);
+    blacklist.extend(filters::parse_raw_filters("denylist", &args.denylist)?);
+    Ok(GetFlowsRequest {
+        number: if first > 0 { first } else { last },
+        first: first > 0,
+        follow: args.follow,
+        blacklist,
+        whitelist,
+        since,
+        until,
+        ..Default::default()
+    })
+}
+
+/// Printer options from the flags, the config file and the terminal.
+pub fn printer_options(args: &ObserveArgs, ctx: &Context, stdout_is_terminal: bool) -> Options {
+    let config = &ctx.config;
+    let color = match args.color.or(config.color).unwrap_or_default() {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => {
+            stdout_is_terminal
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+        }
+    };
+    Options {
+        format: args.output.or(config.output).unwrap_or(Format::Compact),
+        time_format: args.time_format.or(config.time_format).unwrap_or_default(),
+        node_name: args.print_node_name || config.print_node_name.unwrap_or(false),
+        numeric: args.numeric,
+        color,
+        debug: ctx.global.debug,
+    }
+}
+
+/// Runs `flowctl observe`.
+pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> anyhow::Result<()> {
+    let request = build_request(args, matches)?;
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let opts = printer_options(args, ctx, stdout_is_terminal);
+    if opts.format == Format::Table && args.follow {
+        return Err(UsageError(
+            "the table format is not compatible with --follow (it aligns columns once all flows are in): use -o compact or -o dict".into(),
+        )
+        .into());
+    }
+    let connect = ctx.connect_options()?;
+    if ctx.global.debug {
+        let _ = writeln!(
+            std::io::stderr(),
+            "flowctl: connecting to {} for {request:?}",
+            connect.server
+        );
+    }
+    let channel = client::connect(&connect).await?;
+    let mut observer = ObserverClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+
+    let mut grpc_request = tonic::Request::new(request);
+    grpc_request.metadata_mut().insert(
+        EXTENSIONS_HEADER,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    let mut stream = client::within(&connect, "GetFlows", observer.get_flows(grpc_request))
+        .await?
+        .into_inner();
+
+    // Lines must show up as they come when someone watches (follow mode, a
+    // terminal); otherwise a buffer saves a write per line.
+    let flush_each = args.follow || stdout_is_terminal;
+    let mut printer = Printer::new(opts, BufWriter::new(std::io::stdout()), std::io::stderr());
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            message = stream.message() => match message {
+                Ok(Some(response)) => {
+                    printer.write(&response).context("writing to stdout")?;
+                    if flush_each {
+                        printer.flush().context("writing to stdout")?;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) if status.code() == tonic::Code::Cancelled => break,
+                Err(status) => {
+                    // Show what arrived before the failure, then the failure.
+                    printer.finish().context("writing to stdout")?;
+                    return Err(client::rpc_error(&connect.server, "GetFlows", &status));
+                }
+            },
+            _ = &mut ctrl_c => break,
+        }
+    }
+    printer.finish().context("writing to stdout")
+}
