@@ -351,11 +351,19 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     }
     sink.stats(&dp, &stats)?;
     sink.conntrack(&dp)?;
-    match server.await {
-        Ok(Err(e)) => warn!("API server: {e:#}"),
-        Err(e) => warn!("API server task: {e}"),
-        Ok(Ok(())) => {}
+    // Graceful: in-flight requests finish and follow streams end (they watch the token). A
+    // client that keeps an idle connection open must not hold the node's agent hostage.
+    let abort = server.abort_handle();
+    match tokio::time::timeout(Duration::from_secs(3), server).await {
+        Ok(Ok(Err(e))) => warn!("API server: {e:#}"),
+        Ok(Err(e)) => warn!("API server task: {e}"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => {
+            warn!("clients still connected after 3 s: closing their connections");
+            abort.abort();
+        }
     }
+    let _ = std::fs::remove_file(&opts.listen.socket);
     if let Some(w) = file_watch {
         let _ = w.await;
     }

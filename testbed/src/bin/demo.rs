@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use testbed::{
-    Scenario, bin_path,
+    Scenario, bin_path, client,
     process::Spawned,
     scenario::{HOST_DEV, LXC_A, NODE_IP, POD_A_IP, POD_B_IP, WORLD_IP},
     traffic,
@@ -33,27 +33,33 @@ fn main() -> anyhow::Result<()> {
     let _dns = traffic::udp_server(&s.world(), format!("{WORLD_IP}:53").parse()?, true);
     let _b = traffic::tcp_sink(&s.pod_b(), format!("{POD_B_IP}:8080").parse()?);
 
-    step("Starting monitor-agent on the node (aggregation medium)");
+    step(
+        "Starting monitor-agent on the node (aggregation medium, pod metadata from an endpoints file)",
+    );
+    let socket = s.agent_socket();
+    let endpoints = s.endpoints_file();
     let mut agent = Spawned::start(
         &s.node(),
         &bin_path("monitor-agent"),
         &[
-            "--dump",
-            "json",
+            "--socket",
+            socket.to_str().expect("utf-8 path"),
+            "--endpoints-file",
+            endpoints.to_str().expect("utf-8 path"),
+            "--node-name",
+            "node-1",
             "--host-device",
             HOST_DEV,
-            "--stats-interval",
-            "1h",
         ],
     );
-    agent.wait_ready(Duration::from_secs(30));
-    for a in agent.values("attached") {
-        println!(
-            "  attached to {} ({})",
-            a["name"].as_str().unwrap_or("?"),
-            a["role"].as_str().unwrap_or("?")
-        );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    if let Err(e) = rt.block_on(client::wait_for_socket(&socket, Duration::from_secs(30))) {
+        anyhow::bail!("the agent did not come up: {e}\n{}", agent.stderr());
     }
+    drop(rt);
+    println!("  serving on unix://{}", socket.display());
 
     step(
         "Traffic from pod-a: ping 1.0.0.1, wget http://1.0.0.1, a DNS-like UDP query, pod-a -> pod-b",
@@ -83,82 +89,56 @@ fn main() -> anyhow::Result<()> {
     ]);
     traffic::udp_send(&s.pod_a(), format!("{WORLD_IP}:9").parse()?, 1, 16, None)?;
     std::thread::sleep(Duration::from_millis(300));
-    let status = agent.stop();
 
-    step("What the node did to each packet (monitor-agent --dump, cilium-monitor style)");
-    for e in agent.values("event") {
-        if e["point"] == "to-endpoint" && e["dst"] == serde_json::Value::Null {
-            continue;
+    let server = format!("unix://{}", socket.display());
+    let flowctl = |args: &[&str]| -> anyhow::Result<()> {
+        println!("\n  $ flowctl {}", args.join(" "));
+        let out = std::process::Command::new(bin_path("flowctl"))
+            .arg("--server")
+            .arg(&server)
+            .args(args)
+            .output()?;
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            println!("  {line}");
         }
-        println!("  {}", monitor_line(&e));
-    }
-    step("Conntrack (per-direction packets and bytes, suppressed traces included)");
-    if let Some(ct) = agent.values("conntrack").pop() {
-        for c in ct.as_array().into_iter().flatten() {
-            println!(
-                "  proto {:>2} {}:{} -> {}:{}  tx {} pkts {} B  rx {} pkts {} B",
-                c["proto"],
-                c["src"].as_str().unwrap_or(""),
-                c["src_port"],
-                c["dst"].as_str().unwrap_or(""),
-                c["dst_port"],
-                c["tx_packets"],
-                c["tx_bytes"],
-                c["rx_packets"],
-                c["rx_bytes"]
-            );
+        if !out.status.success() {
+            anyhow::bail!("flowctl failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-    }
+        Ok(())
+    };
+    step("What flowscope saw: Hubble's view of everything to and from 1.0.0.1");
+    flowctl(&["observe", "--ip", WORLD_IP, "--last", "100"])?;
+    step("The same, as the lab's `cilium monitor` lines (skb hash, identities, conntrack state)");
+    flowctl(&[
+        "observe",
+        "--ip",
+        WORLD_IP,
+        "--protocol",
+        "tcp",
+        "--last",
+        "100",
+        "-o",
+        "monitor",
+    ])?;
+    step("Drops, with the kernel's reason");
+    flowctl(&[
+        "observe",
+        "--verdict",
+        "DROPPED",
+        "--ip-version",
+        "ipv4",
+        "--last",
+        "10",
+    ])?;
+    step("pod-a -> pod-b");
+    flowctl(&["observe", "--to-pod", "default/pod-b", "--last", "10"])?;
+    step("The agent");
+    flowctl(&["status"])?;
+
+    let status = agent.stop();
     if !status.success() {
         anyhow::bail!("the agent exited with {status}: {}", agent.stderr());
     }
     step("Done: namespaces removed");
     Ok(())
-}
-
-/// The event in `cilium monitor` style, from the agent's JSON.
-fn monitor_line(e: &serde_json::Value) -> String {
-    let s = |k: &str| e[k].as_str().unwrap_or("").to_owned();
-    let n = |k: &str| e[k].as_u64().unwrap_or(0);
-    let head = if s("kind") == "drop" {
-        format!("xx drop ({}) on {}", s("drop_reason_name"), s("ifname"))
-    } else {
-        format!(
-            "{:<13} {:<9} on {:<15}",
-            s("point"),
-            s("ct_state"),
-            s("ifname")
-        )
-    };
-    let flags: Vec<&str> = [(1, "FIN"), (2, "SYN"), (4, "RST"), (8, "PSH"), (16, "ACK")]
-        .iter()
-        .filter(|(b, _)| n("tcp_flags") & b != 0)
-        .map(|(_, f)| *f)
-        .collect();
-    let l4 = match n("proto") {
-        6 => format!(
-            "{}:{} -> {}:{} tcp {}",
-            s("src"),
-            n("src_port"),
-            s("dst"),
-            n("dst_port"),
-            flags.join(",")
-        ),
-        17 => format!(
-            "{}:{} -> {}:{} udp",
-            s("src"),
-            n("src_port"),
-            s("dst"),
-            n("dst_port")
-        ),
-        1 => format!("{} -> {} icmp type {}", s("src"), s("dst"), n("icmp_type")),
-        58 => format!(
-            "{} -> {} icmpv6 type {}",
-            s("src"),
-            s("dst"),
-            n("icmp_type")
-        ),
-        p => format!("{} -> {} proto {p}", s("src"), s("dst")),
-    };
-    format!("{head} {l4}")
 }

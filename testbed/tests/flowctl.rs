@@ -1,0 +1,289 @@
+//! `flowctl` against the real agent in the reference scenario: the user's commands, end to end.
+//! Privileged; run serially.
+
+use std::{
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use flowscope_proto::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
+use testbed::{
+    Scenario, bin_path, client,
+    process::Spawned,
+    require_root,
+    scenario::{NODE_IP, POD_A_IP, WORLD_IP},
+    traffic,
+};
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+/// The agent of a scenario, ready to answer.
+fn start_agent(s: &Scenario) -> Spawned {
+    let socket = s.agent_socket();
+    let ep = s.endpoints_file();
+    let agent = Spawned::start(
+        &s.node(),
+        &bin_path("monitor-agent"),
+        &[
+            "--socket",
+            socket.to_str().unwrap(),
+            "--endpoints-file",
+            ep.to_str().unwrap(),
+            "--node-name",
+            "node-1",
+            "--host-device",
+            "fs_host",
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Err(e) = rt.block_on(client::wait_for_socket(&socket, Duration::from_secs(30))) {
+        panic!("{e}; agent stderr:\n{}", agent.stderr());
+    }
+    agent
+}
+
+fn server(s: &Scenario) -> String {
+    format!("unix://{}", s.agent_socket().display())
+}
+
+/// Runs flowctl to completion (bounded), returning (exit code, stdout, stderr).
+fn flowctl(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("20").arg(bin_path("flowctl")).args(args);
+    let out = cmd.output().expect("running flowctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn parse_json_lines(out: &str) -> Vec<GetFlowsResponse> {
+    out.lines()
+        .map(|l| {
+            flowscope_proto::json::from_json::<GetFlowsResponse>(l)
+                .unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .collect()
+}
+
+/// `flowctl observe --ip 1.0.0.1 -o json` gives the seed's flows, in Hubble's JSON; filters
+/// combine as documented; the compact and monitor lines read like Hubble's and cilium monitor's.
+#[test]
+fn observe_the_reference_scenario() {
+    if !require_root("observe_the_reference_scenario") {
+        return;
+    }
+    let s = Scenario::build();
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
+    let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
+    let mut agent = start_agent(&s);
+    let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("GET");
+    traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"q").expect("UDP");
+    std::thread::sleep(Duration::from_millis(300));
+    let srv = server(&s);
+
+    let (code, out, err) = flowctl(&[
+        "--server", &srv, "observe", "--ip", WORLD_IP, "--last", "200", "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let resps = parse_json_lines(&out);
+    let flows: Vec<_> = resps
+        .iter()
+        .filter_map(|r| match &r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert!(!flows.is_empty());
+    for f in &flows {
+        let ip = f.ip.as_ref().unwrap();
+        assert!(
+            ip.source == WORLD_IP || ip.destination == WORLD_IP,
+            "--ip filter: {ip:?}"
+        );
+    }
+    let syn = flows
+        .iter()
+        .find(|f| {
+            f.l4.as_ref().and_then(|l| l.ports()) == Some((get.local_port as u32, 80))
+                && f.source.as_ref().is_some_and(|e| e.pod_name == "pod-a")
+        })
+        .expect("pod-a's HTTP flow");
+    assert_eq!(
+        syn.destination.as_ref().unwrap().labels,
+        vec!["reserved:world".to_string()]
+    );
+
+    // Filters combine: from pod-a AND port 53 -> only the UDP exchange's request side.
+    let (code, out, err) = flowctl(&[
+        "--server",
+        &srv,
+        "observe",
+        "--from-pod",
+        "default/pod-a",
+        "--port",
+        "53",
+        "--last",
+        "100",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let resps = parse_json_lines(&out);
+    assert!(!resps.is_empty());
+    for r in &resps {
+        if let Some(ResponseTypes::Flow(f)) = &r.response_types {
+            assert_eq!(f.source.as_ref().unwrap().pod_name, "pod-a");
+            let (sp, dp) = f.l4.as_ref().and_then(|l| l.ports()).unwrap();
+            assert!(sp == 53 || dp == 53);
+        }
+    }
+    // --not negates: nothing to or from 1.0.0.1 is left.
+    let (code, out, _) = flowctl(&[
+        "--server", &srv, "observe", "--not", "--ip", WORLD_IP, "--last", "200", "-o", "json",
+    ]);
+    assert_eq!(code, 0);
+    for r in parse_json_lines(&out) {
+        if let Some(ResponseTypes::Flow(f)) = &r.response_types
+            && let Some(ip) = &f.ip
+        {
+            assert!(ip.source != WORLD_IP && ip.destination != WORLD_IP);
+        }
+    }
+
+    // Compact: Hubble's line with pod names and reserved identities.
+    let (code, out, err) = flowctl(&[
+        "--server",
+        &srv,
+        "observe",
+        "--ip",
+        WORLD_IP,
+        "--protocol",
+        "tcp",
+        "--last",
+        "50",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("from-endpoint") && l.contains("SYN"))
+        .unwrap_or_else(|| panic!("no compact from-endpoint SYN line:\n{out}"));
+    assert!(
+        line.contains(&format!("default/pod-a:{}", get.local_port)),
+        "{line}"
+    );
+    assert!(
+        line.contains("1.0.0.1:80 (world)") && line.contains("FORWARDED"),
+        "{line}"
+    );
+    println!("compact: {line}");
+    // Monitor: the seed's cilium-monitor line, with the skb hash.
+    let (code, out, _) = flowctl(&[
+        "--server",
+        &srv,
+        "observe",
+        "--ip",
+        WORLD_IP,
+        "--protocol",
+        "tcp",
+        "--last",
+        "50",
+        "-o",
+        "monitor",
+    ]);
+    assert_eq!(code, 0);
+    let line = out
+        .lines()
+        .find(|l| l.contains("-> network") && l.contains("SYN"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("flow 0x") && line.contains("state new") && line.contains(NODE_IP),
+        "{line}"
+    );
+    println!("monitor: {line}");
+    assert!(agent.stop().success());
+}
+
+/// `--follow` shows new traffic within a second; `| head -1` exits 0 quietly; a wrong
+/// `--server` fails fast, naming the address.
+#[test]
+fn follow_pipes_and_errors() {
+    if !require_root("follow_pipes_and_errors") {
+        return;
+    }
+    let s = Scenario::build();
+    let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
+    let mut agent = start_agent(&s);
+    let srv = server(&s);
+
+    let mut cmd = Command::new(bin_path("flowctl"));
+    cmd.args([
+        "--server",
+        &srv,
+        "observe",
+        "--follow",
+        "--from-ip",
+        POD_A_IP,
+        "-o",
+        "json",
+    ]);
+    let mut follow = Spawned::spawn(cmd);
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"q").expect("UDP");
+    let seen = follow.wait_for(Duration::from_secs(5), |lines| !lines.is_empty());
+    let took = t0.elapsed();
+    assert!(seen, "follow printed nothing; stderr: {}", follow.stderr());
+    println!("flowctl --follow latency: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "new traffic shown after {took:?}"
+    );
+    follow.signal(libc::SIGINT);
+    assert!(
+        follow.wait_exit(Duration::from_secs(5)).success(),
+        "Ctrl-C ends follow with 0"
+    );
+
+    let pipe = Command::new("bash")
+        .args(["-o", "pipefail", "-c"])
+        .arg(format!(
+            "{} --server {srv} observe --last 1000 | head -1",
+            bin_path("flowctl").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        pipe.status.success(),
+        "| head -1: {:?} {}",
+        pipe.status,
+        String::from_utf8_lossy(&pipe.stderr)
+    );
+    assert!(
+        pipe.stderr.is_empty(),
+        "quiet: {}",
+        String::from_utf8_lossy(&pipe.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&pipe.stdout).lines().count(), 1);
+
+    let t0 = Instant::now();
+    let (code, _, err) = flowctl(&["--server", "unix:///nonexistent/flowscope.sock", "observe"]);
+    assert_eq!(code, 1);
+    assert!(t0.elapsed() < Duration::from_secs(3), "fails fast");
+    assert!(
+        err.contains("/nonexistent/flowscope.sock") && err.contains("--server"),
+        "{err}"
+    );
+
+    let (code, out, err) = flowctl(&["--server", &srv, "status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Flows"), "{out}");
+    assert!(agent.stop().success());
+}
