@@ -1,0 +1,1061 @@
+//! GetFlows across the cluster: one stream per agent, merged in time order.
+//!
+//! ```text
+//!  node task (per agent) ── bounded ──┐  ┌─ sort window ─┐   bounded, per client
+//!  node task (per agent) ── bounded ──┼──┤ status        ├── channel ──► client
+//!  node task (per agent) ── bounded ──┘  └─ coalescer ───┘
+//! ```
+//!
+//! - A *node task* opens GetFlows on its agent with the client's request
+//!   (`number` applies per node, as in Hubble; `first`, `since`, `until`,
+//!   filters and field mask pass through). In follow mode it outlives
+//!   failures: after a transport error it reports NODE_ERROR, waits until
+//!   the pool has a *newer* connection to the agent (reporting
+//!   NODE_UNAVAILABLE meanwhile), reports NODE_CONNECTED and resumes just
+//!   after the last flow it forwarded (`since` = last time + 1 ns).
+//! - The *merger* (the request's own task) puts responses in a
+//!   [`SortWindow`] and releases them in time order. A history request is
+//!   an exact k-way merge: when the window is full, the merger reads only
+//!   from nodes with nothing waiting (the others wait in their bounded
+//!   channels), so nothing older can arrive after a flow is released — up
+//!   to a stall timeout (the longer of the drain and request timeouts),
+//!   which still bounds the wait for a node that stops sending.
+//!   A following request releases the oldest flow when the window is full
+//!   (as Hubble does), so one idle node never throttles the others; order
+//!   then holds within the window. The merger also coalesces node status
+//!   events (identical ones within `status_aggregation_window` become one
+//!   event naming every node), and follows the pool: agents discovered
+//!   mid-stream join it, agents that disappear are reported NODE_GONE.
+//! - Towards the client, a following stream never blocks: when the client's
+//!   buffer is full the response is dropped and counted, and a LostEvent
+//!   with the count is sent as soon as there is room again. A slow client
+//!   thus never slows the agents, the relay, or other clients. A history
+//!   request (no follow) is back-pressured instead: it has an end, and the
+//!   client asked for all of it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use flowscope_proto::flow::{LostEvent, LostEventSource};
+use flowscope_proto::observer::get_flows_response::ResponseTypes;
+use flowscope_proto::observer::{GetFlowsRequest, GetFlowsResponse};
+use flowscope_proto::relay::{NodeState, NodeStatusEvent};
+use flowscope_proto::wkt::Timestamp;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::sleep_until;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+use tracing::{Instrument as _, debug, debug_span};
+
+use crate::error::ObserverError;
+use crate::metrics::Metrics;
+use crate::pool::{Peer, PeerPool, PeerState, describe, is_transient};
+use crate::queue::{SortWindow, SourceId};
+
+/// The sort window source of the relay's own events (never live).
+const RELAY_SOURCE: SourceId = 0;
+
+/// GetFlows settings, from the relay configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct FlowsSettings {
+    pub sort_buffer_len_max: usize,
+    pub sort_buffer_drain_timeout: Duration,
+    pub status_aggregation_window: Duration,
+    pub client_buffer_len: usize,
+    pub node_buffer_len: usize,
+    /// How long a new request waits for agents never probed yet (the relay
+    /// just started) before it reports them unavailable.
+    pub settle_timeout: Duration,
+    /// In a history request, how long the merge waits for a node that
+    /// stalls before releasing what others sent (order is exact otherwise).
+    /// Latency does not matter there, order does: longer than the drain
+    /// timeout, which bounds the latency of following requests.
+    pub history_stall_timeout: Duration,
+    pub relay_name: String,
+}
+
+/// The stream answering one GetFlows call.
+pub(crate) type FlowStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+
+/// Validates `req` once for the whole cluster, then starts the fan-out.
+pub(crate) fn get_flows(
+    pool: PeerPool,
+    settings: Arc<FlowsSettings>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    req: GetFlowsRequest,
+) -> Result<FlowStream, ObserverError> {
+    // An invalid filter is one InvalidArgument here, not one NODE_ERROR per node.
+    flowscope_filter::FlowFilterSet::compile(&req.whitelist, &req.blacklist)?;
+    if let (Some(since), Some(until)) = (&req.since, &req.until)
+        && since > until
+    {
+        return Err(ObserverError::InvalidRequest("since is after until"));
+    }
+    let until = req
+        .until
+        .map(SystemTime::try_from)
+        .transpose()
+        .map_err(|_| ObserverError::InvalidRequest("until is out of range"))?;
+    let (out_tx, out_rx) = mpsc::channel(settings.client_buffer_len.max(1));
+    let span = debug_span!("get_flows", follow = req.follow, number = req.number);
+    let merger = Merger::new(
+        pool,
+        settings,
+        metrics,
+        shutdown.child_token(),
+        out_tx,
+        &req,
+    );
+    tokio::spawn(merger.run(req, until).instrument(span));
+    Ok(ReceiverStream::new(out_rx))
+}
+
+/// Event time of a response, nanoseconds since the epoch: the response's
+/// `time`, else the flow's, else now.
+fn response_time(resp: &GetFlowsResponse) -> Timestamp {
+    resp.time
+        .or(match &resp.response_types {
+            Some(ResponseTypes::Flow(flow)) => flow.time,
+            Some(ResponseTypes::LostEvents(lost)) => lost.last,
+            _ => None,
+        })
+        .unwrap_or_else(Timestamp::now)
+}
+
+/// What a node task tells the merger (on its own channel, in order).
+enum NodeEvent {
+    /// A response from the agent (boxed: it is large, and it moves
+    /// through a channel and the sort window's heap).
+    Response(Box<GetFlowsResponse>),
+    /// The node's stream opened (`true`) or ended (`false`).
+    Live(bool),
+    /// A node status change to report.
+    Status {
+        name: String,
+        state: NodeState,
+        message: String,
+    },
+}
+
+/// Node status events waiting to be coalesced.
+struct PendingStatus {
+    state: NodeState,
+    message: String,
+    names: Vec<String>,
+    deadline: Instant,
+}
+
+/// Coalesces failure reports: NODE_ERROR events with the same message and
+/// NODE_UNAVAILABLE events arriving within `window` become one event naming
+/// every node. NODE_CONNECTED and NODE_GONE are not delayed. A new event
+/// for a node first flushes any pending event naming it, so each node's
+/// events keep their order.
+struct StatusCoalescer {
+    window: Duration,
+    relay_name: String,
+    pending: Vec<PendingStatus>,
+}
+
+impl StatusCoalescer {
+    fn new(window: Duration, relay_name: String) -> Self {
+        Self {
+            window,
+            relay_name,
+            pending: Vec::new(),
+        }
+    }
+
+    fn response(&self, state: NodeState, names: Vec<String>, message: String) -> GetFlowsResponse {
+        node_status(&self.relay_name, state, names, message)
+    }
+
+    /// Adds an event; returns the events to emit now. Pending events leave
+    /// in the order they were created, which keeps each node's events in
+    /// order: a failure notice joins the latest event with the same state
+    /// and message unless the node already appears in a later one; a
+    /// NODE_CONNECTED or NODE_GONE first releases every pending event up to
+    /// the last one naming the node.
+    fn add(
+        &mut self,
+        state: NodeState,
+        name: String,
+        message: String,
+        now: Instant,
+    ) -> Vec<GetFlowsResponse> {
+        let coalesce = matches!(state, NodeState::NodeError | NodeState::NodeUnavailable)
+            && !self.window.is_zero();
+        let last_naming = self.pending.iter().rposition(|p| p.names.contains(&name));
+        if !coalesce {
+            let flush = last_naming.map_or(0, |i| i + 1);
+            let flushed: Vec<PendingStatus> = self.pending.drain(..flush).collect();
+            let mut out: Vec<GetFlowsResponse> = flushed
+                .into_iter()
+                .map(|p| self.response(p.state, p.names, p.message))
+                .collect();
+            out.push(self.response(state, vec![name], message));
+            return out;
+        }
+        let same = self
+            .pending
+            .iter()
+            .rposition(|p| p.state == state && p.message == message);
+        match same {
+            Some(i) if last_naming.is_none_or(|j| j <= i) => {
+                let p = &mut self.pending[i];
+                if !p.names.contains(&name) {
+                    p.names.push(name);
+                }
+            }
+            _ => self.pending.push(PendingStatus {
+                state,
+                message,
+                names: vec![name],
+                deadline: now + self.window,
+            }),
+        }
+        Vec::new()
+    }
+
+    /// Events whose window is over, oldest first.
+    fn take_due(&mut self, now: Instant) -> Vec<GetFlowsResponse> {
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.deadline <= now);
+        self.pending = keep;
+        due.into_iter()
+            .map(|p| self.response(p.state, p.names, p.message))
+            .collect()
+    }
+
+    fn take_all(&mut self) -> Vec<GetFlowsResponse> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|p| self.response(p.state, p.names, p.message))
+            .collect()
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.deadline).min()
+    }
+}
+
+/// A NodeStatusEvent response from the relay.
+fn node_status(
+    relay_name: &str,
+    state: NodeState,
+    names: Vec<String>,
+    message: String,
+) -> GetFlowsResponse {
+    GetFlowsResponse {
+        node_name: relay_name.to_string(),
+        time: Some(Timestamp::now()),
+        response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
+            state_change: state as i32,
+            node_names: names,
+            message,
+        })),
+    }
+}
+
+/// Responses dropped for a slow client, reported as one LostEvent.
+#[derive(Default)]
+struct Lost {
+    count: u64,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+impl Lost {
+    fn add(&mut self, resp: &GetFlowsResponse) {
+        let t = response_time(resp);
+        self.count += 1;
+        self.first = Some(self.first.map_or(t, |f| f.min(t)));
+        self.last = Some(self.last.map_or(t, |l| l.max(t)));
+    }
+
+    fn take_event(&mut self, relay_name: &str) -> GetFlowsResponse {
+        let lost = std::mem::take(self);
+        GetFlowsResponse {
+            node_name: relay_name.to_string(),
+            time: Some(Timestamp::now()),
+            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                // The relay's per-client buffer plays the role of Hubble's
+                // ring buffer here: a reader fell behind the flows.
+                source: LostEventSource::HubbleRingBuffer as i32,
+                num_events_lost: lost.count,
+                cpu: None,
+                first: lost.first,
+                last: lost.last,
+            })),
+        }
+    }
+}
+
+/// The client went away or the relay is stopping.
+struct Closed;
+
+struct NodeHandle {
+    id: SourceId,
+    peer: Arc<Peer>,
+    cancel: CancellationToken,
+}
+
+/// One GetFlows call's merger.
+struct Merger {
+    pool: PeerPool,
+    settings: Arc<FlowsSettings>,
+    metrics: Arc<Metrics>,
+    /// Fires when the relay stops; the request's node tasks use children.
+    cancel: CancellationToken,
+    out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    follow: bool,
+    window: SortWindow<Box<GetFlowsResponse>>,
+    statuses: StatusCoalescer,
+    lost: Lost,
+    nodes: HashMap<String, NodeHandle>,
+    next_id: SourceId,
+    /// Each node task's channel; removed when the task ends.
+    receivers: Vec<(SourceId, mpsc::Receiver<NodeEvent>)>,
+    /// Where the next poll of `receivers` starts (fairness).
+    next_poll: usize,
+    /// New node tasks may still start (follow mode before `until`); the
+    /// merger ends when this is false and every node task is done.
+    spawning: bool,
+}
+
+impl Merger {
+    fn new(
+        pool: PeerPool,
+        settings: Arc<FlowsSettings>,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+        out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+        req: &GetFlowsRequest,
+    ) -> Self {
+        Self {
+            window: if req.follow {
+                SortWindow::new(
+                    settings.sort_buffer_len_max,
+                    settings.sort_buffer_drain_timeout,
+                )
+            } else {
+                SortWindow::new(settings.sort_buffer_len_max, settings.history_stall_timeout)
+                    .with_back_pressure()
+            },
+            statuses: StatusCoalescer::new(
+                settings.status_aggregation_window,
+                settings.relay_name.clone(),
+            ),
+            pool,
+            settings,
+            metrics,
+            cancel,
+            out,
+            follow: req.follow,
+            lost: Lost::default(),
+            nodes: HashMap::new(),
+            next_id: RELAY_SOURCE + 1,
+            receivers: Vec::new(),
+            next_poll: 0,
+            spawning: true,
+        }
+    }
+
+    async fn run(mut self, req: GetFlowsRequest, until: Option<SystemTime>) {
+        let _client = self.metrics.client();
+        // Node tasks end with the request, whatever way it ends.
+        let _stop_nodes = self.cancel.clone().drop_guard();
+        match self.serve(req, until).await {
+            Ok(()) => debug!("stream done"),
+            Err(Closed) if self.cancel.is_cancelled() => {
+                let _ = self
+                    .out
+                    .try_send(Err(Status::from(ObserverError::ShuttingDown)));
+            }
+            Err(Closed) => debug!("client gone"),
+        }
+    }
+
+    async fn serve(
+        &mut self,
+        req: GetFlowsRequest,
+        until: Option<SystemTime>,
+    ) -> Result<(), Closed> {
+        let req = Arc::new(req);
+
+        self.settle().await?;
+        let mut changes = self.pool.subscribe();
+        changes.borrow_and_update();
+
+        // Hubble's first messages: which nodes we expect flows from, which not.
+        let mut connected = Vec::new();
+        let mut unavailable = Vec::new();
+        for peer in self.pool.peers() {
+            let status = peer.status();
+            if status.state == PeerState::Connected {
+                connected.push(status.name);
+                self.start_node(peer, &req, until, Some(status.generation), false);
+            } else {
+                unavailable.push(status.name);
+                if self.follow {
+                    self.start_node(peer, &req, until, None, true);
+                }
+            }
+        }
+        let relay_name = self.settings.relay_name.clone();
+        if !connected.is_empty() {
+            let event = node_status(
+                &relay_name,
+                NodeState::NodeConnected,
+                connected,
+                String::new(),
+            );
+            self.send_blocking(event).await?;
+        }
+        if !unavailable.is_empty() {
+            let event = node_status(
+                &relay_name,
+                NodeState::NodeUnavailable,
+                unavailable,
+                String::new(),
+            );
+            self.send_blocking(event).await?;
+        }
+
+        // No node joins a history request: it ends when its nodes are done.
+        self.spawning = self.follow;
+        let until_deadline = until.map(|u| {
+            let left = u.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+
+        loop {
+            self.release_ready().await?;
+            let deadline = [self.window.next_deadline(), self.statuses.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let lost_pending = self.lost.count > 0;
+            let spawning = self.spawning;
+            // Branch futures must not borrow `self`, which the event branch
+            // borrows mutably (and the permit borrows the sender).
+            let out = self.out.clone();
+            let cancel = self.cancel.clone();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(Closed),
+                _ = out.closed() => return Err(Closed),
+                event = std::future::poll_fn(|cx| self.poll_event(cx)) => match event {
+                    Some((node, event)) => self.handle(node, event),
+                    None => break,
+                },
+                permit = out.reserve(), if lost_pending => match permit {
+                    Ok(permit) => {
+                        permit.send(Ok(self.lost.take_event(&relay_name)));
+                    }
+                    Err(_) => return Err(Closed),
+                },
+                _ = sleep_until(deadline.map_or_else(far_future, tokio::time::Instant::from_std)), if deadline.is_some() => {}
+                changed = changes.changed(), if spawning => {
+                    if changed.is_ok() {
+                        self.reconcile(&req, until);
+                    }
+                },
+                _ = sleep_until(until_deadline.unwrap_or_else(far_future)), if spawning && until_deadline.is_some() => {
+                    // Past `until`: no node joins any more; the stream ends
+                    // when the current ones are done.
+                    self.spawning = false;
+                },
+            }
+        }
+
+        // Every node is done: release everything, in order.
+        let now = Instant::now();
+        for event in self.statuses.take_all() {
+            self.push_status(event, now);
+        }
+        while let Some(resp) = self.window.pop() {
+            self.emit(resp).await?;
+        }
+        if self.lost.count > 0 {
+            let event = self.lost.take_event(&relay_name);
+            self.send_blocking(event).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits (boundedly) for agents that were never probed: a request
+    /// arriving right after the relay started should not find every node
+    /// "unavailable" only because the first probes are in flight.
+    async fn settle(&self) -> Result<(), Closed> {
+        let deadline = tokio::time::Instant::now() + self.settings.settle_timeout;
+        for peer in self.pool.peers() {
+            let mut rx = peer.subscribe();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(Closed),
+                _ = self.out.closed() => return Err(Closed),
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = rx.wait_for(|s| s.state != PeerState::Connecting) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn start_node(
+        &mut self,
+        peer: Arc<Peer>,
+        req: &Arc<GetFlowsRequest>,
+        until: Option<SystemTime>,
+        connected: Option<u64>,
+        announced_unavailable: bool,
+    ) {
+        if !self.spawning {
+            return;
+        }
+        let (events, receiver) = mpsc::channel(self.settings.node_buffer_len.max(1));
+        let id = self.next_id;
+        self.next_id += 1;
+        if connected.is_some() {
+            // Its stream opens now: wait for it before releasing anything.
+            self.window.set_live(id, true);
+        }
+        let cancel = self.cancel.child_token();
+        let task = NodeTask {
+            peer: peer.clone(),
+            req: req.clone(),
+            follow: self.follow,
+            until,
+            events,
+            cancel: cancel.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let span = debug_span!("node", address = %peer.address());
+        tokio::spawn(task.run(connected, announced_unavailable).instrument(span));
+        self.receivers.push((id, receiver));
+        self.nodes
+            .insert(peer.address().to_string(), NodeHandle { id, peer, cancel });
+    }
+
+    /// The next event of any node task; `None` when every node task is done
+    /// and none may start any more. In a history request with a full
+    /// window, only nodes with nothing waiting are read: the others are
+    /// back-pressured so that the window stays an exact merge.
+    fn poll_event(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<(SourceId, NodeEvent)>> {
+        use std::task::Poll;
+        let full = !self.follow && self.window.len() >= self.settings.sort_buffer_len_max;
+        let count = self.receivers.len();
+        let mut i = 0;
+        while i < count.min(self.receivers.len()) {
+            let index = (self.next_poll + i) % self.receivers.len();
+            let (id, receiver) = &mut self.receivers[index];
+            let id = *id;
+            if full && self.window.pending(id) > 0 {
+                i += 1;
+                continue;
+            }
+            match receiver.poll_recv(cx) {
+                Poll::Ready(Some(event)) => {
+                    self.next_poll = index + 1;
+                    return Poll::Ready(Some((id, event)));
+                }
+                Poll::Ready(None) => {
+                    // The node task is done.
+                    self.receivers.swap_remove(index);
+                    self.window.set_live(id, false);
+                }
+                Poll::Pending => i += 1,
+            }
+        }
+        if self.receivers.is_empty() && !self.spawning {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Follows the pool: start streams on new agents, report removed ones.
+    fn reconcile(&mut self, req: &Arc<GetFlowsRequest>, until: Option<SystemTime>) {
+        let peers = self.pool.peers();
+        let now = Instant::now();
+        // Gone: no longer listed, or listed again as a new peer (removed and
+        // re-added between two looks).
+        let gone: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(key, handle)| {
+                !peers
+                    .iter()
+                    .any(|p| p.address() == key.as_str() && Arc::ptr_eq(p, &handle.peer))
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in gone {
+            if let Some(handle) = self.nodes.remove(&key) {
+                handle.cancel.cancel();
+                self.receivers.retain(|(id, _)| *id != handle.id);
+                self.window.set_live(handle.id, false);
+                let name = handle.peer.name();
+                for event in self
+                    .statuses
+                    .add(NodeState::NodeGone, name, String::new(), now)
+                {
+                    self.push_status(event, now);
+                }
+            }
+        }
+        for peer in peers {
+            if !self.nodes.contains_key(peer.address()) {
+                // It reports NODE_CONNECTED itself once the pool connects it.
+                self.start_node(peer, req, until, None, false);
+            }
+        }
+    }
+
+    fn handle(&mut self, node: SourceId, event: NodeEvent) {
+        let now = Instant::now();
+        match event {
+            NodeEvent::Response(resp) => {
+                let key = response_time(&resp).as_nanos();
+                self.window.push(node, key, resp, now);
+            }
+            NodeEvent::Live(live) => self.window.set_live(node, live),
+            NodeEvent::Status {
+                name,
+                state,
+                message,
+            } => {
+                for event in self.statuses.add(state, name, message, now) {
+                    self.push_status(event, now);
+                }
+            }
+        }
+    }
+
+    fn push_status(&mut self, event: GetFlowsResponse, now: Instant) {
+        let key = response_time(&event).as_nanos();
+        self.window.push(RELAY_SOURCE, key, Box::new(event), now);
+    }
+
+    /// Moves due status events into the window and sends whatever the
+    /// window releases.
+    async fn release_ready(&mut self) -> Result<(), Closed> {
+        let now = Instant::now();
+        for event in self.statuses.take_due(now) {
+            self.push_status(event, now);
+        }
+        while let Some(resp) = self.window.pop_ready(now) {
+            self.emit(resp).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a response to the client: never waiting in follow mode (drop
+    /// and count instead), waiting in history mode.
+    async fn emit(&mut self, resp: Box<GetFlowsResponse>) -> Result<(), Closed> {
+        let resp = *resp;
+        let is_flow = matches!(resp.response_types, Some(ResponseTypes::Flow(_)));
+        if !self.follow {
+            self.send_blocking(resp).await?;
+        } else {
+            if self.lost.count > 0 {
+                // Report the loss before anything newer.
+                let event = self.lost.take_event(&self.settings.relay_name);
+                match self.out.try_send(Ok(event)) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(Ok(event))) => {
+                        self.restore_lost(event);
+                        self.drop_for_slow_client(&resp);
+                        return Ok(());
+                    }
+                    Err(TrySendError::Full(Err(_))) => {}
+                    Err(TrySendError::Closed(_)) => return Err(Closed),
+                }
+            }
+            match self.out.try_send(Ok(resp)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Ok(resp))) => {
+                    self.drop_for_slow_client(&resp);
+                    return Ok(());
+                }
+                Err(TrySendError::Full(Err(_))) => return Ok(()),
+                Err(TrySendError::Closed(_)) => return Err(Closed),
+            }
+        }
+        if is_flow {
+            self.metrics.flow_relayed();
+        }
+        Ok(())
+    }
+
+    fn drop_for_slow_client(&mut self, resp: &GetFlowsResponse) {
+        self.lost.add(resp);
+        self.metrics.lost_event();
+    }
+
+    /// Puts back a LostEvent that could not be sent.
+    fn restore_lost(&mut self, event: GetFlowsResponse) {
+        if let Some(ResponseTypes::LostEvents(lost)) = event.response_types {
+            self.lost = Lost {
+                count: lost.num_events_lost,
+                first: lost.first,
+                last: lost.last,
+            };
+        }
+    }
+
+    async fn send_blocking(&self, resp: GetFlowsResponse) -> Result<(), Closed> {
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(Closed),
+            sent = self.out.send(Ok(resp)) => sent.map_err(|_| Closed),
+        }
+    }
+}
+
+/// A deadline that never comes (for disabled `select!` branches, which
+/// still evaluate their future expression).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// How a node's stream ended.
+enum Outcome {
+    /// The request was cancelled (client gone, relay stopping, node removed).
+    Cancelled,
+    /// The agent ended the stream.
+    Ended,
+    /// The call failed.
+    Failed(Status),
+}
+
+/// One agent's part of one GetFlows call.
+struct NodeTask {
+    peer: Arc<Peer>,
+    req: Arc<GetFlowsRequest>,
+    follow: bool,
+    until: Option<SystemTime>,
+    events: mpsc::Sender<NodeEvent>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl NodeTask {
+    /// `connected`: the connection generation when the node was announced
+    /// connected in the stream's first message; `None` when it was
+    /// announced unavailable (`announced_unavailable`) or joined later.
+    async fn run(self, connected: Option<u64>, announced_unavailable: bool) {
+        let mut status_rx = self.peer.subscribe();
+        let mut reported_unavailable = announced_unavailable;
+        let mut current = connected;
+        // Wait for a connection newer than this one.
+        let mut failed_generation = 0;
+        let mut last_time: Option<Timestamp> = None;
+        loop {
+            let generation = match current.take() {
+                Some(generation) => generation,
+                None => {
+                    let Some(generation) = self
+                        .wait_connected(
+                            &mut status_rx,
+                            failed_generation,
+                            &mut reported_unavailable,
+                        )
+                        .await
+                    else {
+                        return;
+                    };
+                    if !self.send(NodeEvent::Live(true)).await
+                        || !self.status(NodeState::NodeConnected, String::new()).await
+                    {
+                        return;
+                    }
+                    reported_unavailable = false;
+                    generation
+                }
+            };
+            let request = resume_request(&self.req, last_time);
+            let outcome = self.stream(request, &mut last_time).await;
+            if !self.send(NodeEvent::Live(false)).await {
+                return;
+            }
+            match outcome {
+                Outcome::Cancelled => return,
+                Outcome::Ended => {
+                    if !self.follow || self.until_passed() {
+                        return;
+                    }
+                    // The agent closed a following stream: it is stopping.
+                    self.peer
+                        .report_failure(generation, "the node closed the stream");
+                }
+                Outcome::Failed(status) => {
+                    self.metrics.node_error();
+                    let message = describe(&status);
+                    debug!(error = %message, "node stream failed");
+                    if !self.status(NodeState::NodeError, message.clone()).await {
+                        return;
+                    }
+                    if !self.follow || !is_transient(&status) {
+                        return;
+                    }
+                    self.peer.report_failure(generation, &message);
+                }
+            }
+            failed_generation = generation;
+        }
+    }
+
+    fn until_passed(&self) -> bool {
+        self.until.is_some_and(|u| SystemTime::now() >= u)
+    }
+
+    /// Waits until the pool has a connection newer than `failed_generation`;
+    /// reports NODE_UNAVAILABLE once while waiting. `None`: give up (request
+    /// over, node removed, `until` passed).
+    async fn wait_connected(
+        &self,
+        status_rx: &mut tokio::sync::watch::Receiver<crate::pool::PeerStatus>,
+        failed_generation: u64,
+        reported_unavailable: &mut bool,
+    ) -> Option<u64> {
+        let until = self.until.map(|u| {
+            let left = u.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        loop {
+            let status = status_rx.borrow_and_update().clone();
+            if status.state == PeerState::Connected && status.generation > failed_generation {
+                return Some(status.generation);
+            }
+            if matches!(status.state, PeerState::Unavailable | PeerState::Error)
+                && !*reported_unavailable
+            {
+                if !self.status(NodeState::NodeUnavailable, String::new()).await {
+                    return None;
+                }
+                *reported_unavailable = true;
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                _ = self.peer.removed().cancelled() => return None,
+                _ = sleep_until(until.unwrap_or_else(far_future)), if until.is_some() => return None,
+                changed = status_rx.changed() => if changed.is_err() {
+                    return None;
+                },
+            }
+        }
+    }
+
+    /// Streams the agent's responses to the merger until the stream ends.
+    async fn stream(&self, request: GetFlowsRequest, last_time: &mut Option<Timestamp>) -> Outcome {
+        let mut client = self.peer.client();
+        let response = tokio::select! {
+            _ = self.cancel.cancelled() => return Outcome::Cancelled,
+            _ = self.peer.removed().cancelled() => return Outcome::Cancelled,
+            response = client.get_flows(request) => response,
+        };
+        let mut stream = match response {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Outcome::Failed(status),
+        };
+        let mut known_name = String::new();
+        loop {
+            let message = tokio::select! {
+                _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                _ = self.peer.removed().cancelled() => return Outcome::Cancelled,
+                message = stream.message() => message,
+            };
+            match message {
+                Ok(Some(mut resp)) => {
+                    if resp.node_name.is_empty() {
+                        resp.node_name = self.peer.name();
+                    } else if resp.node_name != known_name {
+                        self.peer.learn_name(&resp.node_name);
+                        known_name.clone_from(&resp.node_name);
+                    }
+                    if matches!(resp.response_types, Some(ResponseTypes::Flow(_))) {
+                        let t = response_time(&resp);
+                        *last_time = Some(last_time.map_or(t, |l| l.max(t)));
+                    }
+                    if !self.send(NodeEvent::Response(Box::new(resp))).await {
+                        return Outcome::Cancelled;
+                    }
+                }
+                Ok(None) => return Outcome::Ended,
+                Err(status) => return Outcome::Failed(status),
+            }
+        }
+    }
+
+    async fn status(&self, state: NodeState, message: String) -> bool {
+        self.send(NodeEvent::Status {
+            name: self.peer.name(),
+            state,
+            message,
+        })
+        .await
+    }
+
+    /// False when the request is over.
+    async fn send(&self, event: NodeEvent) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            sent = self.events.send(event) => sent.is_ok(),
+        }
+    }
+}
+
+/// The request to send to a node: the client's, or after a reconnection
+/// the same one resumed just after the last flow already forwarded (no
+/// duplicates, and the flows the agent kept meanwhile are not lost).
+fn resume_request(req: &GetFlowsRequest, last_time: Option<Timestamp>) -> GetFlowsRequest {
+    let mut request = req.clone();
+    if let Some(last) = last_time {
+        let next = Timestamp::from_nanos(last.as_nanos().saturating_add(1));
+        request.number = 0;
+        request.first = false;
+        request.since = Some(request.since.map_or(next, |since| since.max(next)));
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(resp: &GetFlowsResponse) -> (i32, Vec<String>, String) {
+        match &resp.response_types {
+            Some(ResponseTypes::NodeStatus(s)) => {
+                (s.state_change, s.node_names.clone(), s.message.clone())
+            }
+            other => panic!("not a node status: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn identical_errors_are_coalesced() {
+        let t0 = Instant::now();
+        let mut c = StatusCoalescer::new(Duration::from_secs(1), "relay".into());
+        assert!(
+            c.add(NodeState::NodeError, "a".into(), "boom".into(), t0)
+                .is_empty()
+        );
+        assert!(
+            c.add(NodeState::NodeError, "b".into(), "boom".into(), t0)
+                .is_empty()
+        );
+        assert!(
+            c.add(NodeState::NodeError, "c".into(), "other".into(), t0)
+                .is_empty()
+        );
+        assert!(
+            c.add(NodeState::NodeUnavailable, "d".into(), String::new(), t0)
+                .is_empty()
+        );
+        assert!(c.take_due(t0 + Duration::from_millis(999)).is_empty());
+        let due = c.take_due(t0 + Duration::from_secs(1));
+        let due: Vec<_> = due.iter().map(names).collect();
+        assert_eq!(
+            due,
+            vec![
+                (
+                    NodeState::NodeError as i32,
+                    vec!["a".into(), "b".into()],
+                    "boom".into()
+                ),
+                (
+                    NodeState::NodeError as i32,
+                    vec!["c".into()],
+                    "other".into()
+                ),
+                (
+                    NodeState::NodeUnavailable as i32,
+                    vec!["d".into()],
+                    String::new()
+                ),
+            ]
+        );
+        assert_eq!(c.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_node_event_flushes_its_pending_one_first() {
+        let t0 = Instant::now();
+        let mut c = StatusCoalescer::new(Duration::from_secs(1), "relay".into());
+        let none = |out: Vec<GetFlowsResponse>| assert!(out.is_empty());
+        none(c.add(NodeState::NodeError, "a".into(), "x".into(), t0));
+        none(c.add(NodeState::NodeUnavailable, "a".into(), String::new(), t0));
+        // b's notices join a's: in order for each node.
+        none(c.add(NodeState::NodeError, "b".into(), "x".into(), t0));
+        none(c.add(NodeState::NodeUnavailable, "b".into(), String::new(), t0));
+        none(c.add(NodeState::NodeUnavailable, "c".into(), String::new(), t0));
+        // c fails after its NODE_UNAVAILABLE: a new event after it.
+        none(c.add(NodeState::NodeError, "c".into(), "x".into(), t0));
+        let out = c.add(NodeState::NodeConnected, "a".into(), String::new(), t0);
+        let out: Vec<_> = out.iter().map(names).collect();
+        let err = NodeState::NodeError as i32;
+        let unavailable = NodeState::NodeUnavailable as i32;
+        let connected = NodeState::NodeConnected as i32;
+        assert_eq!(
+            out,
+            vec![
+                (err, vec!["a".into(), "b".into()], "x".into()),
+                (
+                    unavailable,
+                    vec!["a".into(), "b".into(), "c".into()],
+                    String::new()
+                ),
+                (connected, vec!["a".into()], String::new()),
+            ]
+        );
+        let rest: Vec<_> = c.take_all().iter().map(names).collect();
+        assert_eq!(rest, vec![(err, vec!["c".into()], "x".into())]);
+    }
+
+    #[test]
+    fn resume_after_the_last_flow() {
+        let req = GetFlowsRequest {
+            number: 20,
+            first: true,
+            follow: true,
+            since: Some(Timestamp::new(10, 0)),
+            ..Default::default()
+        };
+        assert_eq!(resume_request(&req, None), req);
+        let resumed = resume_request(&req, Some(Timestamp::new(99, 999_999_999)));
+        assert_eq!(resumed.number, 0);
+        assert!(!resumed.first);
+        assert_eq!(resumed.since, Some(Timestamp::new(100, 0)));
+        // Never earlier than what the client asked for.
+        let resumed = resume_request(&req, Some(Timestamp::new(5, 0)));
+        assert_eq!(resumed.since, Some(Timestamp::new(10, 0)));
+    }
+
+    #[test]
+    fn lost_event_counts_and_spans() {
+        let mut lost = Lost::default();
+        for s in [5, 3, 9] {
+            lost.add(&GetFlowsResponse {
+                time: Some(Timestamp::new(s, 0)),
+                ..Default::default()
+            });
+        }
+        let event = lost.take_event("relay");
+        match event.response_types {
+            Some(ResponseTypes::LostEvents(l)) => {
+                assert_eq!(l.num_events_lost, 3);
+                assert_eq!(l.first, Some(Timestamp::new(3, 0)));
+                assert_eq!(l.last, Some(Timestamp::new(9, 0)));
+                assert_eq!(l.source, LostEventSource::HubbleRingBuffer as i32);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(lost.count, 0);
+    }
+}
