@@ -77,6 +77,10 @@ pub(crate) struct FlowsSettings {
     pub relay_name: String,
 }
 
+/// Request header by which flowscope's clients ask agents for `Flow.extensions` (stock Hubble
+/// clients cannot print an `Any` of a type they do not know, so agents send them only on request).
+pub(crate) const EXTENSIONS_HEADER: &str = "flowscope-extensions";
+
 /// The stream answering one GetFlows call.
 pub(crate) type FlowStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
 
@@ -87,6 +91,7 @@ pub(crate) fn get_flows(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     req: GetFlowsRequest,
+    extensions: bool,
 ) -> Result<FlowStream, ObserverError> {
     // An invalid filter is one InvalidArgument here, not one NODE_ERROR per node.
     flowscope_filter::FlowFilterSet::compile(&req.whitelist, &req.blacklist)?;
@@ -109,6 +114,7 @@ pub(crate) fn get_flows(
         shutdown.child_token(),
         out_tx,
         &req,
+        extensions,
     );
     tokio::spawn(merger.run(req, until).instrument(span));
     Ok(ReceiverStream::new(out_rx))
@@ -313,6 +319,8 @@ struct Merger {
     cancel: CancellationToken,
     out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
     follow: bool,
+    /// Ask the agents for `Flow.extensions`.
+    extensions: bool,
     window: SortWindow<Box<GetFlowsResponse>>,
     statuses: StatusCoalescer,
     lost: Lost,
@@ -335,6 +343,7 @@ impl Merger {
         cancel: CancellationToken,
         out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
         req: &GetFlowsRequest,
+        extensions: bool,
     ) -> Self {
         Self {
             window: if req.follow {
@@ -356,6 +365,7 @@ impl Merger {
             cancel,
             out,
             follow: req.follow,
+            extensions,
             lost: Lost::default(),
             nodes: HashMap::new(),
             next_id: RELAY_SOURCE + 1,
@@ -528,6 +538,7 @@ impl Merger {
             peer: peer.clone(),
             req: req.clone(),
             follow: self.follow,
+            extensions: self.extensions,
             until,
             events,
             cancel: cancel.clone(),
@@ -739,6 +750,7 @@ struct NodeTask {
     peer: Arc<Peer>,
     req: Arc<GetFlowsRequest>,
     follow: bool,
+    extensions: bool,
     until: Option<SystemTime>,
     events: mpsc::Sender<NodeEvent>,
     cancel: CancellationToken,
@@ -855,6 +867,13 @@ impl NodeTask {
     /// Streams the agent's responses to the merger until the stream ends.
     async fn stream(&self, request: GetFlowsRequest, last_time: &mut Option<Timestamp>) -> Outcome {
         let mut client = self.peer.client();
+        let mut request = tonic::Request::new(request);
+        if self.extensions {
+            request.metadata_mut().insert(
+                EXTENSIONS_HEADER,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
         let response = tokio::select! {
             _ = self.cancel.cancelled() => return Outcome::Cancelled,
             _ = self.peer.removed().cancelled() => return Outcome::Cancelled,

@@ -44,6 +44,7 @@ pub mod connector;
 pub mod discovery;
 pub mod error;
 mod flows;
+pub mod inspector;
 pub mod metrics;
 pub mod observer;
 pub mod pool;

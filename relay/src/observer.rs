@@ -103,12 +103,19 @@ impl Observer for RelayObserver {
         if self.shutdown.is_cancelled() {
             return Err(ObserverError::ShuttingDown.into());
         }
+        // Our own clients ask for `Flow.extensions` with a header; pass that one (and only
+        // that one: client headers are not the agents' business) on to every agent.
+        let extensions = request
+            .metadata()
+            .get(crate::flows::EXTENSIONS_HEADER)
+            .is_some_and(|v| v == "true");
         let stream = get_flows(
             self.pool.clone(),
             self.flows.clone(),
             self.metrics.clone(),
             self.shutdown.clone(),
             request.into_inner(),
+            extensions,
         )?;
         Ok(Response::new(stream))
     }

@@ -186,6 +186,14 @@ impl Peer {
     /// connections present the new certificate; streams on the old channel
     /// go on until they end.
     pub fn client(&self) -> ObserverClient<Channel> {
+        ObserverClient::new(self.channel())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    /// The peer's channel (see [`Peer::client`] for when it is made again), for other
+    /// services of the agent (flowscope.v1.Inspector).
+    pub fn channel(&self) -> Channel {
         let channel = {
             let mut guard = self
                 .channel
@@ -202,7 +210,7 @@ impl Peer {
             }
             guard.1.clone()
         };
-        ObserverClient::new(channel).max_decoding_message_size(MAX_MESSAGE)
+        channel
     }
 
     /// A stream on connection generation `generation` failed with a

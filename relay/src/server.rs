@@ -275,6 +275,11 @@ pub async fn start(
         shutdown.clone(),
         config.request_timeout,
     );
+    let inspector = flowscope_proto::flowscope::v1::inspector_server::InspectorServer::new(
+        crate::inspector::RelayInspector::new(pool.clone(), config.request_timeout),
+    )
+    .max_decoding_message_size(crate::pool::MAX_MESSAGE)
+    .max_encoding_message_size(crate::pool::MAX_MESSAGE);
     let observer = ObserverServer::new(observer)
         .max_decoding_message_size(crate::pool::MAX_MESSAGE)
         .max_encoding_message_size(crate::pool::MAX_MESSAGE);
@@ -289,6 +294,7 @@ pub async fn start(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(inspector)
         .add_service(observer);
     {
         let shutdown = shutdown.clone();

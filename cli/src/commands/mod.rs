@@ -3,8 +3,11 @@
 //! settings, the config file — is the [`Context`].
 
 pub mod completion;
+pub mod ct;
+pub mod nat;
 pub mod nodes;
 pub mod observe;
+pub mod path;
 pub mod status;
 
 use std::path::PathBuf;
@@ -28,11 +31,18 @@ pub enum Command {
     /// List the nodes behind the server (the relay's agents, or the agent itself).
     #[command(after_help = nodes::AFTER_HELP)]
     Nodes(nodes::NodesArgs),
+    /// The node's connection tracking table (flowscope's BPF conntrack).
+    #[command(after_help = ct::AFTER_HELP)]
+    Ct(ct::CtArgs),
+    /// The node kernel's NAT translations (MASQUERADE, SNAT, DNAT), over ctnetlink.
+    #[command(after_help = nat::AFTER_HELP)]
+    Nat(nat::NatArgs),
+    /// The hops of a connection's packets across the node, with the time between hooks.
+    #[command(after_help = path::AFTER_HELP)]
+    Path(path::PathArgs),
     /// Print a shell completion script.
     #[command(after_help = completion::AFTER_HELP)]
     Completion(completion::CompletionArgs),
-    // `ct`, `nat` and `path` (conntrack, NAT and per-connection path views,
-    // served by flowscope.v1.Inspector) join here as their own modules.
 }
 
 /// Flags every subcommand accepts: where the server is and how to talk to it.
@@ -166,6 +176,9 @@ pub async fn run(command: Command, global: GlobalArgs, matches: &ArgMatches) -> 
         Command::Observe(args) => observe::run(&args, matches, &context(global)?).await,
         Command::Status(args) => status::run(&args, &context(global)?).await,
         Command::Nodes(args) => nodes::run(&args, &context(global)?).await,
+        Command::Ct(args) => ct::run(&args, &context(global)?).await,
+        Command::Nat(args) => nat::run(&args, &context(global)?).await,
+        Command::Path(args) => path::run(&args, &context(global)?).await,
         Command::Completion(args) => completion::run(&args),
     }
 }

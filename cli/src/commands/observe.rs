@@ -84,6 +84,11 @@ pub struct ObserveArgs {
     #[arg(long, help_heading = "Selection")]
     pub all: bool,
 
+    /// Only connections that got no reply: the agent reports a new TCP or UDP connection
+    /// without an answer after its --unanswered-timeout (5 s by default).
+    #[arg(long, help_heading = "Filters")]
+    pub unanswered: bool,
+
     // ---- Filters ---------------------------------------------------------
     /// Negate the next filter flag: --not --ip 10.0.0.1.
     #[arg(long, action = ArgAction::Append, num_args = 0, default_missing_value = "true", help_heading = "Filters")]
@@ -405,6 +410,9 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(response)) => {
+                    if args.unanswered && !is_unanswered(&response) {
+                        continue;
+                    }
                     printer.write(&response).context("writing to stdout")?;
                     if flush_each {
                         printer.flush().context("writing to stdout")?;
@@ -422,4 +430,18 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
         }
     }
     printer.finish().context("writing to stdout")
+}
+
+/// Is this the agent's report of a connection that got no reply?
+fn is_unanswered(response: &flowscope_proto::observer::GetFlowsResponse) -> bool {
+    use flowscope_proto::flowscope::v1::FlowExtension;
+    use flowscope_proto::observer::get_flows_response::ResponseTypes;
+    match &response.response_types {
+        Some(ResponseTypes::Flow(f)) => f
+            .extensions
+            .as_ref()
+            .and_then(|a| a.to_msg::<FlowExtension>().ok().flatten())
+            .is_some_and(|e| e.unanswered),
+        _ => false,
+    }
 }
