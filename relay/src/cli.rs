@@ -33,6 +33,34 @@ pub struct Cli {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub dns_refresh_interval: Duration,
 
+    /// Agents as pods, from the Kubernetes API: their label selector (e.g.
+    /// `app.kubernetes.io/name=flowscope-agent`). Needs list and watch on pods.
+    #[arg(long, value_name = "SELECTOR", env = "FLOWSCOPE_RELAY_PEER_PODS")]
+    pub peer_pods: Option<String>,
+
+    /// Namespace of the --peer-pods pods (default: the relay's own).
+    #[arg(
+        long,
+        value_name = "NAMESPACE",
+        requires = "peer_pods",
+        env = "FLOWSCOPE_RELAY_PEER_PODS_NAMESPACE"
+    )]
+    pub peer_pods_namespace: Option<String>,
+
+    /// Port of the --peer-pods agents: a number or a container port's name.
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value = "grpc",
+        env = "FLOWSCOPE_RELAY_PEER_PODS_PORT"
+    )]
+    pub peer_pods_port: crate::kubernetes::PortRef,
+
+    /// Kubeconfig for --peer-pods (default: $KUBECONFIG or ~/.kube/config if present, else
+    /// the pod's service account).
+    #[arg(long, value_name = "FILE", requires = "peer_pods")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+
     /// Maximum number of flows held in the sort window of a request.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub sort_buffer_len_max: u32,
@@ -146,6 +174,14 @@ impl Cli {
             peers: self.peers,
             peer_dns: self.peer_dns,
             dns_refresh_interval: self.dns_refresh_interval,
+            peer_pods: self
+                .peer_pods
+                .map(|selector| crate::kubernetes::PodDiscovery {
+                    selector,
+                    namespace: self.peer_pods_namespace,
+                    port: self.peer_pods_port,
+                    kubeconfig: self.kubeconfig,
+                }),
             sort_buffer_len_max: self.sort_buffer_len_max as usize,
             sort_buffer_drain_timeout: self.sort_buffer_drain_timeout,
             status_aggregation_window: self.error_aggregation_window,

@@ -273,6 +273,8 @@ pub struct RelayConfig {
     pub peer_dns: Vec<DnsTarget>,
     /// How often DNS names are resolved again.
     pub dns_refresh_interval: Duration,
+    /// Agents found as pods through the Kubernetes API.
+    pub peer_pods: Option<crate::kubernetes::PodDiscovery>,
     /// Resolver for `peer_dns` (the system's by default; tests inject one).
     pub resolver: Arc<dyn Resolver>,
     /// Maximum flows held in a request's sort window (Hubble: 100).
@@ -317,6 +319,7 @@ impl Default for RelayConfig {
             peers: Vec::new(),
             peer_dns: Vec::new(),
             dns_refresh_interval: Duration::from_secs(10),
+            peer_pods: None,
             resolver: Arc::new(SystemResolver),
             sort_buffer_len_max: 100,
             sort_buffer_drain_timeout: Duration::from_secs(1),
@@ -343,6 +346,7 @@ impl fmt::Debug for RelayConfig {
             .field("peers", &self.peers)
             .field("peer_dns", &self.peer_dns)
             .field("dns_refresh_interval", &self.dns_refresh_interval)
+            .field("peer_pods", &self.peer_pods)
             .field("sort_buffer_len_max", &self.sort_buffer_len_max)
             .field("sort_buffer_drain_timeout", &self.sort_buffer_drain_timeout)
             .field("status_aggregation_window", &self.status_aggregation_window)

@@ -32,6 +32,13 @@ pub enum RelayError {
     /// The gRPC server failed.
     #[error("gRPC server")]
     Serve(#[source] tonic::transport::Error),
+    /// The Kubernetes client for `--peer-pods` could not be configured.
+    #[error("Kubernetes client for --peer-pods")]
+    Kubernetes {
+        /// What kube-rs said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A background task panicked.
     #[error("relay task {task} failed")]
     Task {

@@ -45,6 +45,7 @@ pub mod discovery;
 pub mod error;
 mod flows;
 pub mod inspector;
+pub mod kubernetes;
 pub mod metrics;
 pub mod observer;
 pub mod pool;

@@ -100,6 +100,8 @@ pub(crate) enum Source {
     Static,
     /// The n-th `--peer-dns` name.
     Dns(usize),
+    /// `--peer-pods`: the agents' pods, from the Kubernetes API.
+    Kubernetes,
 }
 
 /// A peer as a source describes it.

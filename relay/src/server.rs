@@ -191,6 +191,22 @@ pub async fn start(
         );
     }
 
+    if let Some(pods) = &config.peer_pods {
+        // A bad kubeconfig stops the relay here; an API server that is down does not.
+        let client = crate::kubernetes::client(pods).await?;
+        tasks.spawn(
+            crate::kubernetes::watch_pods(
+                pool.clone(),
+                client,
+                pods.clone(),
+                config.backoff,
+                shutdown.clone(),
+            )
+            .instrument(info_span!("pods", selector = %pods.selector))
+            .then_ok(),
+        );
+    }
+
     // Certificate reloads.
     if let Some(server_tls) = &server_tls {
         tasks.spawn(
