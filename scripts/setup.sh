@@ -7,9 +7,10 @@ set -euo pipefail
 export PATH="$HOME/.cargo/bin:/usr/lib/llvm-22/bin:$PATH"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# 1. Debian packages: LLVM 22 for bpf-linker, and the network tools the test bed drives.
+# 1. Debian packages: LLVM 22 for bpf-linker, the network tools the test bed drives, and
+#    Prometheus (the metrics tests start their own server and promtool inside a test namespace).
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-          iproute2 iptables iputils-ping conntrack iperf3 tcpdump util-linux procps)
+          iproute2 iptables iputils-ping conntrack iperf3 tcpdump util-linux procps prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,7 +19,22 @@ if ((${#missing[@]})); then
   log "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Debian's prometheus package would start a machine-wide server on :9090. Forbid service
+  # starts during the install (policy-rc.d exit 101 = "action forbidden"), unless the machine
+  # already has a policy of its own.
+  policy=/usr/sbin/policy-rc.d
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT # also when the install fails
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Under systemd the unit is also enabled at install: disable it, and stop it if anything
+  # started it anyway. Only when this run installed the package: a prometheus the machine's
+  # owner runs is none of our business.
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null \
+     && [[ -d /run/systemd/system ]]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. The nightly toolchain builds the kernel programs (-Z build-std=core needs rust-src).
@@ -37,6 +53,19 @@ if ! bpf-linker --version >/dev/null 2>&1; then
   cargo install bpf-linker --locked --no-default-features --features llvm-22
 fi
 
-# 4. Kernel features the agent relies on.
+# 4. kubernetes-validate (PyPI): the deploy test checks every rendered Kubernetes manifest
+#    against the API's schemas with it. (kubectl, which renders them, comes with the machine:
+#    Debian's own kubernetes-client is too old for today's kustomizations.)
+kv_version=1.37.0
+if [[ "$(python3 -c 'import kubernetes_validate.version as v; print(v.__version__)' 2>/dev/null)" != "$kv_version" ]]; then
+  log "installing kubernetes-validate $kv_version"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      "kubernetes-validate==$kv_version" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages "kubernetes-validate==$kv_version"
+fi
+command -v kubectl >/dev/null || log "warning: no kubectl: the deploy test cannot render deploy/kubernetes"
+
+# 5. Kernel features the agent relies on.
 [[ -r /sys/kernel/btf/vmlinux ]] || log "warning: no /sys/kernel/btf/vmlinux: drop tracing needs BTF"
 log "ready"
