@@ -70,6 +70,15 @@ pub struct AgentOptions {
     pub endpoints_file: Option<PathBuf>,
     /// Addresses / CIDRs of the other nodes (the `remote-node` identity).
     pub remote_nodes: Vec<String>,
+    /// Pods, namespaces and nodes from the Kubernetes API server, when asked.
+    pub kubernetes: Option<endpoints::kubernetes::KubernetesOptions>,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::MetricsOptions,
+    /// Flow export to files, when asked.
+    pub export: Option<crate::export::ExportOptions>,
+    /// A new TCP or UDP connection without a reply after this long is reported unanswered
+    /// (zero: never).
+    pub unanswered_timeout: Duration,
 }
 
 /// Interface index -> name, for every interface of the namespace (not only attached ones).
@@ -209,9 +218,18 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         Some(path) => Some(endpoints::file::load(path)?),
         None => None,
     };
+    // A bad kubeconfig stops the agent here; an API server that is down does not.
+    let kubernetes = match &opts.kubernetes {
+        Some(k) => Some(endpoints::kubernetes::connect(k).await?),
+        None => None,
+    };
     let listeners = service::bind(&opts.listen).await?;
+    let mut metrics = crate::metrics::Metrics::bind(&opts.metrics).await?;
+    let exporter = opts.export.clone().map(crate::export::Exporter::start);
+    let exporter = exporter.transpose()?;
 
     let (mut dp, ring) = Datapath::load(&opts.datapath)?;
+    metrics.watch_ring(&ring, opts.datapath.ring_bytes);
     info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, node = %opts.node_name, "programs loaded");
     let reasons: Arc<HashMap<u32, String>> = Arc::new(dp.drop_reasons.clone());
 
@@ -233,6 +251,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
             shutdown.clone(),
         )
     });
+    let kube_watch = kubernetes.map(|k| k.watch(registry.clone(), shutdown.clone()));
 
     let mut out = std::io::BufWriter::new(std::io::stdout());
     if opts.dump == Some(DumpFormat::Json) {
@@ -269,6 +288,12 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(service::serve(state.clone(), listeners, shutdown.clone()));
+    let export_stats = exporter.as_ref().map(crate::export::Exporter::stats);
+    let mut collectors: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
+    if let Some(k) = &kube_watch {
+        collectors.push(Box::new(k.status.clone()));
+    }
+    let metrics = metrics.start(state.clone(), export_stats, collectors, shutdown.clone());
 
     // Interface follower: wakes on rtnetlink notifications, rescans at least every few seconds.
     let (change_tx, mut change_rx) = mpsc::unbounded_channel::<Vec<Change>>();
@@ -312,11 +337,15 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let mut tick = tokio::time::interval(opts.stats_interval);
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
-    let builder = FlowBuilder::new(opts.node_name.clone(), registry.clone());
+    let builder = FlowBuilder::new(opts.node_name.clone(), registry.clone())
+        .with_nat(Arc::new(crate::nat::NatCache::default()));
     let mut sink = Sink {
         dump: opts.dump,
         out,
         reasons,
+        metrics: metrics.flows(),
+        exporter,
+        unanswered: crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536),
     };
     let mut loss = LossTracker::default();
     loop {
@@ -332,6 +361,11 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
                 clock = Clock::now();
                 state.sample_rate();
                 loss.report(&dp, &stats, &state, &opts.node_name);
+                let late = sink.unanswered.expire(&dp);
+                if !late.is_empty() {
+                    sink.observe(&late);
+                    state.store.push_batch(late);
+                }
             }
             _ = gc_tick.tick() => {
                 if let Ok(mut d) = dp.lock() {
@@ -351,6 +385,11 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     }
     sink.stats(&dp, &stats)?;
     sink.conntrack(&dp)?;
+    if let Some(x) = sink.exporter.take() {
+        // Writes what is queued; bounded, a hung disk must not hang the shutdown.
+        let _ = tokio::task::spawn_blocking(move || x.close(Duration::from_secs(5))).await;
+    }
+    metrics.stopped().await;
     // Graceful: in-flight requests finish and follow streams end (they watch the token). A
     // client that keeps an idle connection open must not hold the node's agent hostage.
     let abort = server.abort_handle();
@@ -366,6 +405,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let _ = std::fs::remove_file(&opts.listen.socket);
     if let Some(w) = file_watch {
         let _ = w.await;
+    }
+    if let Some(k) = kube_watch {
+        let _ = k.task.await;
     }
     if let Ok(mut d) = dp.lock() {
         d.detach_all();
@@ -463,6 +505,12 @@ struct Sink {
     dump: Option<DumpFormat>,
     out: std::io::BufWriter<std::io::Stdout>,
     reasons: Arc<HashMap<u32, String>>,
+    /// Hubble flow metrics, when metrics are on.
+    metrics: Option<Arc<crate::metrics::FlowMetrics>>,
+    /// Flow export, when on.
+    exporter: Option<crate::export::Exporter>,
+    /// New connections waiting for a reply.
+    unanswered: crate::unanswered::Unanswered,
 }
 
 impl Sink {
@@ -488,7 +536,16 @@ impl Sink {
         for raw in batch {
             let ev = Event::decode(raw, clock, |r| reasons.get(&r).cloned());
             let ifname = names.get(&ev.ifindex).map(String::as_str);
-            flows.push(Entry::Flow(Arc::new(builder.build(&ev, ifname))));
+            let flow = Arc::new(builder.build(&ev, ifname));
+            // Both are cheap and never wait (see metrics/ and export.rs).
+            if let Some(m) = &self.metrics {
+                m.observe_flow(&flow);
+            }
+            if let Some(x) = &self.exporter {
+                x.push(&flow);
+            }
+            self.unanswered.observe(&ev, &flow);
+            flows.push(Entry::Flow(flow));
             let Some(dump) = self.dump else { continue };
             match dump {
                 DumpFormat::Json => {
@@ -506,6 +563,20 @@ impl Sink {
             self.out.flush()?;
         }
         Ok(())
+    }
+
+    /// Flows made outside a batch (unanswered reports) go to metrics and export like the others.
+    fn observe(&self, entries: &[Entry]) {
+        for e in entries {
+            if let Entry::Flow(flow) = e {
+                if let Some(m) = &self.metrics {
+                    m.observe_flow(flow);
+                }
+                if let Some(x) = &self.exporter {
+                    x.push(flow);
+                }
+            }
+        }
     }
 
     fn changes(&mut self, changes: &[Change]) -> anyhow::Result<()> {

@@ -485,6 +485,11 @@ impl Datapath {
             .unwrap_or_default()
     }
 
+    /// One conntrack entry.
+    pub fn conntrack_get(&self, key: &CtKey) -> Option<CtEntry> {
+        self.conntrack.get(key, 0).ok()
+    }
+
     /// A snapshot of the conntrack table.
     pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
         self.conntrack.iter().filter_map(Result::ok).collect()

@@ -6,21 +6,23 @@
 //! `flowscope.v1.FlowExtension`; the service strips them for clients that did not ask, since a
 //! stock Hubble client cannot print an `Any` of a type it does not know.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use flowscope_proto::{
     flow::{
         self, CiliumEventType, Emitter, Ethernet, Flow, FlowType, IpVersion, Layer4,
         NetworkInterface, TcpFlags, TraceObservationPoint, TraceReason, TrafficDirection, Verdict,
     },
-    flowscope::v1::FlowExtension,
+    flowscope::v1::{FlowExtension, Tuple as PbTuple},
     wkt::{Any, Timestamp},
 };
-use monitor_common::{event_type, proto as ipproto};
+use monitor_common::{CtKey, event_type, family, proto as ipproto};
 
 use crate::{
-    endpoints::{Identity, Registry},
+    endpoints::{Identity, Registry, reserved},
     event::{CtState, Event, Kind, ObsPoint, format_mac},
+    nat::{NatCache, Translation, Tuple},
+    service::inspector::ct_id,
 };
 
 /// Builds flows for one node.
@@ -28,6 +30,8 @@ pub struct FlowBuilder {
     node_name: String,
     emitter: Emitter,
     registry: Registry,
+    /// The kernel's NAT table, to join uplink flows to the pod behind the node's address.
+    nat: Option<Arc<NatCache>>,
 }
 
 impl FlowBuilder {
@@ -40,6 +44,34 @@ impl FlowBuilder {
                 version: env!("CARGO_PKG_VERSION").into(),
             },
             registry,
+            nat: None,
+        }
+    }
+
+    /// Joins uplink flows to the kernel's NAT translations (see [`crate::nat`]).
+    pub fn with_nat(mut self, nat: Arc<NatCache>) -> Self {
+        self.nat = Some(nat);
+        self
+    }
+
+    /// For a flow on the uplink to or from one of the node's own addresses, the kernel's
+    /// translation of its connection, if the kernel translated it.
+    fn translation(
+        &self,
+        ev: &Event,
+        src: &Option<Identity>,
+        dst: &Option<Identity>,
+    ) -> Option<Translation> {
+        let nat = self.nat.as_ref()?;
+        let is_host =
+            |id: &Option<Identity>| id.as_ref().is_some_and(|i| i.identity == reserved::HOST);
+        let wire = wire_tuple(ev)?;
+        match ev.point {
+            // Leaving the node: the wire tuple is the reply tuple reversed.
+            ObsPoint::ToNetwork if is_host(src) => nat.lookup_reply(&reply_of(&wire)),
+            // Arriving for the node's address: the wire tuple is the reply tuple.
+            ObsPoint::FromNetwork if is_host(dst) => nat.lookup_reply(&wire),
+            _ => None,
         }
     }
 
@@ -54,8 +86,17 @@ impl FlowBuilder {
         reason = "Hubble's Summary field is deprecated but every client still prints it"
     )]
     pub fn build(&self, ev: &Event, ifname: Option<&str>) -> Flow {
-        let src = ev.src.map(|ip| self.registry.lookup(ip));
-        let dst = ev.dst.map(|ip| self.registry.lookup(ip));
+        let mut src = ev.src.map(|ip| self.registry.lookup(ip));
+        let mut dst = ev.dst.map(|ip| self.registry.lookup(ip));
+        let xlat = self.translation(ev, &src, &dst).filter(|t| t.snat);
+        // A masqueraded connection: the node's address stands for the pod behind it.
+        if let Some(t) = &xlat {
+            match ev.point {
+                ObsPoint::ToNetwork => src = Some(self.registry.lookup(t.orig.src)),
+                ObsPoint::FromNetwork => dst = Some(self.registry.lookup(t.orig.src)),
+                _ => {}
+            }
+        }
         let is_drop = ev.kind == Kind::Drop;
         let reply = match ev.ct_state {
             Some(CtState::Reply) => Some(true),
@@ -112,14 +153,121 @@ impl FlowBuilder {
             drop_reason: ev.drop_reason.unwrap_or(0),
             ..Flow::default()
         };
-        let ext = FlowExtension {
+        // The connection's tuple in its original direction, on the pod's side of any NAT: every
+        // hop of the connection carries the same one, so clients can put the hops together.
+        let conn = match &xlat {
+            Some(t) => Some(t.orig),
+            None => wire_tuple(ev).and_then(|w| match ev.ct_state {
+                Some(CtState::New | CtState::Established) => Some(w),
+                Some(CtState::Reply) => Some(reply_of(&w)),
+                _ => None,
+            }),
+        };
+        let mut ext = FlowExtension {
             skb_hash: ev.hash,
             kernel_drop_reason: ev.drop_reason.unwrap_or(0),
             kernel_drop_reason_name: ev.drop_reason_name.clone().unwrap_or_default(),
+            ct_id: conn.as_ref().map(|t| ct_id(&ct_key(t))).unwrap_or(0),
+            ct_tuple: conn.as_ref().map(pb_tuple),
             ..FlowExtension::default()
         };
+        if let (Some(t), ObsPoint::ToNetwork) = (&xlat, ev.point)
+            && let Some(ip) = f.ip.as_mut()
+        {
+            // Hubble's convention: `source` is the address before translation, `source_xlated`
+            // the one on the wire.
+            ip.source_xlated = ip.source.clone();
+            ip.source = t.orig.src.to_string();
+            ext.source_xlated_port = ev.src_port as u32;
+            if let Some(l4) = f.l4.as_mut() {
+                set_source_port(l4, t.orig.sport);
+            }
+        }
         f.extensions = Some(Any::from_msg(&ext));
         f
+    }
+}
+
+/// The event's tuple as conntrack writes it (ICMP echo: the identifier, no ports).
+fn wire_tuple(ev: &Event) -> Option<Tuple> {
+    let (src, dst) = (ev.src?, ev.dst?);
+    let icmp = matches!(ev.proto, ipproto::ICMP | ipproto::ICMPV6);
+    if icmp && !ev.is_icmp_echo() {
+        return None;
+    }
+    Some(Tuple {
+        src,
+        dst,
+        proto: ev.proto,
+        sport: if icmp { 0 } else { ev.src_port },
+        dport: if icmp { 0 } else { ev.dst_port },
+        // The datapath puts the echo id in the source port of requests, the destination port
+        // of replies.
+        icmp_id: if icmp {
+            ev.src_port.max(ev.dst_port)
+        } else {
+            0
+        },
+        icmp_type: ev.icmp_type,
+    })
+}
+
+/// The reply-direction tuple of a connection whose original tuple is `t`.
+fn reply_of(t: &Tuple) -> Tuple {
+    let mut r = t.reversed();
+    // An echo request's reply is an echo reply: conntrack's reply tuple carries that type.
+    r.icmp_type = match (t.proto, t.icmp_type) {
+        (ipproto::ICMP, 8) => 0,
+        (ipproto::ICMP, 0) => 8,
+        (ipproto::ICMPV6, 128) => 129,
+        (ipproto::ICMPV6, 129) => 128,
+        (_, ty) => ty,
+    };
+    r
+}
+
+/// Our BPF conntrack key for a connection's original tuple (for `ct_id`).
+fn ct_key(t: &Tuple) -> CtKey {
+    let mut k = CtKey {
+        proto: t.proto,
+        ..CtKey::default()
+    };
+    let put = |dst: &mut [u8; 16], ip: IpAddr| match ip {
+        IpAddr::V4(a) => dst[..4].copy_from_slice(&a.octets()),
+        IpAddr::V6(a) => *dst = a.octets(),
+    };
+    put(&mut k.src_addr, t.src);
+    put(&mut k.dst_addr, t.dst);
+    k.family = if t.src.is_ipv4() {
+        family::V4
+    } else {
+        family::V6
+    };
+    if matches!(t.proto, ipproto::ICMP | ipproto::ICMPV6) {
+        k.src_port = t.icmp_id;
+    } else {
+        (k.src_port, k.dst_port) = (t.sport, t.dport);
+    }
+    k
+}
+
+fn pb_tuple(t: &Tuple) -> PbTuple {
+    PbTuple {
+        source_ip: t.src.to_string(),
+        destination_ip: t.dst.to_string(),
+        source_port: t.sport as u32,
+        destination_port: t.dport as u32,
+        icmp_id: t.icmp_id as u32,
+    }
+}
+
+fn set_source_port(l4: &mut Layer4, port: u16) {
+    use flowscope_proto::flow::layer4::Protocol;
+    match l4.protocol.as_mut() {
+        Some(Protocol::Tcp(t)) => t.source_port = port as u32,
+        Some(Protocol::Udp(u)) => u.source_port = port as u32,
+        Some(Protocol::Sctp(s)) => s.source_port = port as u32,
+        _ => {}
     }
 }
 

@@ -10,6 +10,7 @@
 //! - [`event`]: decoded kernel events; [`flows`]: events to Hubble flows;
 //! - [`endpoints`]: pod metadata and identities; [`store`]: the flow history;
 //! - [`service`]: the gRPC API (Observer, Inspector, health, reflection);
+//! - [`metrics`]: Prometheus metrics (Hubble's and our own); [`export`]: flows to files;
 //! - [`kernel`], [`btf`]: facts about the running kernel;
 //! - [`agent`]: the main loop tying them together.
 
@@ -18,9 +19,13 @@ pub mod btf;
 pub mod datapath;
 pub mod endpoints;
 pub mod event;
+pub mod export;
 pub mod flows;
 pub mod ifaces;
 pub mod kernel;
+pub mod metrics;
+pub mod nat;
 pub mod reader;
 pub mod service;
 pub mod store;
+pub mod unanswered;

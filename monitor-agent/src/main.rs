@@ -7,7 +7,9 @@ use clap::{CommandFactory as _, Parser};
 use monitor_agent::{
     agent::{self, AgentOptions, DumpFormat},
     datapath::{Aggregation, AttachMode, DatapathOptions},
+    export::{self, ExportOptions, FilterList},
     ifaces::Selector,
+    metrics::{self, MetricsOptions},
     service::{ListenOptions, TlsFiles},
 };
 use tokio_util::sync::CancellationToken;
@@ -20,6 +22,7 @@ use tracing_subscriber::EnvFilter;
 ///   monitor-agent                             # serve on /var/run/flowscope/agent.sock
 ///   monitor-agent --dump text                 # also print what the node does, cilium-monitor style
 ///   monitor-agent --endpoints-file /etc/flowscope/endpoints.yaml --node-name node-1
+///   monitor-agent --kubernetes                # in a DaemonSet: pods from the API server
 ///   monitor-agent --listen-address :4244 --tls-cert-file tls.crt --tls-key-file tls.key
 ///   monitor-agent --config /etc/flowscope/agent.yaml
 ///
@@ -69,6 +72,17 @@ struct Cli {
     /// Address or CIDR of another node (identity remote-node); repeat for several.
     #[arg(long = "remote-node", value_name = "CIDR")]
     remote_nodes: Vec<String>,
+    /// Name pods, namespaces, workloads and nodes from the Kubernetes API server (this node's
+    /// pods: --node-name must be the Node's name).
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubeconfig for --kubernetes (implies it). Default: $KUBECONFIG or ~/.kube/config if
+    /// present, else the pod's service account.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Report a new TCP or UDP connection that got no reply after this long (0s: never).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    unanswered_timeout: Duration,
     /// Glob pattern of endpoint (pod) veths, host side; repeat for several.
     #[arg(long = "endpoint-pattern", value_name = "GLOB", default_values = ["lxc*", "veth*", "cali*"])]
     endpoint_patterns: Vec<String>,
@@ -105,6 +119,82 @@ struct Cli {
     /// Period of the counters line with --dump json.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     stats_interval: Duration,
+    /// Serve Prometheus metrics on this address (`:9965`: every address; empty: off).
+    #[arg(long, value_name = "ADDR", default_value = ":9965", value_parser = metrics::parse_listen_address)]
+    metrics_listen_address: metrics::ListenAddress,
+    /// A Hubble metric to serve, in Hubble's syntax `name[:option;…]`; repeat for several.
+    /// Names: flow, drop, tcp, port-distribution, icmp, flows-to-world. Options:
+    /// sourceContext / destinationContext = alternatives separated by | (first non-empty wins)
+    /// among identity, namespace, pod, pod-short, pod-name, dns, ip, reserved-identity,
+    /// workload-name, app; labelsContext = a list of source_/destination_ ip, pod, namespace,
+    /// workload, app and traffic_direction; flows-to-world also takes any-drop, port, syn-only.
+    /// E.g. --metrics 'drop:sourceContext=namespace;destinationContext=identity'
+    #[arg(long = "metrics", value_name = "METRIC", default_values = metrics::options::DEFAULT_METRICS)]
+    metrics: Vec<String>,
+    /// A metric series whose labels name an endpoint is removed after this long without flows.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    metrics_series_ttl: Duration,
+    /// Export flows to this file: one JSON object per line, Hubble's ExportEvent.
+    #[arg(long, value_name = "FILE")]
+    export_file_path: Option<PathBuf>,
+    /// Rotate the export file before it grows past this size (MiB, fractions allowed; 0: never).
+    #[arg(long, value_name = "MB", default_value_t = 10.0, value_parser = parse_mb)]
+    export_file_max_size_mb: f64,
+    /// Rotated export files kept (0: all).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    export_file_max_backups: usize,
+    /// Gzip rotated export files.
+    #[arg(long)]
+    export_file_compress: bool,
+    /// Export only flows matching one of these JSON FlowFilters, e.g. '{"verdict":["DROPPED"]}'
+    /// (several: comma-separated, a JSON array, or repeat the option).
+    #[arg(long, value_name = "JSON", value_parser = export::parse_filter_list)]
+    export_allowlist: Vec<FilterList>,
+    /// Never export flows matching one of these JSON FlowFilters.
+    #[arg(long, value_name = "JSON", value_parser = export::parse_filter_list)]
+    export_denylist: Vec<FilterList>,
+    /// Export only these fields of each flow, e.g. time,verdict,source.namespace (`extensions`
+    /// adds flowscope's own; without a mask, every Hubble field).
+    #[arg(long, value_name = "PATHS")]
+    export_fieldmask: Vec<String>,
+}
+
+/// `--export-file-max-size-mb`: a non-negative number of MiB.
+fn parse_mb(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("expected a size in MB like 10 or 0.5, got {s:?}")),
+    }
+}
+
+/// The export options, or why the export flags do not make sense together.
+fn export_options(cli: &Cli) -> Result<Option<ExportOptions>, String> {
+    let Some(path) = cli.export_file_path.clone() else {
+        let used = !cli.export_allowlist.is_empty()
+            || !cli.export_denylist.is_empty()
+            || !cli.export_fieldmask.is_empty()
+            || cli.export_file_compress;
+        if used {
+            return Err("the --export-… options need --export-file-path".into());
+        }
+        return Ok(None);
+    };
+    let flat = |l: &[FilterList]| l.iter().flat_map(|f| f.0.iter().cloned()).collect();
+    Ok(Some(ExportOptions {
+        path,
+        // Saturating float-to-int cast: a huge size means "never rotate" in practice.
+        max_size_bytes: (cli.export_file_max_size_mb * 1_048_576.0) as u64,
+        max_backups: cli.export_file_max_backups,
+        compress: cli.export_file_compress,
+        allowlist: flat(&cli.export_allowlist),
+        denylist: flat(&cli.export_denylist),
+        field_mask: cli
+            .export_fieldmask
+            .iter()
+            .flat_map(|m| export::parse_field_mask(m))
+            .collect(),
+        queue_size: export::DEFAULT_QUEUE,
+    }))
 }
 
 /// `:4244` (all addresses) or `host:port`.
@@ -250,6 +340,20 @@ async fn main() -> ExitCode {
         }),
         _ => None,
     };
+    let metric_specs = match metrics::parse_metrics(&cli.metrics) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: --metrics: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let export = match export_options(&cli) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opts = AgentOptions {
         selector: Selector {
             endpoint_patterns: cli.endpoint_patterns,
@@ -278,6 +382,19 @@ async fn main() -> ExitCode {
         },
         endpoints_file: cli.endpoints_file.clone(),
         remote_nodes: cli.remote_nodes.clone(),
+        kubernetes: (cli.kubernetes || cli.kubeconfig.is_some()).then(|| {
+            monitor_agent::endpoints::kubernetes::KubernetesOptions {
+                node_name: cli.node_name.clone().unwrap_or_else(hostname),
+                kubeconfig: cli.kubeconfig.clone(),
+            }
+        }),
+        metrics: MetricsOptions {
+            listen: cli.metrics_listen_address.0,
+            metrics: metric_specs,
+            series_ttl: cli.metrics_series_ttl,
+        },
+        export,
+        unanswered_timeout: cli.unanswered_timeout,
     };
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

@@ -170,6 +170,12 @@ impl FlowStore {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.tx.subscribe()
     }
+
+    /// Receivers from [`FlowStore::subscribe`] alive now: every GetFlows stream holds one for
+    /// its whole life (the `flowscope_subscribers` metric).
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,14 @@
 //! - [`scenario`]: the reference topology;
 //! - [`traffic`]: servers and clients on std sockets;
 //! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
-//! - [`client`]: gRPC channels to the agent's unix socket or a TCP server.
+//! - [`client`]: gRPC channels to the agent's unix socket or a TCP server;
+//! - [`scrape`]: Prometheus metrics read from inside a namespace.
 
 pub mod client;
 pub mod netns;
 pub mod process;
 pub mod scenario;
+pub mod scrape;
 pub mod traffic;
 
 pub use scenario::Scenario;

@@ -17,7 +17,7 @@ use testbed::{
     Scenario, bin_path, client,
     process::Spawned,
     require_root,
-    scenario::{NODE_IP, WORLD_IP},
+    scenario::{NODE_IP, POD_A_IP, WORLD_IP},
     traffic,
 };
 use tonic::transport::Channel;
@@ -171,7 +171,14 @@ async fn reference_scenario_through_the_api() {
         .iter()
         .find(|f| point(f) == TraceObservationPoint::ToNetwork)
         .expect("to-network flow");
-    assert_eq!(uplink.ip.as_ref().unwrap().source, NODE_IP);
+    // The NAT join: the uplink flow names the pod (address before translation) and carries the
+    // node's address as the translated source, as Hubble does for SNAT.
+    let ip = uplink.ip.as_ref().unwrap();
+    assert_eq!(
+        (ip.source.as_str(), ip.source_xlated.as_str()),
+        (POD_A_IP, NODE_IP)
+    );
+    assert_eq!(uplink.source.as_ref().unwrap().pod_name, "pod-a");
     assert_eq!(uplink.interface.as_ref().unwrap().name, "eth0");
     let reply = conn
         .iter()

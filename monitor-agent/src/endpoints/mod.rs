@@ -10,9 +10,10 @@
 //!   workload) and of other nodes' addresses, reloaded when it changes;
 //! - [`discovery`] (`"discovery"`): the addresses the node routes to each endpoint veth the agent
 //!   observes, for pods no other source describes (shown as `reserved:unmanaged`);
-//! - later `"kubernetes"`: a watch on the API server will call
-//!   `replace_source("kubernetes", …)` and [`Registry::replace_remote_nodes`]; nothing here
-//!   depends on where endpoints come from.
+//! - [`kubernetes`] (`"kubernetes"`): this node's pods, their namespaces and the cluster's nodes
+//!   from the API server (list, then watch), with Cilium's labels; it also sets the `host` and
+//!   `remote-node` addresses ([`Registry::replace_node_ips`], [`Registry::replace_remote_nodes`]).
+//!   Nothing else here depends on where endpoints come from.
 //!
 //! When sources disagree about an address, the one with the higher [`source::priority`] wins:
 //! the file (an operator's explicit word) over Kubernetes over discovery. Discovery only fills
@@ -33,6 +34,7 @@
 pub mod discovery;
 pub mod file;
 mod identity;
+pub mod kubernetes;
 pub mod labels;
 mod registry;
 pub mod reserved;
@@ -50,7 +52,7 @@ pub use registry::{Registry, Snapshot};
 pub mod source {
     /// The endpoints file ([`super::file`]).
     pub const FILE: &str = "file";
-    /// The Kubernetes API (its own issue).
+    /// The Kubernetes API ([`super::kubernetes`]).
     pub const KUBERNETES: &str = "kubernetes";
     /// Discovery of unknown veth peers ([`super::discovery`]).
     pub const DISCOVERY: &str = "discovery";

@@ -33,6 +33,9 @@ struct Shared {
 #[derive(Default)]
 struct State {
     node_ips: Vec<IpAddr>,
+    /// More of the node's own addresses, by source (the Kubernetes Node object's), kept apart
+    /// from `node_ips` which the agent replaces from its interfaces at every rescan.
+    source_node_ips: BTreeMap<String, Vec<IpAddr>>,
     endpoints: BTreeMap<String, Vec<Arc<Endpoint>>>,
     remote_nodes: BTreeMap<String, Vec<IpNet>>,
 }
@@ -101,6 +104,26 @@ impl Registry {
                 return false;
             }
             s.node_ips = ips;
+            true
+        });
+    }
+
+    /// Replaces the addresses of this node that `source` knows besides its interfaces' (the
+    /// Kubernetes Node object's InternalIP and ExternalIP); they resolve to `host` too. An empty
+    /// list removes the source's.
+    pub fn replace_node_ips(&self, source: &str, ips: Vec<IpAddr>) {
+        self.update(|s| {
+            if s.source_node_ips
+                .get(source)
+                .map_or(ips.is_empty(), |old| *old == ips)
+            {
+                return false;
+            }
+            if ips.is_empty() {
+                s.source_node_ips.remove(source);
+            } else {
+                s.source_node_ips.insert(source.to_owned(), ips);
+            }
             true
         });
     }
@@ -332,7 +355,12 @@ impl Snapshot {
 
         Snapshot {
             by_ip,
-            node_ips: state.node_ips.iter().map(|ip| ip.to_canonical()).collect(),
+            node_ips: state
+                .node_ips
+                .iter()
+                .chain(state.source_node_ips.values().flatten())
+                .map(|ip| ip.to_canonical())
+                .collect(),
             remote_addrs,
             remote_nets,
             endpoints,
@@ -439,6 +467,15 @@ mod tests {
         );
         r.replace_remote_nodes(source::FILE, vec![]);
         assert_eq!(r.lookup(ip("2001:db8::7")).identity, reserved::WORLD);
+
+        // A source's addresses of this node (a Node object's ExternalIP, on no interface) are
+        // host too, and survive the agent replacing the interfaces' addresses.
+        r.replace_node_ips(source::KUBERNETES, vec![ip("203.0.113.99")]);
+        r.set_node_ips(vec![ip("198.51.100.21")]);
+        assert_eq!(r.lookup(ip("203.0.113.99")).identity, reserved::HOST);
+        assert_eq!(r.lookup(ip("198.51.100.21")).identity, reserved::HOST);
+        r.replace_node_ips(source::KUBERNETES, vec![]);
+        assert_eq!(r.lookup(ip("203.0.113.99")).identity, reserved::WORLD);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use flowscope_proto::{
         AgentStatus, AgentStatusRequest, AgentStatusResponse, AggregationLevel,
         AttachMode as PbAttachMode, AttachedInterface, ConntrackEntry, ConntrackFlags,
         ConntrackState, InterfaceRole, ListConntrackRequest, ListConntrackResponse, ListNatRequest,
-        ListNatResponse, MapFill, StageCounters, Tuple, inspector_server::Inspector,
+        ListNatResponse, MapFill, NatEntry, NatKind, StageCounters, Tuple,
+        inspector_server::Inspector,
     },
     wkt::{Duration as PbDuration, Timestamp},
 };
@@ -26,6 +27,7 @@ use crate::{
     datapath::{AttachMode, lifetime_ns},
     ifaces::Role,
     kernel::Clock,
+    nat,
 };
 
 /// The Inspector service.
@@ -283,6 +285,74 @@ impl InspectorService {
     }
 }
 
+fn pb_nat_tuple(t: &nat::Tuple) -> Tuple {
+    Tuple {
+        source_ip: t.src.to_string(),
+        destination_ip: t.dst.to_string(),
+        source_port: t.sport as u32,
+        destination_port: t.dport as u32,
+        icmp_id: t.icmp_id as u32,
+    }
+}
+
+/// One translated connection, as `flowctl nat list` shows it: the original tuple, the reply
+/// tuple, and what the translation changed (the reply's destination is the translated source,
+/// its source the translated destination).
+fn nat_entry(e: &nat::ConnEntry, node: &str) -> NatEntry {
+    let kind = match (e.snat(), e.dnat()) {
+        (true, true) => NatKind::Both,
+        (true, false) => NatKind::Snat,
+        (false, true) => NatKind::Dnat,
+        _ => NatKind::Unspecified,
+    };
+    let port = |t: &nat::Tuple, src: bool| if t.icmp_id != 0 { t.icmp_id } else if src { t.sport } else { t.dport } as u32;
+    NatEntry {
+        protocol: e.orig.proto as u32,
+        protocol_name: protocol_name(e.orig.proto),
+        family: if e.orig.src.is_ipv4() {
+            IpVersion::IPv4
+        } else {
+            IpVersion::IPv6
+        } as i32,
+        original: Some(pb_nat_tuple(&e.orig)),
+        reply: Some(pb_nat_tuple(&e.reply)),
+        kind: kind as i32,
+        translated_source_ip: if e.snat() {
+            e.reply.dst.to_string()
+        } else {
+            String::new()
+        },
+        translated_source_port: if e.snat() { port(&e.reply, false) } else { 0 },
+        translated_destination_ip: if e.dnat() {
+            e.reply.src.to_string()
+        } else {
+            String::new()
+        },
+        translated_destination_port: if e.dnat() { port(&e.reply, true) } else { 0 },
+        timeout: Some(PbDuration {
+            seconds: e.timeout as i64,
+            nanos: 0,
+        }),
+        state: e
+            .tcp_state
+            .map(nat::tcp_state_name)
+            .unwrap_or_default()
+            .to_owned(),
+        status: nat::status_names(e.status)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        original_packets: e.counters_orig.map(|c| c.0),
+        original_bytes: e.counters_orig.map(|c| c.1),
+        reply_packets: e.counters_reply.map(|c| c.0),
+        reply_bytes: e.counters_reply.map(|c| c.1),
+        mark: e.mark,
+        zone: e.zone as u32,
+        id: e.id,
+        node_name: node.to_owned(),
+    }
+}
+
 fn node_selected(wanted: &[String], node: &str) -> bool {
     wanted.is_empty() || wanted.iter().any(|w| w == node)
 }
@@ -342,10 +412,44 @@ impl Inspector for InspectorService {
         &self,
         request: Request<ListNatRequest>,
     ) -> Result<Response<ListNatResponse>, Status> {
-        let _ = request;
-        Err(Status::unimplemented(
-            "the NAT table view is not implemented yet",
-        ))
+        let req = request.into_inner();
+        let filter = TupleFilter::new(&req.ip, &req.port, &req.protocol)?;
+        if !node_selected(&req.node_name, &self.state.node_name) {
+            return Ok(Response::new(ListNatResponse::default()));
+        }
+        let entries = tokio::task::spawn_blocking(nat::dump)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "reading the kernel's conntrack table over ctnetlink: {e}"
+                ))
+            })?;
+        let mut out: Vec<NatEntry> = entries
+            .iter()
+            .filter(|e| e.snat() || e.dnat())
+            .filter(|e| {
+                let (o, r) = (&e.orig, &e.reply);
+                filter.matches(o.proto, o.src, o.dst, o.sport.max(o.icmp_id), o.dport)
+                    || filter.matches(r.proto, r.src, r.dst, r.sport.max(r.icmp_id), r.dport)
+            })
+            .map(|e| nat_entry(e, &self.state.node_name))
+            .collect();
+        out.sort_by(|a, b| {
+            b.timeout
+                .as_ref()
+                .map(|t| t.seconds)
+                .cmp(&a.timeout.as_ref().map(|t| t.seconds))
+        });
+        let truncated = req.limit > 0 && out.len() > req.limit as usize;
+        if truncated {
+            out.truncate(req.limit as usize);
+        }
+        Ok(Response::new(ListNatResponse {
+            entries: out,
+            truncated,
+            unavailable_nodes: vec![],
+        }))
     }
 
     async fn get_agent_status(

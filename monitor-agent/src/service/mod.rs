@@ -3,7 +3,7 @@
 //! root-only unix socket and, when asked, on TCP with TLS.
 
 pub(crate) mod inspector;
-mod mask;
+pub(crate) mod mask; // also the export field mask
 mod observer;
 mod server;
 

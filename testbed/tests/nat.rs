@@ -1,0 +1,381 @@
+//! NAT, conntrack and the path of a connection (what the seed lab stitched together by hand),
+//! through `flowctl` against the real agent. Privileged; run serially.
+
+use std::{net::SocketAddr, process::Command, time::Duration};
+
+use flowscope_proto::{
+    flow::{Flow, TraceObservationPoint, Verdict},
+    flowscope::v1::{ConntrackEntry, FlowExtension, FlowPath, NatEntry},
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+};
+use testbed::{
+    Scenario, bin_path, client,
+    process::Spawned,
+    require_root,
+    scenario::{NODE_IP, POD_A_IP, WORLD_IP},
+    traffic,
+};
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
+    let socket = s.agent_socket();
+    let ep = s.endpoints_file();
+    let mut args = vec![
+        "--socket",
+        socket.to_str().unwrap(),
+        "--endpoints-file",
+        ep.to_str().unwrap(),
+        "--node-name",
+        "node-1",
+        "--host-device",
+        "fs_host",
+    ];
+    args.extend_from_slice(extra);
+    let agent = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    if let Err(e) = rt.block_on(client::wait_for_socket(&socket, Duration::from_secs(30))) {
+        panic!("{e}; agent stderr:\n{}", agent.stderr());
+    }
+    agent
+}
+
+fn flowctl(s: &Scenario, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(bin_path("flowctl"))
+        .arg("--server")
+        .arg(format!("unix://{}", s.agent_socket().display()))
+        .args(args)
+        .output()
+        .expect("flowctl");
+    assert!(
+        out.status.success(),
+        "flowctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json_lines<T: serde::de::DeserializeOwned>(out: &str) -> Vec<T> {
+    out.lines()
+        .map(|l| flowscope_proto::json::from_json(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn flows(out: &str) -> Vec<Flow> {
+    json_lines::<GetFlowsResponse>(out)
+        .into_iter()
+        .filter_map(|r| match r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ext(f: &Flow) -> FlowExtension {
+    f.extensions
+        .as_ref()
+        .and_then(|a| a.to_msg().ok().flatten())
+        .unwrap_or_default()
+}
+
+fn point(f: &Flow) -> TraceObservationPoint {
+    TraceObservationPoint::try_from(f.trace_observation_point)
+        .unwrap_or(TraceObservationPoint::UnknownPoint)
+}
+
+/// The kernel's own accounting of a connection: (orig packets, orig bytes, reply packets, reply
+/// bytes), from `conntrack -L` in the node (accounting switched on by the test).
+fn kernel_counters(s: &Scenario, sport: u16) -> (u64, u64, u64, u64) {
+    let out = testbed::netns::run(
+        &s.node(),
+        &[
+            "conntrack",
+            "-L",
+            "-p",
+            "tcp",
+            "--orig-port-src",
+            &sport.to_string(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(POD_A_IP))
+        .unwrap_or_else(|| panic!("no kernel conntrack entry: {text}"));
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| {
+            w.strip_prefix("packets=")
+                .or_else(|| w.strip_prefix("bytes="))
+        })
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(nums.len(), 4, "accounting fields in {line}");
+    (nums[0], nums[1], nums[2], nums[3])
+}
+
+/// ct list counts what was sent and received; nat list shows the MASQUERADE mapping; uplink
+/// flows carry pod-a's identity and the translated source; `--pod` sees all four points; the
+/// path has its hops in order.
+#[test]
+fn conntrack_nat_and_path_of_the_http_get() {
+    if !require_root("conntrack_nat_and_path_of_the_http_get") {
+        return;
+    }
+    let s = Scenario::build();
+    // The kernel's per-connection accounting: the ground truth we compare our counters with.
+    s.node_exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"]);
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello from 1.0.0.1\n");
+    let mut agent = start_agent(&s, &[]);
+    let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("GET");
+    let port = get.local_port;
+    std::thread::sleep(Duration::from_millis(400));
+
+    // ct list: our pod-side entry, equal to the kernel's accounting (+14 bytes of Ethernet
+    // header per packet, which the TC hook sees and netfilter does not).
+    let cts: Vec<ConntrackEntry> = json_lines(&flowctl(
+        &s,
+        &[
+            "ct",
+            "list",
+            "--ip",
+            POD_A_IP,
+            "--port",
+            &port.to_string(),
+            "-o",
+            "json",
+        ],
+    ));
+    let ct = cts
+        .iter()
+        .find(|c| {
+            c.tuple
+                .as_ref()
+                .is_some_and(|t| t.source_ip == POD_A_IP && t.source_port == port as u32)
+        })
+        .unwrap_or_else(|| panic!("no ct entry for pod-a:{port}: {cts:#?}"));
+    let (kp, kb, rp, rb) = kernel_counters(&s, port);
+    println!(
+        "ct: tx {} pkts {} B, rx {} pkts {} B; kernel: orig {kp} pkts {kb} B, reply {rp} pkts {rb} B",
+        ct.tx_packets, ct.tx_bytes, ct.rx_packets, ct.rx_bytes
+    );
+    assert_eq!(
+        (ct.tx_packets, ct.rx_packets),
+        (kp, rp),
+        "packets per direction"
+    );
+    assert_eq!(
+        (ct.tx_bytes, ct.rx_bytes),
+        (kb + 14 * kp, rb + 14 * rp),
+        "bytes per direction"
+    );
+    assert!(
+        ct.tx_packets >= 4 && ct.rx_packets >= 3,
+        "a whole HTTP exchange"
+    );
+    assert!(ct.source_identity >= 256, "pod-a's identity");
+    let table = flowctl(&s, &["ct", "list", "--ip", POD_A_IP, "-o", "cilium"]);
+    assert!(
+        table.contains(&format!("TCP OUT {POD_A_IP}:{port} -> {WORLD_IP}:80")),
+        "{table}"
+    );
+
+    // nat list: the MASQUERADE mapping of this connection.
+    let nats: Vec<NatEntry> = json_lines(&flowctl(
+        &s,
+        &["nat", "list", "--ip", POD_A_IP, "-o", "json"],
+    ));
+    let nat = nats
+        .iter()
+        .find(|n| {
+            n.original
+                .as_ref()
+                .is_some_and(|o| o.source_port == port as u32 && o.destination_ip == WORLD_IP)
+        })
+        .unwrap_or_else(|| panic!("no NAT entry for pod-a:{port}: {nats:#?}"));
+    assert_eq!(nat.translated_source_ip, NODE_IP);
+    let text = flowctl(&s, &["nat", "list", "--ip", POD_A_IP]);
+    println!("{text}");
+    assert!(
+        text.contains(&format!("{POD_A_IP}:{port}")) && text.contains(&format!("src {NODE_IP}:")),
+        "{text}"
+    );
+
+    // Uplink flows carry pod-a, the translated source, and --pod sees all four points.
+    let all = flows(&flowctl(
+        &s,
+        &[
+            "observe",
+            "--pod",
+            "default/pod-a",
+            "--last",
+            "500",
+            "-o",
+            "json",
+        ],
+    ));
+    let conn: Vec<&Flow> = all
+        .iter()
+        .filter(|f| {
+            ext(f)
+                .ct_tuple
+                .is_some_and(|t| t.source_port == port as u32)
+        })
+        .collect();
+    let points: std::collections::BTreeSet<_> = conn.iter().map(|f| point(f)).collect();
+    for p in [
+        TraceObservationPoint::FromEndpoint,
+        TraceObservationPoint::ToNetwork,
+        TraceObservationPoint::FromNetwork,
+        TraceObservationPoint::ToEndpoint,
+    ] {
+        assert!(
+            points.contains(&p),
+            "--pod default/pod-a lacks {p:?}: {points:?}"
+        );
+    }
+    let up = conn
+        .iter()
+        .find(|f| point(f) == TraceObservationPoint::ToNetwork)
+        .unwrap();
+    let src = up.source.as_ref().unwrap();
+    assert_eq!(
+        (src.namespace.as_str(), src.pod_name.as_str()),
+        ("default", "pod-a"),
+        "uplink flow attributed to the pod"
+    );
+    assert!(src.identity >= 256);
+    let ip = up.ip.as_ref().unwrap();
+    assert_eq!(
+        (ip.source.as_str(), ip.source_xlated.as_str()),
+        (POD_A_IP, NODE_IP)
+    );
+    let back = conn
+        .iter()
+        .find(|f| point(f) == TraceObservationPoint::FromNetwork)
+        .unwrap();
+    assert_eq!(
+        back.destination.as_ref().unwrap().pod_name,
+        "pod-a",
+        "the reply is attributed to the pod, not to host"
+    );
+
+    // The path: hops in order, non-negative times.
+    let paths: Vec<FlowPath> = json_lines(&flowctl(
+        &s,
+        &["path", "--ip", WORLD_IP, "--port", "80", "-o", "json"],
+    ));
+    let mine: Vec<&FlowPath> = paths.iter().filter(|p| p.ct_id == ct.ct_id).collect();
+    assert!(!mine.is_empty(), "no path for the connection");
+    let syn = mine[0];
+    let pts: Vec<i32> = syn.hops.iter().map(|h| h.observation_point).collect();
+    assert_eq!(
+        pts,
+        [
+            TraceObservationPoint::FromEndpoint as i32,
+            TraceObservationPoint::ToNetwork as i32
+        ],
+        "{syn:?}"
+    );
+    for p in &mine {
+        let mut last = 0i64;
+        for h in &p.hops {
+            let d = h
+                .since_first
+                .as_ref()
+                .map(|d| d.seconds * 1_000_000_000 + d.nanos as i64)
+                .unwrap_or(-1);
+            assert!(d >= last, "hops in time order: {p:?}");
+            last = d;
+        }
+    }
+    let text = flowctl(&s, &["path", "--ip", WORLD_IP, "--port", "80"]);
+    println!("{text}");
+    assert!(text.contains("from-endpoint → eth0 to-network +"), "{text}");
+    assert!(agent.stop().success());
+}
+
+/// Without MASQUERADE the world cannot answer: the connection is flagged unanswered. A node
+/// firewall DROP is a DROPPED flow with the kernel's reason by name.
+#[test]
+fn unanswered_connections_and_named_drops() {
+    if !require_root("unanswered_connections_and_named_drops") {
+        return;
+    }
+    let s = Scenario::build();
+    s.remove_masquerade();
+    s.iptables(&[
+        "-I", "FORWARD", "-d", WORLD_IP, "-p", "udp", "--dport", "9", "-j", "DROP",
+    ]);
+    let mut agent = start_agent(&s, &["--unanswered-timeout", "1s"]);
+    // The SYN leaves with pod-a's own address; the world has no route back.
+    assert!(
+        traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).is_err(),
+        "no answer without MASQUERADE"
+    );
+    traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 9), 1, 8, None).expect("send");
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let unanswered = flows(&flowctl(
+        &s,
+        &["observe", "--unanswered", "--last", "100", "-o", "json"],
+    ));
+    let syn = unanswered
+        .iter()
+        .find(|f| {
+            f.ip.as_ref().is_some_and(|ip| ip.destination == WORLD_IP)
+                && f.l4
+                    .as_ref()
+                    .and_then(|l| l.ports())
+                    .is_some_and(|(_, d)| d == 80)
+        })
+        .unwrap_or_else(|| panic!("the SYN to 1.0.0.1:80 is not flagged: {unanswered:#?}"));
+    assert!(ext(syn).unanswered);
+    assert_eq!(syn.source.as_ref().unwrap().pod_name, "pod-a");
+    let compact = flowctl(&s, &["observe", "--unanswered", "--last", "10"]);
+    assert!(compact.contains("no reply after 1s"), "{compact}");
+
+    let drops = flows(&flowctl(
+        &s,
+        &[
+            "observe",
+            "--verdict",
+            "DROPPED",
+            "--last",
+            "100",
+            "-o",
+            "json",
+        ],
+    ));
+    let d = drops
+        .iter()
+        .find(|f| {
+            f.l4.as_ref()
+                .and_then(|l| l.ports())
+                .is_some_and(|(_, p)| p == 9)
+        })
+        .unwrap_or_else(|| panic!("no drop of the UDP to :9: {drops:#?}"));
+    assert_eq!(d.verdict, Verdict::Dropped as i32);
+    assert_eq!(ext(d).kernel_drop_reason_name, "NETFILTER_DROP");
+    let compact = flowctl(
+        &s,
+        &[
+            "observe",
+            "--verdict",
+            "DROPPED",
+            "--port",
+            "9",
+            "--last",
+            "10",
+        ],
+    );
+    assert!(compact.contains("NETFILTER_DROP"), "{compact}");
+    assert!(agent.stop().success());
+}
