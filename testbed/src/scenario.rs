@@ -89,6 +89,39 @@ impl Scenario {
         self.dir.join("agent.sock")
     }
 
+    /// Starts the real agent in the node namespace with the scenario's defaults (its socket,
+    /// endpoints file, node name `node-1`, gateway device) followed by `extra` (later flags win,
+    /// so `extra` can override any default), and waits until it answers a health check: it is
+    /// then attached and serving. Panics with the agent's stderr if it does not come up.
+    pub fn start_agent(&self, extra: &[&str]) -> crate::process::Spawned {
+        let socket = self.agent_socket();
+        let endpoints = self.endpoints_file();
+        let mut args = vec![
+            "--socket",
+            socket.to_str().expect("utf-8 path"),
+            "--endpoints-file",
+            endpoints.to_str().expect("utf-8 path"),
+            "--node-name",
+            "node-1",
+            "--host-device",
+            HOST_DEV,
+        ];
+        args.extend_from_slice(extra);
+        let agent =
+            crate::process::Spawned::start(&self.node(), &crate::bin_path("monitor-agent"), &args);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        if let Err(e) = rt.block_on(crate::client::wait_for_socket(
+            &socket,
+            std::time::Duration::from_secs(30),
+        )) {
+            panic!("{e}; agent stderr:\n{}", agent.stderr());
+        }
+        agent
+    }
+
     /// Writes [`ENDPOINTS_YAML`] into the scratch directory and returns its path.
     pub fn endpoints_file(&self) -> std::path::PathBuf {
         let p = self.dir.join("endpoints.yaml");

@@ -32,24 +32,11 @@ struct Agent {
 }
 
 async fn start_agent(s: &Scenario, extra: &[&str]) -> Agent {
-    let socket = s.agent_socket();
-    let ep = s.endpoints_file();
-    let mut args = vec![
-        "--socket",
-        socket.to_str().unwrap(),
-        "--endpoints-file",
-        ep.to_str().unwrap(),
-        "--node-name",
-        "node-1",
-        "--host-device",
-        "fs_host",
-    ];
-    args.extend_from_slice(extra);
-    let proc = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
-    let channel = match client::wait_for_socket(&socket, Duration::from_secs(30)).await {
-        Ok(c) => c,
-        Err(e) => panic!("{e}; agent stderr:\n{}", proc.stderr()),
-    };
+    // The helper waits with a runtime of its own: leave this one's worker to it meanwhile.
+    let proc = tokio::task::block_in_place(|| s.start_agent(extra));
+    let channel = client::unix_channel(&s.agent_socket(), Duration::from_secs(5))
+        .await
+        .expect("agent socket");
     Agent { proc, channel }
 }
 

@@ -15,23 +15,7 @@ use testbed::{
     traffic,
 };
 
-const READY: Duration = Duration::from_secs(30);
 const SETTLE: Duration = Duration::from_secs(10);
-
-fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
-    let mut args = vec![
-        "--dump",
-        "json",
-        "--stats-interval",
-        "200ms",
-        "--host-device",
-        "fs_host",
-    ];
-    args.extend_from_slice(extra);
-    let mut agent = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
-    agent.wait_ready(READY);
-    agent
-}
 
 fn events(agent: &Spawned) -> Vec<Value> {
     agent.values("event")
@@ -92,7 +76,14 @@ fn reference_scenario_every_hop() {
     let s = Scenario::build();
     let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello from 1.0.0.1\n");
     let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
-    let mut agent = start_agent(&s, &["--aggregation", "none"]);
+    let mut agent = s.start_agent(&[
+        "--dump",
+        "json",
+        "--stats-interval",
+        "200ms",
+        "--aggregation",
+        "none",
+    ]);
 
     assert!(
         traffic::ping(&s.pod_a(), WORLD_IP, 2),
@@ -232,7 +223,14 @@ fn ipv6_pod_to_pod() {
     }
     let s = Scenario::build();
     let sink = traffic::tcp_sink(&s.pod_b(), addr(POD_B_IP6, 8080));
-    let mut agent = start_agent(&s, &["--aggregation", "none"]);
+    let mut agent = s.start_agent(&[
+        "--dump",
+        "json",
+        "--stats-interval",
+        "200ms",
+        "--aggregation",
+        "none",
+    ]);
     let port = traffic::tcp_send(&s.pod_a(), addr(POD_B_IP6, 8080), b"hello over IPv6")
         .expect("IPv6 connect") as u64;
     agent.wait_for(SETTLE, |lines| {
@@ -301,7 +299,14 @@ fn aggregation_medium_vs_none() {
     let sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
     let mut counts = Vec::new();
     for level in ["medium", "none"] {
-        let mut agent = start_agent(&s, &["--aggregation", level]);
+        let mut agent = s.start_agent(&[
+            "--dump",
+            "json",
+            "--stats-interval",
+            "200ms",
+            "--aggregation",
+            level,
+        ]);
         // Paced so that the veth backlog (1,000 packets) cannot overflow before our hook.
         let port = traffic::udp_send(
             &s.pod_a(),
@@ -372,7 +377,7 @@ fn iptables_drop_has_the_kernel_reason() {
     s.iptables(&[
         "-I", "FORWARD", "-d", WORLD_IP, "-p", "udp", "--dport", "9", "-j", "DROP",
     ]);
-    let mut agent = start_agent(&s, &[]);
+    let mut agent = s.start_agent(&["--dump", "json", "--stats-interval", "200ms"]);
     let port = traffic::udp_send(
         &s.pod_a(),
         addr(WORLD_IP, 9),
@@ -411,7 +416,7 @@ fn icmp_error_is_related() {
         return;
     }
     let s = Scenario::build();
-    let mut agent = start_agent(&s, &[]);
+    let mut agent = s.start_agent(&["--dump", "json", "--stats-interval", "200ms"]);
     // Nothing listens on 1.0.0.1:7: the world answers with ICMP port unreachable.
     traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 7), 1, 16, None).expect("send");
     let found = agent.wait_for(SETTLE, |lines| {
@@ -440,7 +445,16 @@ fn tiny_ring_counts_lost_events() {
     }
     let s = Scenario::build();
     let _sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
-    let mut agent = start_agent(&s, &["--aggregation", "none", "--ring-size", "4096"]);
+    let mut agent = s.start_agent(&[
+        "--dump",
+        "json",
+        "--stats-interval",
+        "200ms",
+        "--aggregation",
+        "none",
+        "--ring-size",
+        "4096",
+    ]);
     agent.signal(libc::SIGSTOP);
     traffic::udp_send(
         &s.pod_a(),
@@ -482,7 +496,7 @@ fn follows_interfaces_and_reports_clear_errors() {
         return;
     }
     let s = Scenario::build();
-    let mut agent = start_agent(&s, &[]);
+    let mut agent = s.start_agent(&["--dump", "json", "--stats-interval", "200ms"]);
     let t0 = std::time::Instant::now();
     s.node_exec(&[
         "ip", "link", "add", "lxcnew0", "type", "veth", "peer", "name", "lxcnew0p",
@@ -543,29 +557,44 @@ fn follows_interfaces_and_reports_clear_errors() {
     );
 }
 
-/// After a clean shutdown nothing of ours is left: no program loaded, no tcx link or filter.
+/// After a clean shutdown nothing of ours is left: the programs the agent attached to the
+/// node's interfaces are unloaded, and no tcx link or tc filter remains.
 #[test]
 fn shutdown_leaves_nothing_behind() {
     if !require_root("shutdown_leaves_nothing_behind") {
         return;
     }
     let s = Scenario::build();
-    let mut agent = start_agent(&s, &[]);
-    assert!(
-        ours_loaded() > 0,
-        "programs should be loaded while the agent runs"
+    let mut agent = s.start_agent(&[]);
+    // The exact programs this agent attached (other agents may run on the machine).
+    let ids = attached_program_ids(&s);
+    assert_eq!(
+        ids.len(),
+        8,
+        "two programs on each of the four interfaces: {ids:?}"
     );
     let status = agent.stop();
     assert!(status.success(), "exit {status:?}: {}", agent.stderr());
     // Programs are freed after an RCU grace period: give it a moment.
+    let loaded = || -> Vec<u32> {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while ours_loaded() > 0 && std::time::Instant::now() < deadline {
+    while !loaded().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
-        ours_loaded(),
-        0,
-        "programs of ours still loaded after shutdown"
+        loaded(),
+        Vec::<u32>::new(),
+        "programs of this agent still loaded after shutdown"
+    );
+    assert!(
+        attached_program_ids(&s).is_empty(),
+        "tcx links left on the node's interfaces"
     );
     for dev in [LXC_A, LXC_B, UPLINK, "fs_host"] {
         for dir in ["ingress", "egress"] {
@@ -579,10 +608,19 @@ fn shutdown_leaves_nothing_behind() {
     }
 }
 
-/// Programs named like ours that are loaded on the machine.
-fn ours_loaded() -> usize {
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fs_")))
-        .count()
+/// IDs of the programs attached with tcx to the node's interfaces (queried from inside the node
+/// namespace, where the interface names mean something).
+fn attached_program_ids(s: &Scenario) -> Vec<u32> {
+    testbed::netns::in_netns(&s.node(), || {
+        use aya::programs::{SchedClassifier, tc::TcAttachType};
+        let mut ids = Vec::new();
+        for dev in [LXC_A, LXC_B, UPLINK, "fs_host"] {
+            for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
+                if let Ok((_, progs)) = SchedClassifier::query_tcx(dev, dir) {
+                    ids.extend(progs.iter().map(|p| p.id()));
+                }
+            }
+        }
+        ids
+    })
 }

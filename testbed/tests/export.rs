@@ -13,7 +13,7 @@ use std::{
 use flowscope_proto::observer::{ServerStatusRequest, observer_client::ObserverClient};
 use serde_json::Value;
 use testbed::{
-    Scenario, bin_path, client, netns,
+    Scenario, client, netns,
     process::Spawned,
     require_root,
     scenario::{POD_A_IP, WORLD_IP},
@@ -27,17 +27,7 @@ fn sock(ip: &str, port: u16) -> SocketAddr {
 }
 
 fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
-    let socket = s.agent_socket();
-    let ep = s.endpoints_file();
     let mut args = vec![
-        "--socket",
-        socket.to_str().expect("path"),
-        "--endpoints-file",
-        ep.to_str().expect("path"),
-        "--node-name",
-        "node-1",
-        "--host-device",
-        "fs_host",
         "--dump",
         "json",
         "--metrics-listen-address",
@@ -46,9 +36,8 @@ fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
         "none",
     ];
     args.extend_from_slice(extra);
-    let mut agent = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
-    agent.wait_ready(Duration::from_secs(30));
-    agent
+
+    s.start_agent(&args)
 }
 
 /// One agent metric (summed over the series matching `labels`), 0 when absent.

@@ -9,7 +9,7 @@ use std::{
 
 use flowscope_proto::observer::{GetFlowsResponse, get_flows_response::ResponseTypes};
 use testbed::{
-    Scenario, bin_path, client,
+    Scenario, bin_path,
     process::Spawned,
     require_root,
     scenario::{NODE_IP, POD_A_IP, WORLD_IP},
@@ -18,34 +18,6 @@ use testbed::{
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
-}
-
-/// The agent of a scenario, ready to answer.
-fn start_agent(s: &Scenario) -> Spawned {
-    let socket = s.agent_socket();
-    let ep = s.endpoints_file();
-    let agent = Spawned::start(
-        &s.node(),
-        &bin_path("monitor-agent"),
-        &[
-            "--socket",
-            socket.to_str().unwrap(),
-            "--endpoints-file",
-            ep.to_str().unwrap(),
-            "--node-name",
-            "node-1",
-            "--host-device",
-            "fs_host",
-        ],
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    if let Err(e) = rt.block_on(client::wait_for_socket(&socket, Duration::from_secs(30))) {
-        panic!("{e}; agent stderr:\n{}", agent.stderr());
-    }
-    agent
 }
 
 fn server(s: &Scenario) -> String {
@@ -83,7 +55,7 @@ fn observe_the_reference_scenario() {
     let s = Scenario::build();
     let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
     let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
-    let mut agent = start_agent(&s);
+    let mut agent = s.start_agent(&[]);
     let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("GET");
     traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"q").expect("UDP");
     std::thread::sleep(Duration::from_millis(300));
@@ -220,7 +192,7 @@ fn follow_pipes_and_errors() {
     }
     let s = Scenario::build();
     let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
-    let mut agent = start_agent(&s);
+    let mut agent = s.start_agent(&[]);
     let srv = server(&s);
 
     let mut cmd = Command::new(bin_path("flowctl"));

@@ -41,17 +41,7 @@ fn sock(ip: &str, port: u16) -> SocketAddr {
 /// Starts the agent in the node namespace with metrics on loopback, and waits until it is
 /// attached and serving metrics.
 fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
-    let socket = s.agent_socket();
-    let ep = s.endpoints_file();
     let mut args = vec![
-        "--socket",
-        socket.to_str().expect("path"),
-        "--endpoints-file",
-        ep.to_str().expect("path"),
-        "--node-name",
-        "node-1",
-        "--host-device",
-        "fs_host",
         "--dump",
         "json",
         "--metrics-listen-address",
@@ -60,8 +50,7 @@ fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
         "none",
     ];
     args.extend_from_slice(extra);
-    let mut agent = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
-    agent.wait_ready(Duration::from_secs(30));
+    let agent = s.start_agent(&args);
     scrape::wait_metrics(&s.node(), addr(METRICS), Duration::from_secs(10));
     agent
 }

@@ -9,40 +9,13 @@ use flowscope_proto::{
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 use testbed::{
-    Scenario, bin_path, client,
-    process::Spawned,
-    require_root,
+    Scenario, bin_path, require_root,
     scenario::{NODE_IP, POD_A_IP, WORLD_IP},
     traffic,
 };
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
-}
-
-fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
-    let socket = s.agent_socket();
-    let ep = s.endpoints_file();
-    let mut args = vec![
-        "--socket",
-        socket.to_str().unwrap(),
-        "--endpoints-file",
-        ep.to_str().unwrap(),
-        "--node-name",
-        "node-1",
-        "--host-device",
-        "fs_host",
-    ];
-    args.extend_from_slice(extra);
-    let agent = Spawned::start(&s.node(), &bin_path("monitor-agent"), &args);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    if let Err(e) = rt.block_on(client::wait_for_socket(&socket, Duration::from_secs(30))) {
-        panic!("{e}; agent stderr:\n{}", agent.stderr());
-    }
-    agent
 }
 
 fn flowctl(s: &Scenario, args: &[&str]) -> String {
@@ -133,7 +106,7 @@ fn conntrack_nat_and_path_of_the_http_get() {
     // The kernel's per-connection accounting: the ground truth we compare our counters with.
     s.node_exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"]);
     let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello from 1.0.0.1\n");
-    let mut agent = start_agent(&s, &[]);
+    let mut agent = s.start_agent(&[]);
     let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("GET");
     let port = get.local_port;
     std::thread::sleep(Duration::from_millis(400));
@@ -314,7 +287,7 @@ fn unanswered_connections_and_named_drops() {
     s.iptables(&[
         "-I", "FORWARD", "-d", WORLD_IP, "-p", "udp", "--dport", "9", "-j", "DROP",
     ]);
-    let mut agent = start_agent(&s, &["--unanswered-timeout", "1s"]);
+    let mut agent = s.start_agent(&["--unanswered-timeout", "1s"]);
     // The SYN leaves with pod-a's own address; the world has no route back.
     assert!(
         traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).is_err(),

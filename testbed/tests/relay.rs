@@ -11,37 +11,10 @@ use flowscope_proto::{
     flowscope::v1::ConntrackEntry,
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
-use testbed::{
-    Scenario, bin_path, client, process::Spawned, require_root, scenario::WORLD_IP, traffic,
-};
+use testbed::{Scenario, bin_path, process::Spawned, require_root, scenario::WORLD_IP, traffic};
 
 fn addr(ip: &str, port: u16) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
-}
-
-fn start_agent(s: &Scenario, node: &str) -> Spawned {
-    let socket = s.agent_socket();
-    let ep = s.endpoints_file();
-    let agent = Spawned::start(
-        &s.node(),
-        &bin_path("monitor-agent"),
-        &[
-            "--socket",
-            socket.to_str().unwrap(),
-            "--endpoints-file",
-            ep.to_str().unwrap(),
-            "--node-name",
-            node,
-        ],
-    );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    if let Err(e) = rt.block_on(client::wait_for_socket(&socket, Duration::from_secs(30))) {
-        panic!("{e}; agent stderr:\n{}", agent.stderr());
-    }
-    agent
 }
 
 fn free_port() -> u16 {
@@ -78,8 +51,8 @@ fn two_nodes_behind_one_relay() {
     let (s1, s2) = (Scenario::build(), Scenario::build());
     let _d1 = traffic::udp_server(&s1.world(), addr(WORLD_IP, 53), true);
     let _d2 = traffic::udp_server(&s2.world(), addr(WORLD_IP, 53), true);
-    let _a1 = start_agent(&s1, "node-1");
-    let mut a2 = start_agent(&s2, "node-2");
+    let _a1 = s1.start_agent(&[]);
+    let mut a2 = s2.start_agent(&["--node-name", "node-2"]);
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let peers = format!(
