@@ -77,6 +77,22 @@ impl RelayInspector {
     }
 }
 
+/// The nodes' lists one after the other, cut at `limit` (0: no limit); truncated if any node's
+/// list was, or the cut removed something.
+fn concat<E>(lists: impl Iterator<Item = (Vec<E>, bool)>, limit: u32) -> (Vec<E>, bool) {
+    let mut truncated = false;
+    let mut all = Vec::new();
+    for (entries, t) in lists {
+        truncated |= t;
+        all.extend(entries);
+    }
+    if limit > 0 && all.len() > limit as usize {
+        all.truncate(limit as usize);
+        truncated = true;
+    }
+    (all, truncated)
+}
+
 #[tonic::async_trait]
 impl Inspector for RelayInspector {
     async fn list_conntrack(

@@ -57,21 +57,8 @@ pub enum CtFormat {
 /// `flowctl ct list` flags.
 #[derive(Debug, Args)]
 pub struct CtListArgs {
-    /// Keep entries with this source or destination address or CIDR (repeat: any of them).
-    #[arg(long, value_name = "IP", value_parser = crate::filters::parse_ip_or_cidr)]
-    pub ip: Vec<String>,
-    /// Keep entries with this source or destination port (repeat: any of them).
-    #[arg(long, value_name = "PORT", value_parser = crate::filters::parse_port)]
-    pub port: Vec<String>,
-    /// Keep entries of this protocol (tcp, udp, icmp, icmpv6, sctp).
-    #[arg(long, value_name = "PROTO", value_parser = crate::filters::parse_protocol)]
-    pub protocol: Vec<String>,
-    /// Only this node (through the relay).
-    #[arg(long = "node", value_name = "NAME")]
-    pub node: Vec<String>,
-    /// At most this many entries.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub limit: u32,
+    #[command(flatten)]
+    pub filter: super::TupleFilterArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: CtFormat,
@@ -84,11 +71,11 @@ pub async fn run(args: &CtArgs, ctx: &Context) -> anyhow::Result<()> {
     let channel = client::connect(&connect).await?;
     let mut inspector = InspectorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let req = ListConntrackRequest {
-        ip: args.ip.clone(),
-        port: args.port.clone(),
-        protocol: args.protocol.clone(),
-        node_name: args.node.clone(),
-        limit: args.limit,
+        ip: args.filter.ip.clone(),
+        port: args.filter.port.clone(),
+        protocol: args.filter.protocol.clone(),
+        node_name: args.filter.node.clone(),
+        limit: args.filter.limit,
     };
     let resp = client::within(&connect, "ListConntrack", inspector.list_conntrack(req))
         .await?
@@ -96,7 +83,7 @@ pub async fn run(args: &CtArgs, ctx: &Context) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();
     out.write_all(render(&resp.entries, args.output)?.as_bytes())?;
     if resp.truncated {
-        writeln!(io::stderr(), "(truncated at --limit {})", args.limit)?;
+        writeln!(io::stderr(), "(truncated at --limit {})", args.filter.limit)?;
     }
     for n in &resp.unavailable_nodes {
         writeln!(io::stderr(), "node {} is unavailable", clean(n))?;

@@ -45,6 +45,26 @@ pub enum Command {
     Completion(completion::CompletionArgs),
 }
 
+/// The filters of the node-table views (`ct list`, `nat list`): entries whose tuple matches.
+#[derive(Debug, Args)]
+pub struct TupleFilterArgs {
+    /// Keep entries with this source or destination address or CIDR (repeat: any of them).
+    #[arg(long, value_name = "IP", value_parser = crate::filters::parse_ip_or_cidr)]
+    pub ip: Vec<String>,
+    /// Keep entries with this source or destination port (repeat: any of them).
+    #[arg(long, value_name = "PORT", value_parser = crate::filters::parse_port)]
+    pub port: Vec<String>,
+    /// Keep entries of this protocol (tcp, udp, icmp, icmpv6, sctp).
+    #[arg(long, value_name = "PROTO", value_parser = crate::filters::parse_protocol)]
+    pub protocol: Vec<String>,
+    /// Only this node (through the relay).
+    #[arg(long = "node", value_name = "NAME")]
+    pub node: Vec<String>,
+    /// At most this many entries.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: u32,
+}
+
 /// Flags every subcommand accepts: where the server is and how to talk to it.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {

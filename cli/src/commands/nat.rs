@@ -49,21 +49,8 @@ pub enum NatFormat {
 /// `flowctl nat list` flags.
 #[derive(Debug, Args)]
 pub struct NatListArgs {
-    /// Keep translations with this address or CIDR in either tuple (repeat: any of them).
-    #[arg(long, value_name = "IP", value_parser = crate::filters::parse_ip_or_cidr)]
-    pub ip: Vec<String>,
-    /// Keep translations with this port in either tuple.
-    #[arg(long, value_name = "PORT", value_parser = crate::filters::parse_port)]
-    pub port: Vec<String>,
-    /// Keep translations of this protocol.
-    #[arg(long, value_name = "PROTO", value_parser = crate::filters::parse_protocol)]
-    pub protocol: Vec<String>,
-    /// Only this node (through the relay).
-    #[arg(long = "node", value_name = "NAME")]
-    pub node: Vec<String>,
-    /// At most this many entries.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub limit: u32,
+    #[command(flatten)]
+    pub filter: super::TupleFilterArgs,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: NatFormat,
@@ -76,11 +63,11 @@ pub async fn run(args: &NatArgs, ctx: &Context) -> anyhow::Result<()> {
     let channel = client::connect(&connect).await?;
     let mut inspector = InspectorClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
     let req = ListNatRequest {
-        ip: args.ip.clone(),
-        port: args.port.clone(),
-        protocol: args.protocol.clone(),
-        node_name: args.node.clone(),
-        limit: args.limit,
+        ip: args.filter.ip.clone(),
+        port: args.filter.port.clone(),
+        protocol: args.filter.protocol.clone(),
+        node_name: args.filter.node.clone(),
+        limit: args.filter.limit,
     };
     let resp = client::within(&connect, "ListNat", inspector.list_nat(req))
         .await?
