@@ -43,7 +43,7 @@ impl RelayInspector {
         let mut calls = Vec::new();
         for peer in self.pool.peers() {
             let status = peer.status();
-            if !nodes.is_empty() && !nodes.iter().any(|n| *n == status.name) {
+            if !nodes.is_empty() && !nodes.contains(&status.name) {
                 continue;
             }
             if status.state != PeerState::Connected {
@@ -111,12 +111,10 @@ impl Inspector for RelayInspector {
                 async move { c.list_conntrack(r).await }
             })
             .await?;
-        let mut truncated = answers.iter().any(|a| a.truncated);
-        let mut entries: Vec<_> = answers.into_iter().flat_map(|a| a.entries).collect();
-        if req.limit > 0 && entries.len() > req.limit as usize {
-            entries.truncate(req.limit as usize);
-            truncated = true;
-        }
+        let (entries, truncated) = concat(
+            answers.into_iter().map(|a| (a.entries, a.truncated)),
+            req.limit,
+        );
         Ok(Response::new(ListConntrackResponse {
             entries,
             truncated,
@@ -140,12 +138,10 @@ impl Inspector for RelayInspector {
                 async move { c.list_nat(r).await }
             })
             .await?;
-        let mut truncated = answers.iter().any(|a| a.truncated);
-        let mut entries: Vec<_> = answers.into_iter().flat_map(|a| a.entries).collect();
-        if req.limit > 0 && entries.len() > req.limit as usize {
-            entries.truncate(req.limit as usize);
-            truncated = true;
-        }
+        let (entries, truncated) = concat(
+            answers.into_iter().map(|a| (a.entries, a.truncated)),
+            req.limit,
+        );
         Ok(Response::new(ListNatResponse {
             entries,
             truncated,

@@ -196,23 +196,20 @@ impl Peer {
     /// The peer's channel (see [`Peer::client`] for when it is made again), for other
     /// services of the agent (flowscope.v1.Inspector).
     pub fn channel(&self) -> Channel {
-        let channel = {
-            let mut guard = self
-                .channel
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(tls) = &self.tls {
-                let generation = tls.config.generation();
-                if guard.0 != generation {
-                    *guard = (
-                        generation,
-                        lazy_channel(&self.target, Some(tls.clone()), self.dial_timeout),
-                    );
-                }
+        let mut guard = self
+            .channel
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(tls) = &self.tls {
+            let generation = tls.config.generation();
+            if guard.0 != generation {
+                *guard = (
+                    generation,
+                    lazy_channel(&self.target, Some(tls.clone()), self.dial_timeout),
+                );
             }
-            guard.1.clone()
-        };
-        channel
+        }
+        guard.1.clone()
     }
 
     /// A stream on connection generation `generation` failed with a
