@@ -267,6 +267,8 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     }
 
     let stop = Arc::new(AtomicBool::new(false));
+    // The interface watcher stops first (nothing may re-attach once we detach), the reader last.
+    let watch_stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ReaderStats::default());
     let queue_batches = (opts.queue_events / reader::BATCH).max(1);
     let (tx, mut rx) = mpsc::channel::<Vec<FlowEvent>>(queue_batches);
@@ -301,7 +303,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         let (dp, names, stop, sel, every, registry) = (
             dp.clone(),
             names.clone(),
-            stop.clone(),
+            watch_stop.clone(),
             opts.selector.clone(),
             opts.rescan_interval,
             registry.clone(),
@@ -376,10 +378,16 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     }
 
     info!("shutting down");
+    // Order matters for "nothing lost silently": stop following interfaces, detach (no event
+    // can enter the ring after that), then let the reader drain the ring one last time.
+    watch_stop.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
+    if let Ok(mut d) = dp.lock() {
+        d.detach_all();
+    }
     stop.store(true, Ordering::Relaxed);
     // The reader drains the ring once more before it exits; hand on what it read.
     let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    let _ = watcher.join();
     while let Ok(batch) = rx.try_recv() {
         sink.events(&batch, &clock, &names, &builder, &state.store)?;
     }
