@@ -132,6 +132,16 @@ fn main() -> anyhow::Result<()> {
     ])?;
     step("pod-a -> pod-b");
     flowctl(&["observe", "--to-pod", "default/pod-b", "--last", "10"])?;
+    step(
+        "Conntrack, as the lab read it with `cilium bpf ct list global` (packets and bytes per direction)",
+    );
+    flowctl(&[
+        "ct", "list", "--ip", POD_A_IP, "--ip", WORLD_IP, "-o", "cilium",
+    ])?;
+    step("The kernel's NAT table: what MASQUERADE did (the lab read /proc/net/nf_conntrack)");
+    flowctl(&["nat", "list", "--ip", POD_A_IP])?;
+    step("The path of the HTTP GET across the node, hop by hop");
+    flowctl(&["path", "--ip", WORLD_IP, "--port", "80"])?;
     step("The agent");
     flowctl(&["status"])?;
 
