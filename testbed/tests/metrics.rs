@@ -336,17 +336,22 @@ fn scrape_passes_promtool_and_covers_the_dashboard() {
     let export = s.dir().join("flows.json");
     let mut agent = start_agent(&s, &["--export-file-path", export.to_str().expect("path")]);
     reference_traffic(&s);
-    // Counters are read when scraped: wait until the drops and the export show.
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let wanted = dashboard_metric_names(&dashboard_path());
+    // Counters are read when scraped, and the agent reads its ring buffer in batches: wait until
+    // the drops, the export and every series the dashboard names show (the TCP exchanges come
+    // last in the reference traffic, so their flag counters are the last to appear).
+    let deadline = Instant::now() + Duration::from_secs(20);
     let text = loop {
         let text = scrape::wait_metrics(&s.node(), addr(METRICS), Duration::from_secs(5));
         let samples = scrape::parse(&text);
+        let exported: BTreeSet<&str> = samples.iter().map(|s: &Sample| s.name.as_str()).collect();
         let ready = scrape::value(
             &samples,
             "hubble_drop_total",
             &[("reason", "NETFILTER_DROP")],
         ) == Some(3.0)
-            && scrape::value(&samples, "flowscope_export_flows_total", &[]).unwrap_or(0.0) > 0.0;
+            && scrape::value(&samples, "flowscope_export_flows_total", &[]).unwrap_or(0.0) > 0.0
+            && wanted.iter().all(|n| exported.contains(n.as_str()));
         if ready || Instant::now() >= deadline {
             break text;
         }
@@ -403,7 +408,6 @@ fn scrape_passes_promtool_and_covers_the_dashboard() {
 
     // Every series named by the dashboard is exported.
     let exported: BTreeSet<&str> = samples.iter().map(|s: &Sample| s.name.as_str()).collect();
-    let wanted = dashboard_metric_names(&dashboard_path());
     assert!(
         wanted.len() >= 20,
         "the dashboard names too few series: {wanted:?}"
