@@ -48,16 +48,16 @@ fn is_live(cfg: &Config, key: &CtKey, e: &CtEntry, now: u64) -> bool {
 /// Looks the packet up (creating the entry if needed), updates the counters and decides whether
 /// the packet is reported.
 ///
-/// `transit` is true on a departure hook for a packet that entered the node on a monitored
+/// `transit` says, on a departure hook, whether the packet entered the node on a monitored
 /// interface: if the arrival hook already counted this direction of this entry, it is the same
-/// packet seen again.
+/// packet seen again. It is a map lookup, so it is asked only when that could be the case.
 #[inline(always)]
 pub fn track(
     pkt: &Packet,
     point: u8,
     ifindex: u32,
     len: u32,
-    transit: bool,
+    transit: impl FnOnce() -> bool,
     cfg: &Config,
     now: u64,
 ) -> Verdict {
@@ -112,7 +112,7 @@ pub fn track(
     } else {
         (ct_flags::ARRIVAL_SEEN_REPLY, ct_state::REPLY)
     };
-    let dup = !arrival && transit && entry.flags & arrival_bit != 0;
+    let dup = !arrival && entry.flags & arrival_bit != 0 && transit();
     if !dup {
         // SAFETY: the pointers are 8-byte aligned fields of the map value. The BPF target has
         // no `AtomicU64::fetch_add` (no compare-and-swap), but the kernel has an atomic add

@@ -41,6 +41,27 @@ pub static CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0
 #[map(name = "PKT_SCRATCH")]
 pub static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
+/// Zeroes `*p` with 8-byte stores.
+///
+/// A plain `write_bytes`/struct assignment of a type aligned to less than 8 becomes the BPF
+/// target's `memset`, a loop of one-byte stores: for a 104-byte event that was ~12 % of a TC
+/// program's run time. Volatile, so that LLVM does not turn the stores back into that `memset`.
+///
+/// # Safety
+/// `p` must be valid for writes and 8-byte aligned, and `T` a multiple of 8 bytes that may be
+/// all zeroes (plain integers and byte arrays).
+#[inline(always)]
+pub unsafe fn zero_words<T>(p: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let words = p.cast::<u64>();
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: in bounds and aligned, per the function's contract.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
+}
+
 /// Adds one to a per-CPU counter.
 #[inline(always)]
 pub fn count(index: u32) {
@@ -77,7 +98,7 @@ pub fn emit(cfg: &Config, fill: impl FnOnce(&mut FlowEvent) -> Result<(), i32>) 
             // SAFETY: the slot is a valid, exclusively owned FlowEvent-sized reservation; zeroing
             // it makes every field (and the padding) initialised before `fill` writes.
             let filled = unsafe {
-                core::ptr::write_bytes(ev, 0, 1);
+                zero_words(ev);
                 fill(&mut *ev)
             };
             if let Err(e) = filled {

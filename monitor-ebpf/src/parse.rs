@@ -1,15 +1,59 @@
 //! Header parsing for the TC programs.
 //!
-//! Every read goes through `bpf_skb_load_bytes` (`TcContext::load`), which is bounds-checked by
-//! the kernel and also works when headers are not in the linear part of the skb (GSO, veth
-//! pulls). Offsets are small constants or derived from header-length fields that are range-checked
-//! before use, so the verifier sees bounded values.
+//! Two readers behind one parser: [`Linear`] reads the headers in place (direct packet access,
+//! a bounds check and a load: a few instructions), [`Skb`] copies them with
+//! `bpf_skb_load_bytes`, which also works when headers are not in the linear part of the skb
+//! (some GSO or paged packets) but is a helper call per read. [`parse`] tries the first and falls
+//! back to the second only when a header lies beyond the linear part. Offsets are small
+//! constants or derived from header-length fields that are range-checked before use, so the
+//! verifier sees bounded values.
+
+use core::mem::size_of;
 
 use aya_ebpf::programs::TcContext;
 use monitor_common::{CtKey, event_flags, family, proto};
 
+use crate::maps::zero_words;
+
+/// Reads `T` at a byte offset of the packet (from the Ethernet header).
+trait Bytes {
+    fn load<T: Copy>(&self, off: usize) -> Result<T, ParseError>;
+}
+
+/// The linear part of the skb, read in place.
+struct Linear {
+    data: usize,
+    end: usize,
+}
+
+impl Bytes for Linear {
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Result<T, ParseError> {
+        let at = self.data + off;
+        if at + size_of::<T>() > self.end {
+            return Err(ParseError::Truncated);
+        }
+        // SAFETY: `at .. at + size_of::<T>()` is inside the packet's linear data (checked just
+        // above, the check the verifier wants to see); `T` is plain bytes, read unaligned.
+        Ok(unsafe { core::ptr::read_unaligned(at as *const T) })
+    }
+}
+
+/// The whole packet, through `bpf_skb_load_bytes`.
+struct Skb<'a>(&'a TcContext);
+
+impl Bytes for Skb<'_> {
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Result<T, ParseError> {
+        self.0.load::<T>(off).map_err(|_| ParseError::Truncated)
+    }
+}
+
 /// What the programs need from one packet.
+///
+/// Aligned to 8 so that it is zeroed with word stores (see [`zero_words`]).
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Packet {
     /// The tuple as it appears on the wire (source -> destination).
     pub key: CtKey,
@@ -46,29 +90,30 @@ fn be16(b0: u8, b1: u8) -> u16 {
     u16::from_be_bytes([b0, b1])
 }
 
-#[inline(always)]
-fn load<T>(ctx: &TcContext, off: usize) -> Result<T, ParseError> {
-    ctx.load::<T>(off).map_err(|_| ParseError::Truncated)
-}
-
 /// Parses Ethernet, IPv4/IPv6 and the L4 header of the packet in `ctx` into `pkt`, which lives
 /// in a per-CPU map rather than on the 512-byte BPF stack.
+///
+/// In place when the headers are in the linear part of the skb (nearly always on veths and
+/// uplinks: the stack pulls the headers it parsed itself), else through `bpf_skb_load_bytes`.
 #[inline(always)]
 pub fn parse(ctx: &TcContext, pkt: &mut Packet) -> Result<(), ParseError> {
-    *pkt = Packet {
-        key: CtKey::default(),
-        inner: CtKey::default(),
-        has_inner: false,
-        tcp_flags: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        flags: 0,
-        src_mac: [0; 6],
-        dst_mac: [0; 6],
+    let linear = Linear {
+        data: ctx.data(),
+        end: ctx.data_end(),
     };
-    load_into::<6>(ctx, 0, &mut pkt.dst_mac)?;
-    load_into::<6>(ctx, 6, &mut pkt.src_mac)?;
-    let ethertype: [u8; 2] = load(ctx, 12)?;
+    match parse_with(&linear, pkt) {
+        Err(ParseError::Truncated) => parse_with(&Skb(ctx), pkt),
+        other => other,
+    }
+}
+
+#[inline(always)]
+fn parse_with<B: Bytes>(ctx: &B, pkt: &mut Packet) -> Result<(), ParseError> {
+    // SAFETY: `pkt` is a valid, exclusive, 8-byte aligned `Packet` of integers and byte arrays.
+    unsafe { zero_words(pkt) };
+    load_into::<6, _>(ctx, 0, &mut pkt.dst_mac)?;
+    load_into::<6, _>(ctx, 6, &mut pkt.src_mac)?;
+    let ethertype: [u8; 2] = ctx.load(12)?;
     let l4_off = match be16(ethertype[0], ethertype[1]) {
         ETH_P_IP => parse_ipv4(ctx, ETH_HLEN, pkt)?,
         ETH_P_IPV6 => parse_ipv6(ctx, ETH_HLEN, pkt)?,
@@ -83,12 +128,12 @@ pub fn parse(ctx: &TcContext, pkt: &mut Packet) -> Result<(), ParseError> {
 /// Copies `N` bytes at `off` into `dst` (the first `N` bytes of it). A fixed-size load:
 /// `TcContext::load_bytes` computes a length the verifier may see as possibly zero.
 #[inline(always)]
-fn load_into<const N: usize>(
-    ctx: &TcContext,
+fn load_into<const N: usize, B: Bytes>(
+    ctx: &B,
     off: usize,
     dst: &mut [u8],
 ) -> Result<(), ParseError> {
-    let v: [u8; N] = load(ctx, off)?;
+    let v: [u8; N] = ctx.load(off)?;
     if let Some(d) = dst.get_mut(..N) {
         d.copy_from_slice(&v);
     }
@@ -97,16 +142,20 @@ fn load_into<const N: usize>(
 
 /// Fills the addresses and protocol; returns the L4 offset, or `None` for a non-first fragment.
 #[inline(always)]
-fn parse_ipv4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<Option<usize>, ParseError> {
-    let ip: [u8; 12] = load(ctx, off)?;
+fn parse_ipv4<B: Bytes>(
+    ctx: &B,
+    off: usize,
+    pkt: &mut Packet,
+) -> Result<Option<usize>, ParseError> {
+    let ip: [u8; 12] = ctx.load(off)?;
     let ihl = (ip[0] & 0x0f) as usize * 4;
     if ihl < 20 {
         return Err(ParseError::Truncated);
     }
     pkt.key.family = family::V4;
     pkt.key.proto = ip[9];
-    load_into::<4>(ctx, off + 12, &mut pkt.key.src_addr)?;
-    load_into::<4>(ctx, off + 16, &mut pkt.key.dst_addr)?;
+    load_into::<4, _>(ctx, off + 12, &mut pkt.key.src_addr)?;
+    load_into::<4, _>(ctx, off + 16, &mut pkt.key.dst_addr)?;
     let frag_offset = be16(ip[6], ip[7]) & 0x1fff;
     if frag_offset != 0 {
         pkt.flags |= event_flags::FRAGMENT;
@@ -117,11 +166,15 @@ fn parse_ipv4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<Option<us
 }
 
 #[inline(always)]
-fn parse_ipv6(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<Option<usize>, ParseError> {
-    let ip: [u8; 8] = load(ctx, off)?;
+fn parse_ipv6<B: Bytes>(
+    ctx: &B,
+    off: usize,
+    pkt: &mut Packet,
+) -> Result<Option<usize>, ParseError> {
+    let ip: [u8; 8] = ctx.load(off)?;
     pkt.key.family = family::V6;
-    load_into::<16>(ctx, off + 8, &mut pkt.key.src_addr)?;
-    load_into::<16>(ctx, off + 24, &mut pkt.key.dst_addr)?;
+    load_into::<16, _>(ctx, off + 8, &mut pkt.key.src_addr)?;
+    load_into::<16, _>(ctx, off + 24, &mut pkt.key.dst_addr)?;
     let mut next = ip[6];
     let mut l4 = off + 40;
     for _ in 0..MAX_IPV6_EXT {
@@ -129,13 +182,13 @@ fn parse_ipv6(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<Option<us
             // Hop-by-hop, routing, destination options: length in 8-byte units, not counting
             // the first 8.
             0 | 43 | 60 => {
-                let h: [u8; 2] = load(ctx, l4)?;
+                let h: [u8; 2] = ctx.load(l4)?;
                 next = h[0];
                 l4 += (h[1] as usize + 1) * 8;
             }
             // Fragment header: fixed 8 bytes; only the first fragment has the L4 header.
             44 => {
-                let h: [u8; 4] = load(ctx, l4)?;
+                let h: [u8; 4] = ctx.load(l4)?;
                 next = h[0];
                 l4 += 8;
                 if be16(h[2], h[3]) >> 3 != 0 {
@@ -146,7 +199,7 @@ fn parse_ipv6(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<Option<us
             }
             // Authentication header: length in 4-byte units, not counting the first 8.
             51 => {
-                let h: [u8; 2] = load(ctx, l4)?;
+                let h: [u8; 2] = ctx.load(l4)?;
                 next = h[0];
                 l4 += (h[1] as usize + 2) * 4;
             }
@@ -158,10 +211,10 @@ fn parse_ipv6(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<Option<us
 }
 
 #[inline(always)]
-fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), ParseError> {
+fn parse_l4<B: Bytes>(ctx: &B, off: usize, pkt: &mut Packet) -> Result<(), ParseError> {
     match pkt.key.proto {
         proto::TCP => {
-            let h: [u8; 14] = load(ctx, off)?;
+            let h: [u8; 14] = ctx.load(off)?;
             pkt.key.src_port = be16(h[0], h[1]);
             pkt.key.dst_port = be16(h[2], h[3]);
             pkt.tcp_flags = h[13];
@@ -170,12 +223,12 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), ParseEr
             }
         }
         proto::UDP | proto::SCTP => {
-            let h: [u8; 4] = load(ctx, off)?;
+            let h: [u8; 4] = ctx.load(off)?;
             pkt.key.src_port = be16(h[0], h[1]);
             pkt.key.dst_port = be16(h[2], h[3]);
         }
         proto::ICMP => {
-            let h: [u8; 8] = load(ctx, off)?;
+            let h: [u8; 8] = ctx.load(off)?;
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
             let id = be16(h[4], h[5]);
@@ -190,7 +243,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), ParseEr
             }
         }
         proto::ICMPV6 => {
-            let h: [u8; 8] = load(ctx, off)?;
+            let h: [u8; 8] = ctx.load(off)?;
             pkt.icmp_type = h[0];
             pkt.icmp_code = h[1];
             let id = be16(h[4], h[5]);
@@ -210,7 +263,7 @@ fn parse_l4(ctx: &TcContext, off: usize, pkt: &mut Packet) -> Result<(), ParseEr
 
 /// The packet quoted in an ICMPv4 error. Best effort: a short quote leaves `has_inner` false.
 #[inline(always)]
-fn parse_inner_ipv4(ctx: &TcContext, off: usize, pkt: &mut Packet) {
+fn parse_inner_ipv4<B: Bytes>(ctx: &B, off: usize, pkt: &mut Packet) {
     let Ok(ip) = ctx.load::<[u8; 12]>(off) else {
         return;
     };
@@ -220,8 +273,8 @@ fn parse_inner_ipv4(ctx: &TcContext, off: usize, pkt: &mut Packet) {
     }
     pkt.inner.family = family::V4;
     pkt.inner.proto = ip[9];
-    if load_into::<4>(ctx, off + 12, &mut pkt.inner.src_addr).is_err()
-        || load_into::<4>(ctx, off + 16, &mut pkt.inner.dst_addr).is_err()
+    if load_into::<4, _>(ctx, off + 12, &mut pkt.inner.src_addr).is_err()
+        || load_into::<4, _>(ctx, off + 16, &mut pkt.inner.dst_addr).is_err()
     {
         return;
     }
@@ -233,14 +286,14 @@ fn parse_inner_ipv4(ctx: &TcContext, off: usize, pkt: &mut Packet) {
 }
 
 #[inline(always)]
-fn parse_inner_ipv6(ctx: &TcContext, off: usize, pkt: &mut Packet) {
+fn parse_inner_ipv6<B: Bytes>(ctx: &B, off: usize, pkt: &mut Packet) {
     let Ok(ip) = ctx.load::<[u8; 8]>(off) else {
         return;
     };
     pkt.inner.family = family::V6;
     pkt.inner.proto = ip[6];
-    if load_into::<16>(ctx, off + 8, &mut pkt.inner.src_addr).is_err()
-        || load_into::<16>(ctx, off + 24, &mut pkt.inner.dst_addr).is_err()
+    if load_into::<16, _>(ctx, off + 8, &mut pkt.inner.src_addr).is_err()
+        || load_into::<16, _>(ctx, off + 24, &mut pkt.inner.dst_addr).is_err()
     {
         return;
     }

@@ -5,7 +5,7 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::generated::{bpf_get_hash_recalc, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_hash_recalc, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::classifier,
     programs::TcContext,
 };
@@ -76,17 +76,20 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
         let skb = &*ctx.skb.skb;
         (skb.ifindex, skb.ingress_ifindex, skb.len, skb.mark)
     };
+    // Conntrack's clock is the coarse one (CLOCK_MONOTONIC at tick resolution, a memory read):
+    // lifetimes and report intervals are seconds, and the precise clock costs tens of
+    // nanoseconds per read on a VM. Only reported packets read it, for the event's time.
     // SAFETY: plain helpers without memory arguments beyond the context.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let transit = !obs::is_arrival(point) && is_monitored(ingress_ifindex);
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let transit = || is_monitored(ingress_ifindex);
     let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now);
     if !verdict.report {
         return TC_ACT_UNSPEC;
     }
     // SAFETY: as above. Computing the hash may set skb->hash, as the stack itself would.
-    let hash = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
+    let (hash, ts) = unsafe { (bpf_get_hash_recalc(ctx.skb.skb), bpf_ktime_get_ns()) };
     let _ = emit(cfg, |ev| {
-        ev.ts_ns = now;
+        ev.ts_ns = ts;
         ev.src_addr = pkt.key.src_addr;
         ev.dst_addr = pkt.key.dst_addr;
         ev.hash = hash;
