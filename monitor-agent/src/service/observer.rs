@@ -139,8 +139,11 @@ impl Observer for ObserverService {
         };
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let state = self.state.clone();
+        // "Follow from now" means from the request, not from whenever the task first runs: a
+        // client that sends traffic right after its call returned must see all of it.
+        let now = state.store.bounds().1;
         tokio::spawn(async move {
-            stream_flows(state, req, q, tx).await;
+            stream_flows(state, req, q, now, tx).await;
         });
         Ok(with_version(
             Box::pin(ReceiverStream::new(rx)) as Self::GetFlowsStream
@@ -229,6 +232,7 @@ async fn stream_flows(
     state: Arc<AgentState>,
     req: GetFlowsRequest,
     q: Query,
+    now: u64,
     tx: mpsc::Sender<Result<GetFlowsResponse, Status>>,
 ) {
     let store = &state.store;
@@ -284,7 +288,7 @@ async fn stream_flows(
         }
         cursor = next;
     } else {
-        cursor = store.bounds().1;
+        cursor = now;
     }
 
     // 2. Follow.
