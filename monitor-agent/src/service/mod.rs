@@ -2,6 +2,7 @@
 //! clients all work), our `flowscope.v1.Inspector`, gRPC health and reflection; served on a
 //! root-only unix socket and, when asked, on TCP with TLS.
 
+mod encoded;
 pub(crate) mod inspector;
 pub(crate) mod mask; // also the export field mask
 mod observer;

@@ -21,10 +21,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{AgentState, EXTENSIONS_HEADER, mask::FieldMask};
+use super::{AgentState, EXTENSIONS_HEADER, encoded::EncodedResponse, mask::FieldMask};
 use crate::store::Entry;
 
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Entries read from the history per lock acquisition.
 const READ_BATCH: usize = 512;
@@ -108,16 +108,37 @@ fn lost_response(node: &str, source: LostEventSource, n: u64) -> GetFlowsRespons
     }
 }
 
-#[tonic::async_trait]
-impl Observer for ObserverService {
-    type GetFlowsStream = Stream_<GetFlowsResponse>;
-    type GetAgentEventsStream = Stream_<GetAgentEventsResponse>;
-    type GetDebugEventsStream = Stream_<GetDebugEventsResponse>;
+/// What a GetFlows stream carries: the generated server's `GetFlowsResponse`s, or the
+/// [`EncodedResponse`]s the agent's own route sends (see `encoded.rs`).
+trait Reply: Send + 'static {
+    fn flow(q: &Query, f: &Flow, scratch: &mut Vec<u8>) -> Self;
+    fn other(r: GetFlowsResponse) -> Self;
+}
 
-    async fn get_flows(
+impl Reply for GetFlowsResponse {
+    fn flow(q: &Query, f: &Flow, _: &mut Vec<u8>) -> Self {
+        q.response(f)
+    }
+    fn other(r: GetFlowsResponse) -> Self {
+        r
+    }
+}
+
+impl Reply for EncodedResponse {
+    fn flow(q: &Query, f: &Flow, scratch: &mut Vec<u8>) -> Self {
+        EncodedResponse::flow(f, &q.mask, q.extensions, scratch)
+    }
+    fn other(r: GetFlowsResponse) -> Self {
+        EncodedResponse::of(&r)
+    }
+}
+
+impl ObserverService {
+    /// GetFlows: compiles the request and starts the stream that answers it.
+    fn start_flows<R: Reply>(
         &self,
         request: Request<GetFlowsRequest>,
-    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+    ) -> Result<Response<Stream_<R>>, Status> {
         let extensions = request
             .metadata()
             .get(EXTENSIONS_HEADER)
@@ -145,9 +166,29 @@ impl Observer for ObserverService {
         tokio::spawn(async move {
             stream_flows(state, req, q, now, tx).await;
         });
-        Ok(with_version(
-            Box::pin(ReceiverStream::new(rx)) as Self::GetFlowsStream
-        ))
+        Ok(with_version(Box::pin(ReceiverStream::new(rx)) as Stream_<R>))
+    }
+
+    /// GetFlows as the agent's own route serves it (see `encoded.rs`).
+    pub(super) fn get_flows_encoded(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<Stream_<EncodedResponse>>, Status> {
+        self.start_flows(request)
+    }
+}
+
+#[tonic::async_trait]
+impl Observer for ObserverService {
+    type GetFlowsStream = Stream_<GetFlowsResponse>;
+    type GetAgentEventsStream = Stream_<GetAgentEventsResponse>;
+    type GetDebugEventsStream = Stream_<GetDebugEventsResponse>;
+
+    async fn get_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
+        self.start_flows(request)
     }
 
     async fn get_agent_events(
@@ -228,18 +269,19 @@ impl Observer for ObserverService {
 
 /// Sends the flows of one request: first from the history, then (with `follow`) new ones as
 /// they come. Ends when the client goes away.
-async fn stream_flows(
+async fn stream_flows<R: Reply>(
     state: Arc<AgentState>,
     req: GetFlowsRequest,
     q: Query,
     now: u64,
-    tx: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    tx: mpsc::Sender<Result<R, Status>>,
 ) {
     let store = &state.store;
     let mut updates = store.subscribe();
     let number = req.number as usize;
     let node = state.node_name.clone();
-    let send = |r: GetFlowsResponse| tx.send(Ok(r));
+    let send = |r: R| tx.send(Ok(r));
+    let mut scratch = Vec::new();
 
     // 1. History.
     let mut cursor;
@@ -258,7 +300,7 @@ async fn stream_flows(
                         return;
                     }
                     if q.matches(f) {
-                        if send(q.response(f)).await.is_err() {
+                        if send(R::flow(&q, f, &mut scratch)).await.is_err() {
                             return;
                         }
                         sent += 1;
@@ -278,7 +320,7 @@ async fn stream_flows(
             store.last_matching(limit, |e| matches!(e, Entry::Flow(f) if q.matches(f)));
         for e in &entries {
             if let Entry::Flow(f) = e
-                && send(q.response(f)).await.is_err()
+                && send(R::flow(&q, f, &mut scratch)).await.is_err()
             {
                 return;
             }
@@ -299,11 +341,11 @@ async fn stream_flows(
                 .pipeline
                 .history_lost
                 .fetch_add(read.lost, Ordering::Relaxed);
-            if send(lost_response(
+            if send(R::other(lost_response(
                 &node,
                 LostEventSource::HubbleRingBuffer,
                 read.lost,
-            ))
+            )))
             .await
             .is_err()
             {
@@ -332,13 +374,13 @@ async fn stream_flows(
                     if !q.matches(f) {
                         continue;
                     }
-                    q.response(f)
+                    R::flow(&q, f, &mut scratch)
                 }
-                Entry::Lost(l) => GetFlowsResponse {
+                Entry::Lost(l) => R::other(GetFlowsResponse {
                     node_name: node.clone(),
                     time: l.last,
                     response_types: Some(ResponseTypes::LostEvents(**l)),
-                },
+                }),
             };
             if send(resp).await.is_err() {
                 return;

@@ -11,14 +11,13 @@ use std::{
 use anyhow::Context as _;
 use flowscope_proto::{
     FILE_DESCRIPTOR_SET, HUBBLE_HEALTH_SERVICE, flowscope::v1::inspector_server::InspectorServer,
-    observer::observer_server::ObserverServer,
 };
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::info;
 
-use super::{AgentState, InspectorService, ObserverService};
+use super::{AgentState, InspectorService, ObserverService, encoded::ObserverRoutes};
 
 /// Certificate files for the TCP listener.
 #[derive(Clone, Debug)]
@@ -157,7 +156,7 @@ pub async fn serve(
             b = b.tls_config(tls).context("TLS configuration")?;
         }
         Ok(
-            b.add_service(ObserverServer::new(ObserverService::new(state.clone())))
+            b.add_service(ObserverRoutes::new(ObserverService::new(state.clone())))
                 .add_service(InspectorServer::new(InspectorService::new(state.clone())))
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
