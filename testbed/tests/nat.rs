@@ -1,7 +1,11 @@
 //! NAT, conntrack and the path of a connection (what the seed lab stitched together by hand),
 //! through `flowctl` against the real agent. Privileged; run serially.
 
-use std::{net::SocketAddr, process::Command, time::Duration};
+use std::{
+    net::SocketAddr,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use flowscope_proto::{
     flow::{Flow, TraceObservationPoint, Verdict},
@@ -109,23 +113,73 @@ fn conntrack_nat_and_path_of_the_http_get() {
     let mut agent = s.start_agent(&[]);
     let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("GET");
     let port = get.local_port;
-    std::thread::sleep(Duration::from_millis(400));
+    let conn_of = |all: &[Flow]| -> Vec<Flow> {
+        all.iter()
+            .filter(|f| {
+                ext(f)
+                    .ct_tuple
+                    .is_some_and(|t| t.source_port == port as u32)
+            })
+            .cloned()
+            .collect()
+    };
+    let four_points = [
+        TraceObservationPoint::FromEndpoint,
+        TraceObservationPoint::ToNetwork,
+        TraceObservationPoint::FromNetwork,
+        TraceObservationPoint::ToEndpoint,
+    ];
 
-    // ct list: our pod-side entry, equal to the kernel's accounting (+14 bytes of Ethernet
-    // header per packet, which the TC hook sees and netfilter does not).
-    let cts: Vec<ConntrackEntry> = json_lines(&flowctl(
-        &s,
-        &[
-            "ct",
-            "list",
-            "--ip",
-            POD_A_IP,
-            "--port",
-            &port.to_string(),
-            "-o",
-            "json",
-        ],
-    ));
+    // The connection's last packets (pod-a's FIN and the world's ACK of it) may still be on
+    // their way when the GET returns, and the flows reach the history a poll interval (or more,
+    // on a loaded machine) later: read our ct entry, the kernel's counters and the pod's flows
+    // again until the counters agree and the flows show all four points, then check them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (cts, (kp, kb, rp, rb), all) = loop {
+        // ct list: our pod-side entry, equal to the kernel's accounting (+14 bytes of Ethernet
+        // header per packet, which the TC hook sees and netfilter does not).
+        let cts: Vec<ConntrackEntry> = json_lines(&flowctl(
+            &s,
+            &[
+                "ct",
+                "list",
+                "--ip",
+                POD_A_IP,
+                "--port",
+                &port.to_string(),
+                "-o",
+                "json",
+            ],
+        ));
+        let kernel = kernel_counters(&s, port);
+        // --pod sees all four points.
+        let all = flows(&flowctl(
+            &s,
+            &[
+                "observe",
+                "--pod",
+                "default/pod-a",
+                "--last",
+                "500",
+                "-o",
+                "json",
+            ],
+        ));
+        let counted = cts.iter().any(|c| {
+            c.tuple
+                .as_ref()
+                .is_some_and(|t| t.source_ip == POD_A_IP && t.source_port == port as u32)
+                && (c.tx_packets, c.rx_packets) == (kernel.0, kernel.2)
+        });
+        let conn = conn_of(&all);
+        let seen = four_points
+            .iter()
+            .all(|p| conn.iter().any(|f| point(f) == *p));
+        if (counted && seen) || Instant::now() >= deadline {
+            break (cts, kernel, all);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let ct = cts
         .iter()
         .find(|c| {
@@ -134,7 +188,6 @@ fn conntrack_nat_and_path_of_the_http_get() {
                 .is_some_and(|t| t.source_ip == POD_A_IP && t.source_port == port as u32)
         })
         .unwrap_or_else(|| panic!("no ct entry for pod-a:{port}: {cts:#?}"));
-    let (kp, kb, rp, rb) = kernel_counters(&s, port);
     println!(
         "ct: tx {} pkts {} B, rx {} pkts {} B; kernel: orig {kp} pkts {kb} B, reply {rp} pkts {rb} B",
         ct.tx_packets, ct.tx_bytes, ct.rx_packets, ct.rx_bytes
@@ -182,33 +235,9 @@ fn conntrack_nat_and_path_of_the_http_get() {
     );
 
     // Uplink flows carry pod-a, the translated source, and --pod sees all four points.
-    let all = flows(&flowctl(
-        &s,
-        &[
-            "observe",
-            "--pod",
-            "default/pod-a",
-            "--last",
-            "500",
-            "-o",
-            "json",
-        ],
-    ));
-    let conn: Vec<&Flow> = all
-        .iter()
-        .filter(|f| {
-            ext(f)
-                .ct_tuple
-                .is_some_and(|t| t.source_port == port as u32)
-        })
-        .collect();
-    let points: std::collections::BTreeSet<_> = conn.iter().map(|f| point(f)).collect();
-    for p in [
-        TraceObservationPoint::FromEndpoint,
-        TraceObservationPoint::ToNetwork,
-        TraceObservationPoint::FromNetwork,
-        TraceObservationPoint::ToEndpoint,
-    ] {
+    let conn = conn_of(&all);
+    let points: std::collections::BTreeSet<_> = conn.iter().map(point).collect();
+    for p in four_points {
         assert!(
             points.contains(&p),
             "--pod default/pod-a lacks {p:?}: {points:?}"
@@ -294,46 +323,57 @@ fn unanswered_connections_and_named_drops() {
         "no answer without MASQUERADE"
     );
     traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 9), 1, 8, None).expect("send");
-    std::thread::sleep(Duration::from_millis(2500));
 
-    let unanswered = flows(&flowctl(
-        &s,
-        &["observe", "--unanswered", "--last", "100", "-o", "json"],
-    ));
+    // The SYN is flagged once --unanswered-timeout has passed and the agent's next once-a-second
+    // check ran; the drop is in the history after the next poll. Ask until both are there.
+    let syn_to_80 = |f: &Flow| {
+        f.ip.as_ref().is_some_and(|ip| ip.destination == WORLD_IP)
+            && f.l4
+                .as_ref()
+                .and_then(|l| l.ports())
+                .is_some_and(|(_, d)| d == 80)
+    };
+    let to_9 = |f: &Flow| {
+        f.l4.as_ref()
+            .and_then(|l| l.ports())
+            .is_some_and(|(_, p)| p == 9)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (unanswered, drops) = loop {
+        let unanswered = flows(&flowctl(
+            &s,
+            &["observe", "--unanswered", "--last", "100", "-o", "json"],
+        ));
+        let drops = flows(&flowctl(
+            &s,
+            &[
+                "observe",
+                "--verdict",
+                "DROPPED",
+                "--last",
+                "100",
+                "-o",
+                "json",
+            ],
+        ));
+        let both = unanswered.iter().any(syn_to_80) && drops.iter().any(to_9);
+        if both || Instant::now() >= deadline {
+            break (unanswered, drops);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let syn = unanswered
         .iter()
-        .find(|f| {
-            f.ip.as_ref().is_some_and(|ip| ip.destination == WORLD_IP)
-                && f.l4
-                    .as_ref()
-                    .and_then(|l| l.ports())
-                    .is_some_and(|(_, d)| d == 80)
-        })
+        .find(|f| syn_to_80(f))
         .unwrap_or_else(|| panic!("the SYN to 1.0.0.1:80 is not flagged: {unanswered:#?}"));
     assert!(ext(syn).unanswered);
     assert_eq!(syn.source.as_ref().unwrap().pod_name, "pod-a");
     let compact = flowctl(&s, &["observe", "--unanswered", "--last", "10"]);
     assert!(compact.contains("no reply after 1s"), "{compact}");
 
-    let drops = flows(&flowctl(
-        &s,
-        &[
-            "observe",
-            "--verdict",
-            "DROPPED",
-            "--last",
-            "100",
-            "-o",
-            "json",
-        ],
-    ));
     let d = drops
         .iter()
-        .find(|f| {
-            f.l4.as_ref()
-                .and_then(|l| l.ports())
-                .is_some_and(|(_, p)| p == 9)
-        })
+        .find(|f| to_9(f))
         .unwrap_or_else(|| panic!("no drop of the UDP to :9: {drops:#?}"));
     assert_eq!(d.verdict, Verdict::Dropped as i32);
     assert_eq!(ext(d).kernel_drop_reason_name, "NETFILTER_DROP");

@@ -87,24 +87,39 @@ fn two_nodes_behind_one_relay() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    for s in [&s1, &s2, &s1] {
-        traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"q").expect("UDP");
+    let mut requests = Vec::new(); // (node, the UDP client's port)
+    for (s, node) in [(&s1, "node-1"), (&s2, "node-2"), (&s1, "node-1")] {
+        let ex = traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"q").expect("UDP");
+        requests.push((node, u32::from(ex.local_port)));
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let (ok, out, err) = flowctl(
-        &listen,
-        &["observe", "--ip", WORLD_IP, "--last", "50", "-o", "json"],
-    );
-    assert!(ok, "{err}");
-    let flows: Vec<_> = out
-        .lines()
-        .map(|l| flowscope_proto::json::from_json::<GetFlowsResponse>(l).unwrap())
-        .filter_map(|r| match r.response_types {
-            Some(ResponseTypes::Flow(f)) => Some(f),
-            _ => None,
-        })
-        .collect();
+    // Each node's flows reach its history a poll interval (or more, on a loaded machine) after
+    // the traffic: ask until every request is there, from its node.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let flows: Vec<_> = loop {
+        let (ok, out, err) = flowctl(
+            &listen,
+            &["observe", "--ip", WORLD_IP, "--last", "50", "-o", "json"],
+        );
+        assert!(ok, "{err}");
+        let flows: Vec<_> = out
+            .lines()
+            .map(|l| flowscope_proto::json::from_json::<GetFlowsResponse>(l).unwrap())
+            .filter_map(|r| match r.response_types {
+                Some(ResponseTypes::Flow(f)) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let all_there = requests.iter().all(|(node, port)| {
+            flows.iter().any(|f| {
+                f.node_name == *node && f.l4.as_ref().and_then(|l| l.ports()) == Some((*port, 53))
+            })
+        });
+        if all_there || Instant::now() >= deadline {
+            break flows;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let nodes: std::collections::BTreeSet<_> = flows.iter().map(|f| f.node_name.clone()).collect();
     assert_eq!(nodes.into_iter().collect::<Vec<_>>(), ["node-1", "node-2"]);
     let times: Vec<i64> = flows
@@ -137,7 +152,8 @@ fn two_nodes_behind_one_relay() {
         "{cts:#?}"
     );
 
-    // node-2 goes away: reported within 5 s, node-1 still served.
+    // node-2 goes away: reported within seconds (10 s allowed: each round also starts a
+    // flowctl), node-1 still served.
     assert!(a2.stop().success());
     let t0 = Instant::now();
     loop {
@@ -146,7 +162,7 @@ fn two_nodes_behind_one_relay() {
             break;
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(5),
+            t0.elapsed() < Duration::from_secs(10),
             "node-2 not reported unavailable: {out}"
         );
         std::thread::sleep(Duration::from_millis(100));
