@@ -313,8 +313,27 @@ fn parse_size(s: &str) -> Result<u32, String> {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+unsafe extern "C" {
+    /// mimalloc's option setter (linked in by the `mimalloc` crate, which does not wrap it).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+/// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3).
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Gives freed pages back to the kernel at once instead of after mimalloc's default second:
+/// the history replaces flows continuously, and with the delay the agent's peak RSS at
+/// `--history-size 4095` was 80 MiB instead of 57 (benchmark 6), for no CPU difference we
+/// could measure. `MIMALLOC_PURGE_DELAY` in the environment still wins.
+fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: a plain setter of a process-wide option, safe to call at any time.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
