@@ -347,6 +347,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         reasons,
         metrics: metrics.flows(),
         exporter,
+        node: Arc::from(opts.node_name.as_str()),
         unanswered: crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536),
     };
     let mut loss = LossTracker::default();
@@ -362,7 +363,8 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
             _ = second.tick() => {
                 clock = Clock::now();
                 state.sample_rate();
-                loss.report(&dp, &stats, &state, &opts.node_name);
+                let lost = loss.report(&dp, &stats, &state, &opts.node_name);
+                sink.observe(&lost);
                 let late = sink.unanswered.expire(&dp);
                 if !late.is_empty() {
                     sink.observe(&late);
@@ -436,13 +438,14 @@ struct LossTracker {
 }
 
 impl LossTracker {
+    /// The loss notices since the last call, also added to the history.
     fn report(
         &mut self,
         dp: &Mutex<Datapath>,
         stats: &ReaderStats,
         state: &AgentState,
         node: &str,
-    ) {
+    ) -> Vec<Entry> {
         let per_cpu = dp
             .lock()
             .map(|d| d.counter_per_cpu(counter::RING_LOST))
@@ -484,8 +487,9 @@ impl LossTracker {
         }
         if !entries.is_empty() {
             tracing::debug!(node, n = entries.len(), "lost events reported");
-            state.store.push_batch(entries);
+            state.store.push_batch(entries.clone());
         }
+        entries
     }
 }
 
@@ -517,6 +521,8 @@ struct Sink {
     metrics: Option<Arc<crate::metrics::FlowMetrics>>,
     /// Flow export, when on.
     exporter: Option<crate::export::Exporter>,
+    /// The node's name, for the export's loss notices.
+    node: Arc<str>,
     /// New connections waiting for a reply.
     unanswered: crate::unanswered::Unanswered,
 }
@@ -573,15 +579,23 @@ impl Sink {
         Ok(())
     }
 
-    /// Flows made outside a batch (unanswered reports) go to metrics and export like the others.
+    /// Flows made outside a batch (unanswered reports) go to metrics and export like the
+    /// others; loss notices go to the export file.
     fn observe(&self, entries: &[Entry]) {
         for e in entries {
-            if let Entry::Flow(flow) = e {
-                if let Some(m) = &self.metrics {
-                    m.observe_flow(flow);
+            match e {
+                Entry::Flow(flow) => {
+                    if let Some(m) = &self.metrics {
+                        m.observe_flow(flow);
+                    }
+                    if let Some(x) = &self.exporter {
+                        x.push(flow);
+                    }
                 }
-                if let Some(x) = &self.exporter {
-                    x.push(flow);
+                Entry::Lost(lost) => {
+                    if let Some(x) = &self.exporter {
+                        x.push_lost(lost, &self.node);
+                    }
                 }
             }
         }

@@ -3,6 +3,9 @@
 //! ships Hubble's export files (Fluent Bit, Vector, Promtail, `hubble observe --input-file`)
 //! ships ours.
 //!
+//! - events lost before the history (kernel ring buffer full, decode queue full) are written
+//!   as Hubble writes them, `{"lost_events":{…},"node_name":…,"time":…}`, so that a reader of
+//!   the file knows where it has gaps; filters and the field mask apply to flows only;
 //! - allow and deny lists of Hubble `FlowFilter`s choose the flows, a field mask the fields;
 //!   `Flow.extensions` (our own `Any`) is written only when the mask names it, since stock
 //!   Hubble readers cannot parse an `Any` of a type they do not know;
@@ -29,7 +32,10 @@ use std::{
 };
 
 use flowscope_filter::{FilterError, FlowFilterSet};
-use flowscope_proto::flow::{Flow, FlowFilter};
+use flowscope_proto::{
+    flow::{Flow, FlowFilter, LostEvent},
+    observer::{ExportEvent, export_event},
+};
 use tracing::{info, warn};
 
 use crate::service::mask::FieldMask;
@@ -78,7 +84,7 @@ pub enum ExportError {
 /// Counters of the exporter, for metrics.
 #[derive(Debug, Default)]
 pub struct ExportStats {
-    /// Flows written to the file (flushed).
+    /// Lines written to the file (flushed): flows, and the loss notices among them.
     pub written: AtomicU64,
     /// Flows that were to be exported but were not: queue full, or the file could not be
     /// written.
@@ -89,9 +95,16 @@ pub struct ExportStats {
     pub rotations: AtomicU64,
 }
 
+/// What goes to the writer.
+enum Item {
+    Flow(Arc<Flow>),
+    /// Events lost before the history, and the node that lost them.
+    Lost(Arc<LostEvent>, Arc<str>),
+}
+
 /// The pipeline's handle on the export writer.
 pub struct Exporter {
-    tx: Option<SyncSender<Arc<Flow>>>,
+    tx: Option<SyncSender<Item>>,
     stats: Arc<ExportStats>,
     thread: Option<JoinHandle<()>>,
 }
@@ -119,8 +132,17 @@ impl Exporter {
 
     /// Queues a flow for export; never blocks. A full queue counts the flow as lost.
     pub fn push(&self, flow: &Arc<Flow>) {
+        self.push_item(Item::Flow(flow.clone()));
+    }
+
+    /// Queues a notice of events that `node` lost before its history; never blocks.
+    pub fn push_lost(&self, lost: &Arc<LostEvent>, node: &Arc<str>) {
+        self.push_item(Item::Lost(lost.clone(), node.clone()));
+    }
+
+    fn push_item(&self, item: Item) {
         let Some(tx) = &self.tx else { return };
-        match tx.try_send(flow.clone()) {
+        match tx.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -207,11 +229,14 @@ impl Writer {
         }
     }
 
-    fn run(&mut self, rx: &Receiver<Arc<Flow>>) {
+    fn run(&mut self, rx: &Receiver<Item>) {
         loop {
             match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(flow) => {
-                    self.write(&flow);
+                Ok(item) => {
+                    match &item {
+                        Item::Flow(flow) => self.write(flow),
+                        Item::Lost(lost, node) => self.write_lost(lost, node),
+                    }
                     if self.last_flush.elapsed() >= FLUSH_EVERY {
                         self.flush();
                     }
@@ -236,6 +261,21 @@ impl Writer {
             self.report("encoding a flow", &e.into());
             return;
         }
+        self.write_line();
+    }
+
+    fn write_lost(&mut self, lost: &LostEvent, node: &str) {
+        self.line.clear();
+        if let Err(e) = encode_lost_line(&mut self.line, lost, node) {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            self.report("encoding lost events", &e.into());
+            return;
+        }
+        self.write_line();
+    }
+
+    /// Appends `self.line` to the file (rotating first if it would not fit).
+    fn write_line(&mut self) {
         if self.out.is_none() && !self.open() {
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
             return;
@@ -415,6 +455,18 @@ fn encode_line(
     Ok(())
 }
 
+/// A loss notice as Hubble's exporter writes it.
+fn encode_lost_line(buf: &mut Vec<u8>, lost: &LostEvent, node: &str) -> serde_json::Result<()> {
+    let ev = ExportEvent {
+        response_types: Some(export_event::ResponseTypes::LostEvents(*lost)),
+        node_name: node.to_owned(),
+        time: lost.last,
+    };
+    serde_json::to_writer(&mut *buf, &ev)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
 /// `dir/flows.json` -> (`flows`, `.json`); no extension -> (`name`, ``).
 fn stem_ext(path: &Path) -> (String, String) {
     let name = path
@@ -571,7 +623,7 @@ pub fn parse_field_mask(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use flowscope_proto::{
-        flow::{Endpoint, Verdict},
+        flow::{Endpoint, LostEventSource, Verdict},
         flowscope::v1::FlowExtension,
         json,
         observer::{ExportEvent, export_event::ResponseTypes},
@@ -637,6 +689,45 @@ mod tests {
         );
         let back: ExportEvent = json::from_json(std::str::from_utf8(&buf).unwrap()).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn lost_events_are_written_as_hubble_writes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts(dir.path());
+        // Filters and masks choose flows; a loss notice is always written.
+        o.allowlist = parse_filters(r#"{"verdict":["DROPPED"]}"#).unwrap();
+        o.field_mask = parse_field_mask("time");
+        let x = Exporter::start(o.clone()).unwrap();
+        let t = Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 0,
+        };
+        let lost = Arc::new(LostEvent {
+            source: LostEventSource::PerfEventRingBuffer as i32,
+            num_events_lost: 42,
+            cpu: Some(1),
+            first: Some(t),
+            last: Some(t),
+        });
+        x.push(&flow(1, Verdict::Forwarded));
+        x.push_lost(&lost, &Arc::from("node-1"));
+        let stats = x.stats();
+        x.close(Duration::from_secs(5));
+        assert_eq!(stats.written.load(Ordering::Relaxed), 1);
+        let got = lines(&o.path);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let back: ExportEvent = json::from_json(&got[0].to_string()).unwrap();
+        assert_eq!(
+            back,
+            ExportEvent {
+                response_types: Some(ResponseTypes::LostEvents(*lost)),
+                node_name: "node-1".into(),
+                time: Some(t),
+            }
+        );
+        assert_eq!(got[0]["lost_events"]["source"], "PERF_EVENT_RING_BUFFER");
+        assert_eq!(got[0]["lost_events"]["num_events_lost"], "42");
     }
 
     #[test]

@@ -557,6 +557,7 @@ fn tiny_ring_counts_lost_events() {
     }
     let s = Scenario::build();
     let _sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
+    let export = s.dir().join("flows.json");
     let mut agent = s.start_agent(&[
         "--dump",
         "json",
@@ -566,6 +567,8 @@ fn tiny_ring_counts_lost_events() {
         "none",
         "--ring-size",
         "4096",
+        "--export-file-path",
+        export.to_str().expect("path"),
     ]);
     agent.signal(libc::SIGSTOP);
     traffic::udp_send(
@@ -594,8 +597,36 @@ fn tiny_ring_counts_lost_events() {
         "the counters never accounted for 500 packets x 2 hops within {SETTLE:?}: {:?}",
         agent.values("stats").last()
     );
+    // The loss is reported (history, export file) on the agent's next one-second tick.
+    let ring_lost = agent
+        .values("stats")
+        .pop()
+        .map_or(0, |st| st.n("ring_lost"));
+    let exported_lost = || -> u64 {
+        std::fs::read_to_string(&export)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["lost_events"]["source"] == "PERF_EVENT_RING_BUFFER")
+            .filter_map(|v| {
+                v["lost_events"]["num_events_lost"]
+                    .as_str()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + SETTLE;
+    while exported_lost() < ring_lost && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(agent.stop().success());
     let st = agent.values("stats").pop().expect("final stats");
+    assert_eq!(
+        exported_lost(),
+        st.n("ring_lost"),
+        "the export file tells how many events the kernel ring lost: {st}"
+    );
     let (emitted, lost, read) = (
         st.n("events_emitted"),
         st.n("ring_lost"),

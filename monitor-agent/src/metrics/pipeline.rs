@@ -267,7 +267,7 @@ impl Collector for PipelineCollector {
             counter(
                 &mut e,
                 "flowscope_export_flows",
-                "Flows written to the export file",
+                "Lines written to the export file: flows, and notices of events lost before the history",
                 x.written.load(Ordering::Relaxed),
             )?;
             counter(
