@@ -124,10 +124,14 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
             ETH_P_IPV6 => {
                 let h: [u8; 8] = rd(ip)?;
                 ev.family = family::V6;
-                ev.l4_proto = h[6];
                 read_buf(ip + 8, &mut ev.src_addr)?;
                 read_buf(ip + 24, &mut ev.dst_addr)?;
-                ip + 40
+                let (next, l4) = ipv6_l4(ip + 40, h[6])?;
+                ev.l4_proto = next;
+                if l4 == 0 {
+                    ev.flags |= event_flags::FRAGMENT;
+                }
+                l4
             }
             _ => 0,
         };
@@ -154,6 +158,43 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
         }
         Ok(())
     })
+}
+
+/// IPv6 extension headers stepped over, as in the TC parser.
+const MAX_IPV6_EXT: usize = 4;
+
+/// Steps over the IPv6 extension headers that start at `off` (`next` is the IPv6 header's
+/// next-header field): the upper-layer protocol and the address of its header, or 0 for a
+/// fragment that is not the first (it has no L4 header).
+#[inline(always)]
+fn ipv6_l4(mut off: u64, mut next: u8) -> Result<(u8, u64), i32> {
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            // Hop-by-hop, routing, destination options: 8-byte units, not counting the first 8.
+            0 | 43 | 60 => {
+                let e: [u8; 2] = rd(off)?;
+                next = e[0];
+                off += (e[1] as u64 + 1) * 8;
+            }
+            // Fragment: fixed 8 bytes; only the first fragment carries the L4 header.
+            44 => {
+                let e: [u8; 4] = rd(off)?;
+                next = e[0];
+                off += 8;
+                if u16::from_be_bytes([e[2], e[3]]) >> 3 != 0 {
+                    return Ok((next, 0));
+                }
+            }
+            // Authentication header: 4-byte units, not counting the first 8.
+            51 => {
+                let e: [u8; 2] = rd(off)?;
+                next = e[0];
+                off += (e[1] as u64 + 2) * 4;
+            }
+            _ => break,
+        }
+    }
+    Ok((next, off))
 }
 
 #[inline(always)]

@@ -521,6 +521,70 @@ fn iptables_drop_has_the_kernel_reason() {
     assert!(agent.stop().success());
 }
 
+/// An IPv6 datagram behind an extension header (destination options), dropped by ip6tables:
+/// the drop event names the protocol and ports of the upper layer, not the extension header.
+#[test]
+fn ipv6_drop_behind_an_extension_header() {
+    if !require_root("ipv6_drop_behind_an_extension_header") {
+        return;
+    }
+    let s = Scenario::build();
+    s.node_exec(&[
+        "ip6tables",
+        "-I",
+        "FORWARD",
+        "-d",
+        POD_B_IP6,
+        "-p",
+        "udp",
+        "--dport",
+        "7777",
+        "-j",
+        "DROP",
+    ]);
+    let mut agent = s.start_agent(&["--dump", "json", "--stats-interval", "200ms"]);
+    let port = testbed::netns::in_netns(&s.pod_a(), || -> std::io::Result<u16> {
+        use std::os::fd::AsRawFd as _;
+        let sock = std::net::UdpSocket::bind("[::]:0")?;
+        // A destination-options header with one PadN option (8 bytes; the kernel fills in the
+        // next-header byte). Needs CAP_NET_RAW: the tests run as root.
+        let opts: [u8; 8] = [0, 0, 1, 4, 0, 0, 0, 0];
+        // SAFETY: a valid socket and an 8-byte buffer that outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_DSTOPTS,
+                opts.as_ptr().cast(),
+                opts.len() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        sock.connect(format!("[{POD_B_IP6}]:7777"))?;
+        sock.send(b"behind a header")?;
+        Ok(sock.local_addr()?.port())
+    })
+    .expect("send with IPV6_DSTOPTS") as u64;
+    let is_ours = |e: &Value| e.s("kind") == "drop" && e.s("src") == POD_A_IP6;
+    let found = agent.wait_for(SETTLE, |lines| {
+        lines.iter().filter_map(|l| l.get("event")).any(is_ours)
+    });
+    let evs = events(&agent);
+    assert!(found, "no drop within {SETTLE:?}:\n{}", describe(&evs));
+    let d = evs.iter().find(|e| is_ours(e)).expect("found");
+    assert_eq!(
+        d.n("proto"),
+        17,
+        "the upper layer, not the extension header: {d}"
+    );
+    assert_eq!((d.n("src_port"), d.n("dst_port")), (port, 7777), "{d}");
+    assert_eq!(d.s("dst"), POD_B_IP6);
+    assert_eq!(d.s("drop_reason_name"), "NETFILTER_DROP");
+    assert!(agent.stop().success());
+}
+
 /// An ICMP error about a tracked connection is RELATED, at both hops (NAT'ed and not).
 #[test]
 fn icmp_error_is_related() {
