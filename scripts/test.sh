@@ -13,3 +13,7 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== tests"
 cargo test --locked -- --test-threads=1
+echo "== benchmark harness (smoke: checks that every benchmark can measure; numbers meaningless)"
+# Debug build: the harness starts the agent and relay built next to it (target/debug).
+cargo build --locked -p bench
+target/debug/bench --smoke
