@@ -32,14 +32,20 @@
 //!   thus never slows the agents, the relay, or other clients. A history
 //!   request (no follow) is back-pressured instead: it has an end, and the
 //!   client asked for all of it.
+//!
+//! Flows go through all this encoded: a node task receives
+//! [`RelayedResponse`]s, whose flow is the agent's encoded `flow.Flow`
+//! (see [`crate::wire`]), and the client gets those bytes unchanged. The
+//! relay decodes only each response's `time` (the sort key), `node_name`,
+//! and the small node status and lost events; filters, field masks and
+//! `number`/`first`/`since`/`until` are the agents' work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use flowscope_proto::flow::{LostEvent, LostEventSource};
-use flowscope_proto::observer::get_flows_response::ResponseTypes;
-use flowscope_proto::observer::{GetFlowsRequest, GetFlowsResponse};
+use flowscope_proto::observer::GetFlowsRequest;
 use flowscope_proto::relay::{NodeState, NodeStatusEvent};
 use flowscope_proto::wkt::Timestamp;
 use tokio::sync::mpsc;
@@ -54,9 +60,14 @@ use crate::error::ObserverError;
 use crate::metrics::Metrics;
 use crate::pool::{Peer, PeerPool, PeerState, describe, is_transient};
 use crate::queue::{SortWindow, SourceId};
+use crate::wire::{Event, RelayedResponse, open_get_flows};
 
 /// The sort window source of the relay's own events (never live).
 const RELAY_SOURCE: SourceId = 0;
+
+/// Node events the merger takes at once when several are waiting (the
+/// window may then hold this many over its length until the next release).
+const EVENT_BATCH: usize = 64;
 
 /// GetFlows settings, from the relay configuration.
 #[derive(Debug, Clone)]
@@ -82,7 +93,7 @@ pub(crate) struct FlowsSettings {
 pub(crate) const EXTENSIONS_HEADER: &str = "flowscope-extensions";
 
 /// The stream answering one GetFlows call.
-pub(crate) type FlowStream = ReceiverStream<Result<GetFlowsResponse, Status>>;
+pub(crate) type FlowStream = ReceiverStream<Result<RelayedResponse, Status>>;
 
 /// Validates `req` once for the whole cluster, then starts the fan-out.
 pub(crate) fn get_flows(
@@ -120,23 +131,16 @@ pub(crate) fn get_flows(
     Ok(ReceiverStream::new(out_rx))
 }
 
-/// Event time of a response, nanoseconds since the epoch: the response's
-/// `time`, else the flow's, else now.
-fn response_time(resp: &GetFlowsResponse) -> Timestamp {
-    resp.time
-        .or(match &resp.response_types {
-            Some(ResponseTypes::Flow(flow)) => flow.time,
-            Some(ResponseTypes::LostEvents(lost)) => lost.last,
-            _ => None,
-        })
-        .unwrap_or_else(Timestamp::now)
+/// Event time of a response: the response's `time`, else the flow's, else
+/// a LostEvent's `last`, else now.
+fn response_time(resp: &RelayedResponse) -> Timestamp {
+    resp.event_time().unwrap_or_else(Timestamp::now)
 }
 
 /// What a node task tells the merger (on its own channel, in order).
 enum NodeEvent {
-    /// A response from the agent (boxed: it is large, and it moves
-    /// through a channel and the sort window's heap).
-    Response(Box<GetFlowsResponse>),
+    /// A response from the agent (small: its flow is a `Bytes`).
+    Response(RelayedResponse),
     /// The node's stream opened (`true`) or ended (`false`).
     Live(bool),
     /// A node status change to report.
@@ -175,7 +179,7 @@ impl StatusCoalescer {
         }
     }
 
-    fn response(&self, state: NodeState, names: Vec<String>, message: String) -> GetFlowsResponse {
+    fn response(&self, state: NodeState, names: Vec<String>, message: String) -> RelayedResponse {
         node_status(&self.relay_name, state, names, message)
     }
 
@@ -191,14 +195,14 @@ impl StatusCoalescer {
         name: String,
         message: String,
         now: Instant,
-    ) -> Vec<GetFlowsResponse> {
+    ) -> Vec<RelayedResponse> {
         let coalesce = matches!(state, NodeState::NodeError | NodeState::NodeUnavailable)
             && !self.window.is_zero();
         let last_naming = self.pending.iter().rposition(|p| p.names.contains(&name));
         if !coalesce {
             let flush = last_naming.map_or(0, |i| i + 1);
             let flushed: Vec<PendingStatus> = self.pending.drain(..flush).collect();
-            let mut out: Vec<GetFlowsResponse> = flushed
+            let mut out: Vec<RelayedResponse> = flushed
                 .into_iter()
                 .map(|p| self.response(p.state, p.names, p.message))
                 .collect();
@@ -227,7 +231,7 @@ impl StatusCoalescer {
     }
 
     /// Events whose window is over, oldest first.
-    fn take_due(&mut self, now: Instant) -> Vec<GetFlowsResponse> {
+    fn take_due(&mut self, now: Instant) -> Vec<RelayedResponse> {
         let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|p| p.deadline <= now);
@@ -237,7 +241,7 @@ impl StatusCoalescer {
             .collect()
     }
 
-    fn take_all(&mut self) -> Vec<GetFlowsResponse> {
+    fn take_all(&mut self) -> Vec<RelayedResponse> {
         std::mem::take(&mut self.pending)
             .into_iter()
             .map(|p| self.response(p.state, p.names, p.message))
@@ -255,16 +259,16 @@ fn node_status(
     state: NodeState,
     names: Vec<String>,
     message: String,
-) -> GetFlowsResponse {
-    GetFlowsResponse {
-        node_name: relay_name.to_string(),
-        time: Some(Timestamp::now()),
-        response_types: Some(ResponseTypes::NodeStatus(NodeStatusEvent {
+) -> RelayedResponse {
+    RelayedResponse::new(
+        Event::NodeStatus(Box::new(NodeStatusEvent {
             state_change: state as i32,
             node_names: names,
             message,
         })),
-    }
+        relay_name,
+        Some(Timestamp::now()),
+    )
 }
 
 /// Responses dropped for a slow client, reported as one LostEvent.
@@ -276,19 +280,17 @@ struct Lost {
 }
 
 impl Lost {
-    fn add(&mut self, resp: &GetFlowsResponse) {
+    fn add(&mut self, resp: &RelayedResponse) {
         let t = response_time(resp);
         self.count += 1;
         self.first = Some(self.first.map_or(t, |f| f.min(t)));
         self.last = Some(self.last.map_or(t, |l| l.max(t)));
     }
 
-    fn take_event(&mut self, relay_name: &str) -> GetFlowsResponse {
+    fn take_event(&mut self, relay_name: &str) -> RelayedResponse {
         let lost = std::mem::take(self);
-        GetFlowsResponse {
-            node_name: relay_name.to_string(),
-            time: Some(Timestamp::now()),
-            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+        RelayedResponse::new(
+            Event::LostEvents(Box::new(LostEvent {
                 // The relay's per-client buffer plays the role of Hubble's
                 // ring buffer here: a reader fell behind the flows.
                 source: LostEventSource::HubbleRingBuffer as i32,
@@ -297,7 +299,9 @@ impl Lost {
                 first: lost.first,
                 last: lost.last,
             })),
-        }
+            relay_name,
+            Some(Timestamp::now()),
+        )
     }
 }
 
@@ -317,11 +321,11 @@ struct Merger {
     metrics: Arc<Metrics>,
     /// Fires when the relay stops; the request's node tasks use children.
     cancel: CancellationToken,
-    out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+    out: mpsc::Sender<Result<RelayedResponse, Status>>,
     follow: bool,
     /// Ask the agents for `Flow.extensions`.
     extensions: bool,
-    window: SortWindow<Box<GetFlowsResponse>>,
+    window: SortWindow<RelayedResponse>,
     statuses: StatusCoalescer,
     lost: Lost,
     nodes: HashMap<String, NodeHandle>,
@@ -341,7 +345,7 @@ impl Merger {
         settings: Arc<FlowsSettings>,
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
-        out: mpsc::Sender<Result<GetFlowsResponse, Status>>,
+        out: mpsc::Sender<Result<RelayedResponse, Status>>,
         req: &GetFlowsRequest,
         extensions: bool,
     ) -> Self {
@@ -443,6 +447,14 @@ impl Merger {
             tokio::time::Instant::now() + left
         });
 
+        // Branch futures must not borrow `self`, which the event branch
+        // borrows mutably (and the permit borrows the sender). The two that
+        // end the request live across iterations: set up once, not per flow.
+        let out = self.out.clone();
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        let closed = out.closed();
+        tokio::pin!(cancelled, closed);
         loop {
             self.release_ready().await?;
             let deadline = [self.window.next_deadline(), self.statuses.next_deadline()]
@@ -451,16 +463,16 @@ impl Merger {
                 .min();
             let lost_pending = self.lost.count > 0;
             let spawning = self.spawning;
-            // Branch futures must not borrow `self`, which the event branch
-            // borrows mutably (and the permit borrows the sender).
-            let out = self.out.clone();
-            let cancel = self.cancel.clone();
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return Err(Closed),
-                _ = out.closed() => return Err(Closed),
+                _ = &mut cancelled => return Err(Closed),
+                _ = &mut closed => return Err(Closed),
                 event = std::future::poll_fn(|cx| self.poll_event(cx)) => match event {
-                    Some((node, event)) => self.handle(node, event),
+                    Some((node, event)) => {
+                        let now = Instant::now();
+                        self.handle(node, event, now);
+                        self.handle_ready_events(now);
+                    }
                     None => break,
                 },
                 permit = out.reserve(), if lost_pending => match permit {
@@ -629,8 +641,22 @@ impl Merger {
         }
     }
 
-    fn handle(&mut self, node: SourceId, event: NodeEvent) {
-        let now = Instant::now();
+    /// Handles the node events already waiting, at most [`EVENT_BATCH`]:
+    /// a round of the merger's `select!` costs more than a flow does.
+    /// (Polled with a no-op waker: the next `select!` polls the receivers
+    /// again with the task's own before it sleeps.)
+    fn handle_ready_events(&mut self, now: Instant) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for _ in 0..EVENT_BATCH {
+            match self.poll_event(&mut cx) {
+                std::task::Poll::Ready(Some((node, event))) => self.handle(node, event, now),
+                // `None` (every node done) shows again in the next `select!`.
+                _ => return,
+            }
+        }
+    }
+
+    fn handle(&mut self, node: SourceId, event: NodeEvent, now: Instant) {
         match event {
             NodeEvent::Response(resp) => {
                 let key = response_time(&resp).as_nanos();
@@ -649,9 +675,9 @@ impl Merger {
         }
     }
 
-    fn push_status(&mut self, event: GetFlowsResponse, now: Instant) {
+    fn push_status(&mut self, event: RelayedResponse, now: Instant) {
         let key = response_time(&event).as_nanos();
-        self.window.push(RELAY_SOURCE, key, Box::new(event), now);
+        self.window.push(RELAY_SOURCE, key, event, now);
     }
 
     /// Moves due status events into the window and sends whatever the
@@ -669,9 +695,8 @@ impl Merger {
 
     /// Sends a response to the client: never waiting in follow mode (drop
     /// and count instead), waiting in history mode.
-    async fn emit(&mut self, resp: Box<GetFlowsResponse>) -> Result<(), Closed> {
-        let resp = *resp;
-        let is_flow = matches!(resp.response_types, Some(ResponseTypes::Flow(_)));
+    async fn emit(&mut self, resp: RelayedResponse) -> Result<(), Closed> {
+        let is_flow = resp.is_flow();
         if !self.follow {
             self.send_blocking(resp).await?;
         } else {
@@ -705,14 +730,14 @@ impl Merger {
         Ok(())
     }
 
-    fn drop_for_slow_client(&mut self, resp: &GetFlowsResponse) {
+    fn drop_for_slow_client(&mut self, resp: &RelayedResponse) {
         self.lost.add(resp);
         self.metrics.lost_event();
     }
 
     /// Puts back a LostEvent that could not be sent.
-    fn restore_lost(&mut self, event: GetFlowsResponse) {
-        if let Some(ResponseTypes::LostEvents(lost)) = event.response_types {
+    fn restore_lost(&mut self, event: RelayedResponse) {
+        if let Some(Event::LostEvents(lost)) = event.event {
             self.lost = Lost {
                 count: lost.num_events_lost,
                 first: lost.first,
@@ -721,7 +746,7 @@ impl Merger {
         }
     }
 
-    async fn send_blocking(&self, resp: GetFlowsResponse) -> Result<(), Closed> {
+    async fn send_blocking(&self, resp: RelayedResponse) -> Result<(), Closed> {
         tokio::select! {
             _ = self.cancel.cancelled() => Err(Closed),
             sent = self.out.send(Ok(resp)) => sent.map_err(|_| Closed),
@@ -866,7 +891,7 @@ impl NodeTask {
 
     /// Streams the agent's responses to the merger until the stream ends.
     async fn stream(&self, request: GetFlowsRequest, last_time: &mut Option<Timestamp>) -> Outcome {
-        let mut client = self.peer.client();
+        let channel = self.peer.channel();
         let mut request = tonic::Request::new(request);
         if self.extensions {
             request.metadata_mut().insert(
@@ -874,10 +899,17 @@ impl NodeTask {
                 tonic::metadata::MetadataValue::from_static("true"),
             );
         }
+        // Set up once for the whole stream, not per message.
+        let stopped = async {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = self.peer.removed().cancelled() => {}
+            }
+        };
+        tokio::pin!(stopped);
         let response = tokio::select! {
-            _ = self.cancel.cancelled() => return Outcome::Cancelled,
-            _ = self.peer.removed().cancelled() => return Outcome::Cancelled,
-            response = client.get_flows(request) => response,
+            _ = &mut stopped => return Outcome::Cancelled,
+            response = open_get_flows(channel, request) => response,
         };
         let mut stream = match response {
             Ok(response) => response.into_inner(),
@@ -886,23 +918,23 @@ impl NodeTask {
         let mut known_name = String::new();
         loop {
             let message = tokio::select! {
-                _ = self.cancel.cancelled() => return Outcome::Cancelled,
-                _ = self.peer.removed().cancelled() => return Outcome::Cancelled,
+                _ = &mut stopped => return Outcome::Cancelled,
                 message = stream.message() => message,
             };
             match message {
                 Ok(Some(mut resp)) => {
-                    if resp.node_name.is_empty() {
-                        resp.node_name = self.peer.name();
-                    } else if resp.node_name != known_name {
-                        self.peer.learn_name(&resp.node_name);
-                        known_name.clone_from(&resp.node_name);
+                    let name = resp.node_name();
+                    if name.is_empty() {
+                        resp.set_node_name(self.peer.name());
+                    } else if name != known_name {
+                        self.peer.learn_name(name);
+                        known_name = name.to_string();
                     }
-                    if matches!(resp.response_types, Some(ResponseTypes::Flow(_))) {
+                    if resp.is_flow() {
                         let t = response_time(&resp);
                         *last_time = Some(last_time.map_or(t, |l| l.max(t)));
                     }
-                    if !self.send(NodeEvent::Response(Box::new(resp))).await {
+                    if !self.send(NodeEvent::Response(resp)).await {
                         return Outcome::Cancelled;
                     }
                 }
@@ -923,6 +955,12 @@ impl NodeTask {
 
     /// False when the request is over.
     async fn send(&self, event: NodeEvent) -> bool {
+        // Room in the channel (the common case): no future to set up.
+        let event = match self.events.try_send(event) {
+            Ok(()) => return true,
+            Err(TrySendError::Closed(_)) => return false,
+            Err(TrySendError::Full(event)) => event,
+        };
         tokio::select! {
             _ = self.cancel.cancelled() => false,
             sent = self.events.send(event) => sent.is_ok(),
@@ -948,11 +986,9 @@ fn resume_request(req: &GetFlowsRequest, last_time: Option<Timestamp>) -> GetFlo
 mod tests {
     use super::*;
 
-    fn names(resp: &GetFlowsResponse) -> (i32, Vec<String>, String) {
-        match &resp.response_types {
-            Some(ResponseTypes::NodeStatus(s)) => {
-                (s.state_change, s.node_names.clone(), s.message.clone())
-            }
+    fn names(resp: &RelayedResponse) -> (i32, Vec<String>, String) {
+        match &resp.event {
+            Some(Event::NodeStatus(s)) => (s.state_change, s.node_names.clone(), s.message.clone()),
             other => panic!("not a node status: {other:?}"),
         }
     }
@@ -1007,7 +1043,7 @@ mod tests {
     fn a_node_event_flushes_its_pending_one_first() {
         let t0 = Instant::now();
         let mut c = StatusCoalescer::new(Duration::from_secs(1), "relay".into());
-        let none = |out: Vec<GetFlowsResponse>| assert!(out.is_empty());
+        let none = |out: Vec<RelayedResponse>| assert!(out.is_empty());
         none(c.add(NodeState::NodeError, "a".into(), "x".into(), t0));
         none(c.add(NodeState::NodeUnavailable, "a".into(), String::new(), t0));
         // b's notices join a's: in order for each node.
@@ -1060,14 +1096,13 @@ mod tests {
     fn lost_event_counts_and_spans() {
         let mut lost = Lost::default();
         for s in [5, 3, 9] {
-            lost.add(&GetFlowsResponse {
-                time: Some(Timestamp::new(s, 0)),
-                ..Default::default()
-            });
+            let mut resp = RelayedResponse::default();
+            resp.time = Some(Timestamp::new(s, 0));
+            lost.add(&resp);
         }
         let event = lost.take_event("relay");
-        match event.response_types {
-            Some(ResponseTypes::LostEvents(l)) => {
+        match event.event {
+            Some(Event::LostEvents(l)) => {
                 assert_eq!(l.num_events_lost, 3);
                 assert_eq!(l.first, Some(Timestamp::new(3, 0)));
                 assert_eq!(l.last, Some(Timestamp::new(9, 0)));

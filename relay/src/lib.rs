@@ -5,7 +5,9 @@
 //! and jitter, and serves the same `observer.Observer` API as an agent:
 //! `GetFlows` fans out to every agent and merges their streams in time order
 //! within a bounded sort window, reporting nodes that connect, fail or go
-//! away as `NodeStatusEvent`s; `ServerStatus` and `GetNodes` sum and list
+//! away as `NodeStatusEvent`s, and forwards each flow as the bytes the agent
+//! encoded (it decodes only the response's time, node name and the small
+//! status and lost events: [`wire`]); `ServerStatus` and `GetNodes` sum and list
 //! the nodes. Health (`hubble.server.Observer`), reflection (v1, v1alpha),
 //! the `hubble-relay-version` header, TLS on the listener and towards agents
 //! (with client certificates, reloaded when the files change) and its own
@@ -52,6 +54,7 @@ pub mod pool;
 pub mod queue;
 mod server;
 pub mod tls;
+pub mod wire;
 
 pub use config::{
     Backoff, ClientTlsFiles, DnsTarget, ListenAddress, PeerSpec, PeerTarget, RelayConfig,

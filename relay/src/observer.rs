@@ -1,18 +1,26 @@
 //! The relay's Observer service: the same API as an agent, for the whole
 //! cluster.
+//!
+//! The relay's server answers GetFlows with `RelayObserver::relayed_flows`
+//! (flows forwarded encoded, see [`crate::wire`]); the `Observer` trait's
+//! `get_flows` serves the same stream decoded, for embedders that mount the
+//! generated server themselves.
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowscope_proto::observer::observer_server::Observer;
 use flowscope_proto::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
-    GetFlowsRequest, GetNamespacesRequest, GetNamespacesResponse, GetNodesRequest,
-    GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse, Tls,
+    GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
+    GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
+    Tls,
 };
 use flowscope_proto::relay::NodeState;
 use futures::future::join_all;
+use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -22,6 +30,7 @@ use crate::error::ObserverError;
 use crate::flows::{FlowStream, FlowsSettings, get_flows};
 use crate::metrics::Metrics;
 use crate::pool::{Peer, PeerPool, PeerState, describe};
+use crate::wire::RelayedResponse;
 
 /// Hubble reports at most this many unavailable nodes in ServerStatus.
 pub const MAX_UNAVAILABLE_REPORTED: usize = 10;
@@ -55,6 +64,32 @@ impl RelayObserver {
             request_timeout,
             started: Instant::now(),
         }
+    }
+
+    /// GetFlows across the cluster, flows left encoded: what the relay's
+    /// server answers (through [`crate::wire`]'s codec).
+    pub(crate) fn relayed_flows(
+        &self,
+        request: Request<GetFlowsRequest>,
+    ) -> Result<Response<FlowStream>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(ObserverError::ShuttingDown.into());
+        }
+        // Our own clients ask for `Flow.extensions` with a header; pass that one (and only
+        // that one: client headers are not the agents' business) on to every agent.
+        let extensions = request
+            .metadata()
+            .get(crate::flows::EXTENSIONS_HEADER)
+            .is_some_and(|v| v == "true");
+        let stream = get_flows(
+            self.pool.clone(),
+            self.flows.clone(),
+            self.metrics.clone(),
+            self.shutdown.clone(),
+            request.into_inner(),
+            extensions,
+        )?;
+        Ok(Response::new(stream))
     }
 
     /// ServerStatus of one connected agent, `None` if it is not connected
@@ -94,30 +129,24 @@ fn node_state(state: PeerState) -> NodeState {
 
 #[tonic::async_trait]
 impl Observer for RelayObserver {
-    type GetFlowsStream = FlowStream;
+    type GetFlowsStream =
+        Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send + 'static>>;
 
+    /// The relay's server does not route GetFlows here (it serves
+    /// `RelayObserver::relayed_flows` as is): this decodes every flow, for
+    /// users of the generated `ObserverServer`.
     async fn get_flows(
         &self,
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<Self::GetFlowsStream>, Status> {
-        if self.shutdown.is_cancelled() {
-            return Err(ObserverError::ShuttingDown.into());
-        }
-        // Our own clients ask for `Flow.extensions` with a header; pass that one (and only
-        // that one: client headers are not the agents' business) on to every agent.
-        let extensions = request
-            .metadata()
-            .get(crate::flows::EXTENSIONS_HEADER)
-            .is_some_and(|v| v == "true");
-        let stream = get_flows(
-            self.pool.clone(),
-            self.flows.clone(),
-            self.metrics.clone(),
-            self.shutdown.clone(),
-            request.into_inner(),
-            extensions,
-        )?;
-        Ok(Response::new(stream))
+        let stream = self.relayed_flows(request)?.into_inner();
+        let decoded = stream.map(|item| {
+            item.and_then(|resp: RelayedResponse| {
+                resp.to_response()
+                    .map_err(|e| Status::internal(format!("an agent sent a bad flow: {e}")))
+            })
+        });
+        Ok(Response::new(Box::pin(decoded)))
     }
 
     type GetAgentEventsStream = ReceiverStream<Result<GetAgentEventsResponse, Status>>;

@@ -3,7 +3,6 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use flowscope_proto::observer::observer_server::ObserverServer;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -296,9 +295,8 @@ pub async fn start(
     )
     .max_decoding_message_size(crate::pool::MAX_MESSAGE)
     .max_encoding_message_size(crate::pool::MAX_MESSAGE);
-    let observer = ObserverServer::new(observer)
-        .max_decoding_message_size(crate::pool::MAX_MESSAGE)
-        .max_encoding_message_size(crate::pool::MAX_MESSAGE);
+    // GetFlows forwards flows encoded; the other methods are the generated server's.
+    let observer = crate::wire::ObserverService::new(observer);
 
     let incoming = tls::incoming(listener, server_tls, shutdown.clone());
     let router = tonic::transport::Server::builder()
