@@ -20,6 +20,7 @@
 //! and the CLI use it alone.
 
 pub mod json;
+pub mod route;
 pub mod wkt;
 
 mod helpers;

@@ -296,7 +296,7 @@ pub async fn start(
     .max_decoding_message_size(crate::pool::MAX_MESSAGE)
     .max_encoding_message_size(crate::pool::MAX_MESSAGE);
     // GetFlows forwards flows encoded; the other methods are the generated server's.
-    let observer = crate::wire::ObserverService::new(observer);
+    let observer = crate::wire::observer_service(observer);
 
     let incoming = tls::incoming(listener, server_tls, shutdown.clone());
     let router = tonic::transport::Server::builder()

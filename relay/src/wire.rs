@@ -32,20 +32,19 @@
 //! `Observer` trait implementation, which the relay's server does not route
 //! GetFlows to (see `ObserverService` below).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use flowscope_proto::flow::LostEvent;
 use flowscope_proto::observer::get_flows_response::ResponseTypes;
 use flowscope_proto::observer::observer_server::{self, ObserverServer};
 use flowscope_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use flowscope_proto::relay::NodeStatusEvent;
+use flowscope_proto::route::StreamingRoute;
 use flowscope_proto::wkt::Timestamp;
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
-use tonic::codegen::{Body, BoxFuture, StdError, http};
+use tonic::codegen::{Body, StdError, http};
 use tonic::{Status, Streaming};
 use tonic_prost::ProstCodec;
 
@@ -353,61 +352,25 @@ where
 /// generated [`ObserverServer`] over the same [`RelayObserver`]. The
 /// generated server cannot serve GetFlows this way: its `Observer` trait
 /// fixes the stream's item type to `GetFlowsResponse`.
-#[derive(Clone)]
-pub(crate) struct ObserverService {
-    observer: Arc<RelayObserver>,
-    generated: ObserverServer<RelayObserver>,
-}
+pub(crate) type ObserverService = StreamingRoute<
+    ObserverServer<RelayObserver>,
+    GetFlowsRequest,
+    RelayedResponse,
+    crate::flows::FlowStream,
+>;
 
-impl ObserverService {
-    pub(crate) fn new(observer: RelayObserver) -> Self {
-        let observer = Arc::new(observer);
-        let generated = ObserverServer::from_arc(observer.clone())
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
-        Self {
-            observer,
-            generated,
-        }
-    }
-}
-
-impl tonic::server::NamedService for ObserverService {
-    const NAME: &'static str = observer_server::SERVICE_NAME;
-}
-
-impl<B> tower::Service<http::Request<B>> for ObserverService
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != GET_FLOWS_PATH {
-            return self.generated.call(req);
-        }
-        let observer = self.observer.clone();
-        Box::pin(async move {
-            // What the generated server does for a server-streaming method,
-            // with this module's message type and codec.
-            let method = tower::service_fn(move |request| {
-                let observer = observer.clone();
-                async move { observer.relayed_flows(request) }
-            });
-            let mut grpc =
-                tonic::server::Grpc::new(ProstCodec::<RelayedResponse, GetFlowsRequest>::default())
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE);
-            Ok(grpc.server_streaming(method, req).await)
-        })
-    }
+/// The relay's Observer service over `observer`.
+pub(crate) fn observer_service(observer: RelayObserver) -> ObserverService {
+    let observer = Arc::new(observer);
+    let generated = ObserverServer::from_arc(observer.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    StreamingRoute::new(
+        GET_FLOWS_PATH,
+        generated,
+        Arc::new(move |request| observer.relayed_flows(request)),
+    )
+    .max_message_size(MAX_MESSAGE)
 }
 
 #[cfg(test)]

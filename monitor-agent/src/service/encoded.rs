@@ -3,33 +3,28 @@
 //! The generated Observer server takes owned `GetFlowsResponse`s, so every flow sent to every
 //! follower was deep-cloned out of its `Arc<Flow>` (about forty heap objects), encoded, then
 //! dropped: a fifth of the agent's CPU at 100 k events/s with one follower (perf, benchmark 3 in
-//! docs/benchmarks.md). [`ObserverRoutes`] serves `/observer.Observer/GetFlows` itself and
-//! sends [`EncodedResponse`]s: the protobuf bytes of a `GetFlowsResponse`, written from a
-//! borrowed `&Flow`. On the wire nothing changes; every other method goes to the generated
-//! server.
+//! docs/benchmarks.md). [`ObserverRoutes`] serves `/observer.Observer/GetFlows` itself (the
+//! proto crate's `StreamingRoute`, which the relay uses too) and sends [`EncodedResponse`]s:
+//! the protobuf bytes of a `GetFlowsResponse`, written from a borrowed `&Flow`. On the wire
+//! nothing changes; every other method goes to the generated server.
 
-use std::{
-    convert::Infallible,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use flowscope_proto::{
     flow::Flow,
     observer::{GetFlowsRequest, GetFlowsResponse, observer_server::ObserverServer},
+    route::StreamingRoute,
 };
 use prost::{
     Message,
     encoding::{self, DecodeContext, WireType},
 };
-use tonic::{
-    Request, Response, Status,
-    codegen::{Body, BoxFuture, Service, StdError, http},
-    server::{Grpc, NamedService, ServerStreamingService},
-};
 
-use super::{mask::FieldMask, observer::ObserverService};
+use super::{
+    mask::FieldMask,
+    observer::{ObserverService, Stream_},
+};
 
 /// `GetFlowsResponse.flow`, `.node_name`, `.time`.
 const FLOW_FIELD: u32 = 1;
@@ -152,64 +147,21 @@ fn strip_field(msg: &[u8], field: u32) -> Option<Vec<u8>> {
 }
 
 /// The Observer service with GetFlows served from [`EncodedResponse`]s.
-#[derive(Clone)]
-pub struct ObserverRoutes {
-    service: Arc<ObserverService>,
-    generated: ObserverServer<ObserverService>,
-}
+pub type ObserverRoutes = StreamingRoute<
+    ObserverServer<ObserverService>,
+    GetFlowsRequest,
+    EncodedResponse,
+    Stream_<EncodedResponse>,
+>;
 
-impl ObserverRoutes {
-    /// Routes for `service`.
-    pub fn new(service: ObserverService) -> Self {
-        ObserverRoutes {
-            generated: ObserverServer::new(service.clone()),
-            service: Arc::new(service),
-        }
-    }
-}
-
-impl NamedService for ObserverRoutes {
-    const NAME: &'static str = <ObserverServer<ObserverService> as NamedService>::NAME;
-}
-
-/// GetFlows as a server-streaming method of encoded responses.
-struct GetFlows(Arc<ObserverService>);
-
-impl ServerStreamingService<GetFlowsRequest> for GetFlows {
-    type Response = EncodedResponse;
-    type ResponseStream = super::observer::Stream_<EncodedResponse>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<GetFlowsRequest>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { service.get_flows_encoded(request) })
-    }
-}
-
-impl<B> Service<http::Request<B>> for ObserverRoutes
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() != "/observer.Observer/GetFlows" {
-            return self.generated.call(req);
-        }
-        let method = GetFlows(self.service.clone());
-        Box::pin(async move {
-            // The generated server's defaults: no compression, 4 MiB requests at most.
-            let codec = tonic_prost::ProstCodec::<EncodedResponse, GetFlowsRequest>::default();
-            Ok(Grpc::new(codec).server_streaming(method, req).await)
-        })
-    }
+/// The Observer service over `service`.
+pub fn observer_routes(service: ObserverService) -> ObserverRoutes {
+    let generated = ObserverServer::new(service.clone());
+    StreamingRoute::new(
+        "/observer.Observer/GetFlows",
+        generated,
+        Arc::new(move |request| service.get_flows_encoded(request)),
+    )
 }
 
 #[cfg(test)]

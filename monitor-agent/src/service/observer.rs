@@ -170,7 +170,7 @@ impl ObserverService {
     }
 
     /// GetFlows as the agent's own route serves it (see `encoded.rs`).
-    pub(super) fn get_flows_encoded(
+    pub(crate) fn get_flows_encoded(
         &self,
         request: Request<GetFlowsRequest>,
     ) -> Result<Response<Stream_<EncodedResponse>>, Status> {

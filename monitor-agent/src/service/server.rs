@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::info;
 
-use super::{AgentState, InspectorService, ObserverService, encoded::ObserverRoutes};
+use super::{AgentState, InspectorService, ObserverService, encoded::observer_routes};
 
 /// Certificate files for the TCP listener.
 #[derive(Clone, Debug)]
@@ -156,7 +156,7 @@ pub async fn serve(
             b = b.tls_config(tls).context("TLS configuration")?;
         }
         Ok(
-            b.add_service(ObserverRoutes::new(ObserverService::new(state.clone())))
+            b.add_service(observer_routes(ObserverService::new(state.clone())))
                 .add_service(InspectorServer::new(InspectorService::new(state.clone())))
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
