@@ -7,9 +7,10 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::{ArgAction, ArgMatches, Args};
 use flowscope_proto::flow::{EventTypeFilter, IpVersion, TcpFlags, TrafficDirection, Verdict};
+use flowscope_proto::flowscope::v1::{GetFlowsExtension, RecordSelection};
 use flowscope_proto::observer::GetFlowsRequest;
 use flowscope_proto::observer::observer_client::ObserverClient;
-use flowscope_proto::wkt::Timestamp;
+use flowscope_proto::wkt::{Any, Timestamp};
 
 use super::Context;
 use crate::client;
@@ -84,9 +85,10 @@ pub struct ObserveArgs {
     #[arg(long, help_heading = "Selection")]
     pub all: bool,
 
-    /// Only connections that got no reply: the agent reports a new TCP or UDP connection
-    /// without an answer after its --unanswered-timeout (5 s by default).
-    #[arg(long, help_heading = "Filters")]
+    /// Reports of connections that got no reply instead of flows: the agent reports a new TCP
+    /// or UDP connection without an answer after its --unanswered-timeout (5 s by default),
+    /// once. Filters, --last, --first, --since and --follow apply to these reports.
+    #[arg(long, help_heading = "Selection")]
     pub unanswered: bool,
 
     // ---- Filters ---------------------------------------------------------
@@ -343,6 +345,11 @@ pub fn build_request(
         whitelist,
         since,
         until,
+        extensions: args.unanswered.then(|| {
+            Any::from_msg(&GetFlowsExtension {
+                records: RecordSelection::Unanswered as i32,
+            })
+        }),
         ..Default::default()
     })
 }
@@ -410,9 +417,6 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(response)) => {
-                    if args.unanswered && !is_unanswered(&response) {
-                        continue;
-                    }
                     printer.write(&response).context("writing to stdout")?;
                     if flush_each {
                         printer.flush().context("writing to stdout")?;
@@ -430,18 +434,4 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
         }
     }
     printer.finish().context("writing to stdout")
-}
-
-/// Is this the agent's report of a connection that got no reply?
-fn is_unanswered(response: &flowscope_proto::observer::GetFlowsResponse) -> bool {
-    use flowscope_proto::flowscope::v1::FlowExtension;
-    use flowscope_proto::observer::get_flows_response::ResponseTypes;
-    match &response.response_types {
-        Some(ResponseTypes::Flow(f)) => f
-            .extensions
-            .as_ref()
-            .and_then(|a| a.to_msg::<FlowExtension>().ok().flatten())
-            .is_some_and(|e| e.unanswered),
-        _ => false,
-    }
 }

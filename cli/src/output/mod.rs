@@ -671,6 +671,10 @@ impl<W: Write, E: Write> Printer<W, E> {
 
     /// The verdict, with Hubble's words for policy verdict events.
     fn verdict(&self, flow: &Flow) -> String {
+        // A connection that got no reply is no packet and has no verdict: say what it is.
+        if is_unanswered(flow) {
+            return self.colors.yellow("UNANSWERED");
+        }
         let verdict = flow::Verdict::try_from(flow.verdict).ok();
         let mut msg = enum_name(verdict, flow.verdict, |v| v.as_str_name());
         let policy = event_type(flow) == Some(msg_type::POLICY_VERDICT);
@@ -732,6 +736,11 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 }
 
+/// Is this the agent's report of a connection that got no reply (not a packet)?
+pub(crate) fn is_unanswered(flow: &Flow) -> bool {
+    extension(flow).is_some_and(|e| e.unanswered)
+}
+
 fn event_type(flow: &Flow) -> Option<i32> {
     flow.event_type.as_ref().map(|t| t.r#type)
 }
@@ -787,6 +796,9 @@ pub(crate) fn flow_type(flow: &Flow) -> String {
             None => "l7",
         };
         return format!("{protocol}-{l7_type}");
+    }
+    if is_unanswered(flow) {
+        return "no-reply".into();
     }
     let Some(et) = &flow.event_type else {
         return "UNKNOWN".into();
