@@ -38,6 +38,8 @@ Examples:
   flowctl observe --verdict DROPPED       what the kernel dropped, and why
   flowctl status                          is the server healthy, which nodes answer
   flowctl nodes                           the nodes behind the relay
+  flowctl list namespaces                 the namespaces of recent flows
+  flowctl config set server relay:4245    remember the server in the config file
 
 The server is --server, else $FLOWSCOPE_SERVER, else the config file's
 (~/.config/flowctl/config.yaml), else the local agent's socket

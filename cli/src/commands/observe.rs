@@ -47,6 +47,13 @@ Examples:
     flowctl observe --since 5m -o json | jq -c .flow.IP
   `cilium monitor` lines, live:
     flowctl observe -f -o monitor
+  Offline, from a file of Hubble JSON lines or an export file ('-': standard input):
+    flowctl observe --input-file flows.json --verdict DROPPED --last 10
+  The FlowFilters these flags make, for --allowlist or the agent's --export-allowlist:
+    flowctl observe -n default --verdict DROPPED --print-raw-filters
+
+JSON output is Hubble's, as Hubble's tools read it; --print-extensions adds
+flowscope's own data (Flow.extensions), which those tools cannot read.
 
 Filters: the values of one flag are alternatives (OR); different flags must
 all match (AND). A flag without from-/to- matches either end of the flow.
