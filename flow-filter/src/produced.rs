@@ -1,7 +1,7 @@
 //! Filters on what flowscope never produces.
 //!
 //! Hubble's filter language names fields that a flowscope server does not fill yet (L7 records,
-//! DNS names, Kubernetes services, trace ids, encryption, cluster names) and values it never
+//! DNS names, Kubernetes services, node labels, trace ids, encryption, cluster names) and values it never
 //! sets (verdicts of a policy engine, event types of a proxy). A filter on them is valid
 //! Hubble, so [`FlowFilterSet::compile`](crate::FlowFilterSet::compile) accepts it (flowctl
 //! applies it to Hubble's own flows read from a file), but a server asked for it would answer
@@ -126,6 +126,13 @@ fn check(f: &FlowFilter) -> Result<(), FilterError> {
                 "flowscope endpoints carry no cluster name (filter on node_name `cluster/node` instead)",
             ));
         }
+    }
+    if let Some(v) = f.node_labels.first() {
+        return Err(never(
+            "node_labels",
+            v.clone(),
+            "flowscope does not put node labels on flows yet",
+        ));
     }
     if let Some(v) = f.trace_id.first() {
         return Err(never(

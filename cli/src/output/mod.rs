@@ -48,6 +48,20 @@ pub enum Format {
     Monitor,
 }
 
+impl Format {
+    /// The name `-o` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::Dict => "dict",
+            Self::Table => "table",
+            Self::Json => "json",
+            Self::Jsonpb => "jsonpb",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
 /// How timestamps are printed (`--time-format`), with Hubble's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 pub enum TimeFormat {
@@ -159,6 +173,9 @@ pub struct Options {
     /// `--debug`: also print informational node status events
     /// (NODE_CONNECTED, NODE_GONE), which Hubble hides otherwise.
     pub debug: bool,
+    /// `--print-extensions`: keep flowscope's `Flow.extensions` in JSON output. Off, the JSON
+    /// holds only what Hubble's own tools can read.
+    pub extensions: bool,
 }
 
 impl Default for Options {
@@ -170,6 +187,7 @@ impl Default for Options {
             numeric: false,
             color: false,
             debug: false,
+            extensions: false,
         }
     }
 }
@@ -248,7 +266,9 @@ impl<W: Write, E: Write> Printer<W, E> {
                 let row = table::flow_row(self, flow);
                 self.rows.push(row);
             }
-            Format::Json | Format::Jsonpb => json::write_line(&mut self.out, res)?,
+            Format::Json | Format::Jsonpb => {
+                json::write_line(&mut self.out, res, self.opts.extensions)?;
+            }
             Format::Monitor => {
                 let line = monitor::flow_line(self, flow);
                 if self.opts.node_name {
@@ -303,7 +323,9 @@ impl<W: Write, E: Write> Printer<W, E> {
                 ]);
                 self.rows.push(row);
             }
-            Format::Json | Format::Jsonpb => json::write_line(&mut self.out, res)?,
+            Format::Json | Format::Jsonpb => {
+                json::write_line(&mut self.out, res, self.opts.extensions)?;
+            }
             // `cilium monitor`'s own words for lost perf events.
             Format::Monitor => writeln!(self.out, "CPU {cpu:02}: Lost {count} events ({source})")?,
         }
@@ -333,7 +355,9 @@ impl<W: Write, E: Write> Printer<W, E> {
         let node_names = join_with_cut_off(&names, ", ", NODE_NAMES_CUT_OFF);
         let time = self.opts.time_format.format(res.time.as_ref());
         match self.opts.format {
-            Format::Json | Format::Jsonpb => json::write_line(&mut self.err, res),
+            Format::Json | Format::Jsonpb => {
+                json::write_line(&mut self.err, res, self.opts.extensions)
+            }
             Format::Dict => {
                 if self.line != 0 {
                     writeln!(self.err, "{DICT_SEPARATOR}")?;
