@@ -9,6 +9,7 @@
 //! - [`netns`]: commands and threads inside a namespace;
 //! - [`scenario`]: the reference topology;
 //! - [`traffic`]: servers and clients on std sockets;
+//! - [`packets`]: IPv6 extension headers and SCTP (raw sockets);
 //! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
 //! - [`client`]: gRPC channels to the agent's unix socket or a TCP server;
 //! - [`scrape`]: Prometheus metrics read from inside a namespace;
@@ -16,6 +17,7 @@
 
 pub mod client;
 pub mod netns;
+pub mod packets;
 pub mod process;
 pub mod scenario;
 pub mod scrape;

@@ -1,0 +1,716 @@
+//! More of the datapath against real traffic, each test proving a claim of README.md: IPv6
+//! behind extension headers and SCTP on the TC path, what the `low` and `max` aggregation levels
+//! report (counted against the agent's conntrack), the host device's points, and both attach
+//! modes. The agent binary runs in the node namespace of the reference scenario; its
+//! `--dump json` output is checked event by event.
+//!
+//! Privileged: needs root. Run serially (`--test-threads=1`): the attach-mode test looks at the
+//! BPF programs loaded on the whole machine.
+
+use std::{
+    net::SocketAddr,
+    process::Command,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use flowscope_proto::{
+    flow::{Flow, TraceObservationPoint, layer4::Protocol},
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+};
+use serde_json::Value;
+use testbed::{
+    Scenario, bin_path,
+    netns::run,
+    packets::{self, Ipv6Ext},
+    process::Spawned,
+    require_root,
+    scenario::{
+        GATEWAY_IP, HOST_DEV, LXC_A, LXC_B, NODE_IP, POD_A_IP, POD_A_IP6, POD_B_IP, POD_B_IP6,
+        UPLINK, WORLD_IP,
+    },
+    traffic,
+};
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// The world's IPv6 address on the uplink's link, added by [`ipv6_uplink`].
+const WORLD_IP6: &str = "2001:db8:100::1";
+/// The node's IPv6 address on the uplink.
+const NODE_IP6: &str = "2001:db8:100::10";
+
+fn addr(ip: &str, port: u16) -> SocketAddr {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+    .parse()
+    .unwrap()
+}
+
+/// Field accessors on an event or a conntrack entry of the dump.
+trait Ev {
+    fn s(&self, k: &str) -> &str;
+    fn n(&self, k: &str) -> u64;
+    fn b(&self, k: &str) -> bool;
+}
+
+impl Ev for Value {
+    fn s(&self, k: &str) -> &str {
+        self.get(k).and_then(Value::as_str).unwrap_or("")
+    }
+    fn n(&self, k: &str) -> u64 {
+        self.get(k).and_then(Value::as_u64).unwrap_or(u64::MAX)
+    }
+    fn b(&self, k: &str) -> bool {
+        self.get(k).and_then(Value::as_bool).unwrap_or(false)
+    }
+}
+
+fn describe(evs: &[Value]) -> String {
+    evs.iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A packet pattern: observation point, L4 protocol, addresses, ports (`None`: any).
+#[derive(Clone, Copy, Debug)]
+struct Pat<'a> {
+    point: &'a str,
+    proto: u64,
+    src: &'a str,
+    dst: &'a str,
+    sport: Option<u64>,
+    dport: Option<u64>,
+}
+
+impl Pat<'_> {
+    fn matches(&self, e: &Value) -> bool {
+        e.s("kind") == "trace"
+            && e.s("point") == self.point
+            && e.n("proto") == self.proto
+            && e.s("src") == self.src
+            && e.s("dst") == self.dst
+            && self.sport.is_none_or(|p| e.n("src_port") == p)
+            && self.dport.is_none_or(|p| e.n("dst_port") == p)
+    }
+}
+
+/// Starts the agent with every packet reported and its events printed.
+fn agent_none(s: &Scenario) -> Spawned {
+    s.start_agent(&[
+        "--dump",
+        "json",
+        "--stats-interval",
+        "200ms",
+        "--aggregation",
+        "none",
+    ])
+}
+
+/// Waits until every pattern of `pats` has an event; panics naming the missing ones.
+fn wait_all(agent: &mut Spawned, pats: &[Pat<'_>]) -> Vec<Value> {
+    let ok = agent.wait_for(SETTLE, |lines| {
+        let evs: Vec<&Value> = lines.iter().filter_map(|l| l.get("event")).collect();
+        pats.iter().all(|p| evs.iter().any(|e| p.matches(e)))
+    });
+    let evs = agent.values("event");
+    if !ok {
+        let missing: Vec<_> = pats
+            .iter()
+            .filter(|p| !evs.iter().any(|e| p.matches(e)))
+            .collect();
+        panic!(
+            "not seen within {SETTLE:?}: {missing:#?}\n{}",
+            describe(&evs)
+        );
+    }
+    evs
+}
+
+/// Gives the uplink IPv6 addresses (the scenario's has only IPv4) and the world a route back to
+/// the pods: IPv6 from a pod to the world is then forwarded, untranslated, through the uplink.
+fn ipv6_uplink(s: &Scenario) {
+    s.node_exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{NODE_IP6}/64"),
+        "dev",
+        UPLINK,
+        "nodad",
+    ]);
+    let w = s.world();
+    run(
+        &w,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{WORLD_IP6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    run(
+        &w,
+        &[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:10:244::/64",
+            "via",
+            NODE_IP6,
+        ],
+    );
+}
+
+/// UDP over IPv6 behind hop-by-hop and destination-options headers, and fragmented, from pod-a
+/// to the world and to pod-b: every observation point reports UDP with the datagram's ports
+/// (the first fragment; later fragments carry no L4 header and are reported without ports).
+#[test]
+fn ipv6_extension_headers_on_the_tc_path() {
+    if !require_root("ipv6_extension_headers_on_the_tc_path") {
+        return;
+    }
+    let s = Scenario::build();
+    ipv6_uplink(&s);
+    let _echo_world = traffic::udp_server(&s.world(), addr(WORLD_IP6, 7001), true);
+    let _echo_b = traffic::udp_server(&s.pod_b(), addr(POD_B_IP6, 7001), true);
+    let mut agent = agent_none(&s);
+
+    const HBH: &[Ipv6Ext] = &[Ipv6Ext::HopByHop];
+    const DST: &[Ipv6Ext] = &[Ipv6Ext::DestOpts];
+    const BOTH: &[Ipv6Ext] = &[Ipv6Ext::HopByHop, Ipv6Ext::DestOpts];
+    // (headers, datagram size, destination); 2,000 bytes do not fit the 1,500-byte MTU: the
+    // sender fragments ([HBH] Frag [Dst] UDP), and so does the echo.
+    let cases: [(&str, &[Ipv6Ext], usize, &str); 5] = [
+        ("hop-by-hop", HBH, 100, WORLD_IP6),
+        ("destination options", DST, 100, WORLD_IP6),
+        ("hop-by-hop + destination options", BOTH, 100, WORLD_IP6),
+        ("hop-by-hop, fragmented", HBH, 2000, WORLD_IP6),
+        (
+            "hop-by-hop + destination options, fragmented",
+            BOTH,
+            2000,
+            WORLD_IP6,
+        ),
+    ];
+    let mut sent = Vec::new();
+    for (what, exts, size, dst) in cases {
+        let (port, echoed) = packets::udp6_with_ext(&s.pod_a(), addr(dst, 7001), exts, size)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(echoed, size, "{what}: echo");
+        sent.push((what, u64::from(port), size > 1500, exts.len(), size));
+    }
+    let (to_b_port, _) = packets::udp6_with_ext(&s.pod_a(), addr(POD_B_IP6, 7001), HBH, 100)
+        .expect("hop-by-hop to pod-b");
+    let to_b_port = u64::from(to_b_port);
+
+    let udp = |point, src, dst, sport, dport| Pat {
+        point,
+        proto: 17,
+        src,
+        dst,
+        sport: Some(sport),
+        dport: Some(dport),
+    };
+    let mut pats = Vec::new();
+    for &(_, port, ..) in &sent {
+        pats.push(udp("from-endpoint", POD_A_IP6, WORLD_IP6, port, 7001));
+        pats.push(udp("to-network", POD_A_IP6, WORLD_IP6, port, 7001));
+        pats.push(udp("from-network", WORLD_IP6, POD_A_IP6, 7001, port));
+        pats.push(udp("to-endpoint", WORLD_IP6, POD_A_IP6, 7001, port));
+    }
+    pats.push(udp("from-endpoint", POD_A_IP6, POD_B_IP6, to_b_port, 7001));
+    pats.push(udp("to-endpoint", POD_A_IP6, POD_B_IP6, to_b_port, 7001));
+    let evs = wait_all(&mut agent, &pats);
+    let ctx = describe(&evs);
+
+    for &(what, port, fragmented, n_ext, size) in &sent {
+        for (point, ifname) in [("from-endpoint", LXC_A), ("to-network", UPLINK)] {
+            let p = udp(point, POD_A_IP6, WORLD_IP6, port, 7001);
+            let with_l4: Vec<&Value> = evs.iter().filter(|e| p.matches(e)).collect();
+            assert_eq!(with_l4.len(), 1, "{what} at {point}: one datagram\n{ctx}");
+            let e = with_l4[0];
+            assert!(e.b("has_l4"), "{what} at {point}: {e}");
+            assert_eq!(e.s("ifname"), ifname, "{what} at {point}: {e}");
+            // Untranslated, the datagram meets the same conntrack entry on the uplink: there it
+            // is the second sighting of one packet.
+            if !fragmented {
+                // The headers were on the wire: Ethernet, IPv6, 8 bytes each, UDP, payload.
+                let len = 14 + 40 + 8 * n_ext + 8 + size;
+                assert_eq!(e.n("len"), len as u64, "{what} at {point}: {e}");
+            }
+            if point == "from-endpoint" {
+                assert_eq!(e.s("ct_state"), "new", "{what} at {point}: {e}");
+            } else {
+                assert!(e.b("transit_dup"), "{what} at {point}: {e}");
+            }
+            if fragmented {
+                // The later fragments: same addresses, no L4 header, so no ports.
+                let rest = evs
+                    .iter()
+                    .filter(|e| {
+                        e.s("point") == point
+                            && e.s("src") == POD_A_IP6
+                            && e.s("dst") == WORLD_IP6
+                            && !e.b("has_l4")
+                            && e.n("src_port") == 0
+                            && e.n("dst_port") == 0
+                    })
+                    .count();
+                assert!(rest >= 1, "{what} at {point}: no later fragment\n{ctx}");
+            }
+        }
+        let reply = udp("to-endpoint", WORLD_IP6, POD_A_IP6, 7001, port);
+        let e = evs.iter().find(|e| reply.matches(e)).expect("waited for");
+        assert_eq!(e.s("ct_state"), "reply", "{what}: echo at to-endpoint: {e}");
+    }
+    let to_b = evs
+        .iter()
+        .find(|e| udp("to-endpoint", POD_A_IP6, POD_B_IP6, to_b_port, 7001).matches(e))
+        .expect("waited for");
+    assert_eq!(to_b.s("ifname"), LXC_B);
+    assert!(to_b.b("has_l4"), "{to_b}");
+    assert_eq!(
+        evs.iter()
+            .filter(|e| e.s("point") == "to-endpoint"
+                && e.n("proto") != 17
+                && e.s("src") == POD_A_IP6)
+            .count(),
+        0,
+        "an extension header taken for the upper layer:\n{ctx}"
+    );
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// SCTP (hand-built INIT and INIT-ACK on raw sockets: the test kernel has no SCTP stack) from
+/// pod-a to the world over IPv4 (masqueraded) and IPv6: SCTP with the association's ports at all
+/// four observation points, with the conntrack states, and as Hubble's `l4.SCTP` in flowctl.
+#[test]
+fn sctp_on_the_tc_path() {
+    if !require_root("sctp_on_the_tc_path") {
+        return;
+    }
+    let s = Scenario::build();
+    ipv6_uplink(&s);
+    let responder4 = packets::sctp_responder(&s.world(), addr(WORLD_IP, 7002));
+    let responder6 = packets::sctp_responder(&s.world(), addr(WORLD_IP6, 7002));
+    let mut agent = agent_none(&s);
+    // The INIT-ACK comes back: the node's conntrack and NAT handled the association.
+    packets::sctp_init(&s.pod_a(), 40132, addr(WORLD_IP, 7002)).expect("SCTP over IPv4");
+    packets::sctp_init(&s.pod_a(), 40133, addr(WORLD_IP6, 7002)).expect("SCTP over IPv6");
+    assert_eq!(responder4.served.load(Ordering::Relaxed), 1);
+    assert_eq!(responder6.served.load(Ordering::Relaxed), 1);
+
+    let sctp = |point, src, dst, sport, dport| Pat {
+        point,
+        proto: 132,
+        src,
+        dst,
+        sport,
+        dport,
+    };
+    let v4 = [
+        sctp("from-endpoint", POD_A_IP, WORLD_IP, Some(40132), Some(7002)),
+        sctp("to-network", NODE_IP, WORLD_IP, None, Some(7002)),
+        sctp("from-network", WORLD_IP, NODE_IP, Some(7002), None),
+        sctp("to-endpoint", WORLD_IP, POD_A_IP, Some(7002), Some(40132)),
+    ];
+    let v6 = [
+        sctp(
+            "from-endpoint",
+            POD_A_IP6,
+            WORLD_IP6,
+            Some(40133),
+            Some(7002),
+        ),
+        sctp("to-network", POD_A_IP6, WORLD_IP6, Some(40133), Some(7002)),
+        sctp(
+            "from-network",
+            WORLD_IP6,
+            POD_A_IP6,
+            Some(7002),
+            Some(40133),
+        ),
+        sctp("to-endpoint", WORLD_IP6, POD_A_IP6, Some(7002), Some(40133)),
+    ];
+    let evs = wait_all(&mut agent, &[v4, v6].concat());
+    let ctx = describe(&evs);
+    let one = |p: &Pat<'_>| -> &Value {
+        let found: Vec<&Value> = evs.iter().filter(|e| p.matches(e)).collect();
+        assert_eq!(found.len(), 1, "{p:?}: one packet each way\n{ctx}");
+        found[0]
+    };
+    // The masqueraded association at the uplink: the node's address and its port, both ways.
+    let out = one(&v4[1]);
+    let nat_port = out.n("src_port");
+    let back = one(&v4[2]);
+    assert_eq!(back.n("dst_port"), nat_port, "{back}");
+    // IPv4 is translated on the uplink: two tuples, two conntrack entries, each hop reported
+    // with its entry's state. IPv6 is not: the uplink hop of the INIT and the veth hop of the
+    // INIT-ACK are second sightings of packets the node already traced where they entered.
+    for (p, state, ifname, dup) in [
+        (&v4[0], Some("new"), LXC_A, false),
+        (&v4[1], Some("new"), UPLINK, false),
+        (&v4[2], Some("reply"), UPLINK, false),
+        (&v4[3], Some("reply"), LXC_A, false),
+        (&v6[0], Some("new"), LXC_A, false),
+        (&v6[1], None, UPLINK, true),
+        (&v6[2], Some("reply"), UPLINK, false),
+        (&v6[3], Some("reply"), LXC_A, true),
+    ] {
+        let e = one(p);
+        assert!(e.b("has_l4"), "{e}");
+        if let Some(state) = state {
+            assert_eq!(e.s("ct_state"), state, "{e}");
+        }
+        assert_eq!(e.s("ifname"), ifname, "{e}");
+        assert_eq!(e.b("transit_dup"), dup, "{e}");
+    }
+
+    // Hubble's view: l4.SCTP with the ports, selected by `--protocol sctp`.
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(bin_path("flowctl"))
+        .arg("--server")
+        .arg(format!("unix://{}", s.agent_socket().display()))
+        .args([
+            "observe",
+            "--protocol",
+            "sctp",
+            "--last",
+            "100",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let flows: Vec<Flow> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| flowscope_proto::json::from_json::<GetFlowsResponse>(l).unwrap())
+        .filter_map(|r| match r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(flows.len(), 8, "two packets at four points: {flows:#?}");
+    for f in &flows {
+        let l4 = f.l4.as_ref().expect("l4");
+        assert!(matches!(l4.protocol, Some(Protocol::Sctp(_))), "{f:?}");
+    }
+    let from_ep: Vec<_> = flows
+        .iter()
+        .filter(|f| f.trace_observation_point == TraceObservationPoint::FromEndpoint as i32)
+        .map(|f| f.l4.as_ref().and_then(|l| l.ports()))
+        .collect();
+    assert_eq!(from_ep, [Some((40132, 7002)), Some((40133, 7002))]);
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// The conntrack entry of the agent's exit dump whose tuple is `src:sport -> dst:dport`.
+fn ct_entry<'a>(ct: &'a [Value], src: &str, sport: u64, dst: &str, dport: u64) -> &'a Value {
+    ct.iter()
+        .find(|c| {
+            c.s("src") == src
+                && c.n("src_port") == sport
+                && c.s("dst") == dst
+                && c.n("dst_port") == dport
+        })
+        .unwrap_or_else(|| panic!("no conntrack entry {src}:{sport} -> {dst}:{dport}: {ct:#?}"))
+}
+
+/// Sends `count` UDP datagrams from pod-a to `dst` (an echo server behind `served`), paced, and
+/// waits until the server has them all (or deliveries stop); returns the client's port.
+fn udp_burst(
+    s: &Scenario,
+    dst: SocketAddr,
+    served: &std::sync::atomic::AtomicU64,
+    count: u64,
+) -> u64 {
+    let base = served.load(Ordering::Relaxed);
+    let port = traffic::udp_send(
+        &s.pod_a(),
+        dst,
+        count as usize,
+        64,
+        Some(Duration::from_micros(500)),
+    )
+    .expect("send") as u64;
+    let deadline = Instant::now() + SETTLE;
+    while served.load(Ordering::Relaxed) < base + count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    port
+}
+
+/// `low` reports every packet once per conntrack tuple: a pod-to-pod packet, which crosses two
+/// monitored interfaces untranslated, only where it enters the node (`none` reports it at both);
+/// a masqueraded packet once under the pod's tuple (its veth) and once under the node's (the
+/// uplink). Each count equals the agent's conntrack count of that tuple and direction.
+#[test]
+fn aggregation_low_reports_each_packet_once_per_tuple() {
+    if !require_root("aggregation_low_reports_each_packet_once_per_tuple") {
+        return;
+    }
+    const N: u64 = 200;
+    let s = Scenario::build();
+    let echo_b = traffic::udp_server(&s.pod_b(), addr(POD_B_IP, 5002), true);
+    let echo_w = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), true);
+    for level in ["none", "low"] {
+        let mut agent = s.start_agent(&[
+            "--dump",
+            "json",
+            "--stats-interval",
+            "200ms",
+            "--aggregation",
+            level,
+        ]);
+        let p2p = udp_burst(&s, addr(POD_B_IP, 5002), &echo_b.served, N);
+        let p2w = udp_burst(&s, addr(WORLD_IP, 5001), &echo_w.served, N);
+        // The last echoes are on their way back: let them pass the hooks. Whatever passes after
+        // the agent detaches is neither traced nor counted, so the comparison holds either way.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(agent.stop().success(), "{}", agent.stderr());
+        let evs = agent.values("event");
+        let ct = agent.values("conntrack").pop().expect("conntrack dump");
+        let ct = ct.as_array().unwrap();
+        let st = agent.values("stats").pop().expect("stats");
+        assert_eq!(
+            st.n("ring_lost"),
+            0,
+            "{level}: nothing lost in the ring: {st}"
+        );
+        let traces = |point: &str, ifname: &str, src: &str, sport: u64, dst: &str, dport: u64| {
+            evs.iter()
+                .filter(|e| {
+                    e.s("kind") == "trace"
+                        && e.s("point") == point
+                        && e.s("ifname") == ifname
+                        && e.s("src") == src
+                        && e.n("src_port") == sport
+                        && e.s("dst") == dst
+                        && e.n("dst_port") == dport
+                })
+                .count() as u64
+        };
+
+        // Pod to pod: one entry, both directions.
+        let e = ct_entry(ct, POD_A_IP, p2p, POD_B_IP, 5002);
+        let (tx, rx) = (e.n("tx_packets"), e.n("rx_packets"));
+        assert_eq!(tx, N, "{level}: every request counted once: {e}");
+        assert!(rx > 0, "{level}: echoes counted: {e}");
+        let req_in = traces("from-endpoint", LXC_A, POD_A_IP, p2p, POD_B_IP, 5002);
+        let req_out = traces("to-endpoint", LXC_B, POD_A_IP, p2p, POD_B_IP, 5002);
+        let rep_in = traces("from-endpoint", LXC_B, POD_B_IP, 5002, POD_A_IP, p2p);
+        let rep_out = traces("to-endpoint", LXC_A, POD_B_IP, 5002, POD_A_IP, p2p);
+        println!(
+            "aggregation {level}, pod to pod: {N} requests ({req_in} + {req_out} traces), {rx} echoes ({rep_in} + {rep_out} traces)"
+        );
+        assert_eq!(req_in, tx, "{level}: requests where they enter the node");
+        assert_eq!(rep_in, rx, "{level}: echoes where they enter the node");
+        let (want_out, want_rep_out) = if level == "low" { (0, 0) } else { (tx, rx) };
+        assert_eq!(
+            req_out, want_out,
+            "{level}: requests where they leave the node"
+        );
+        assert_eq!(
+            rep_out, want_rep_out,
+            "{level}: echoes where they leave the node"
+        );
+
+        // Pod to world: the pod's tuple on its veth, the node's on the uplink.
+        let pod = ct_entry(ct, POD_A_IP, p2w, WORLD_IP, 5001);
+        let nat = ct
+            .iter()
+            .find(|c| c.s("src") == NODE_IP && c.s("dst") == WORLD_IP && c.n("dst_port") == 5001)
+            .unwrap_or_else(|| panic!("no NAT entry: {ct:#?}"));
+        let nat_port = nat.n("src_port");
+        assert_eq!(pod.n("tx_packets"), N, "{level}: {pod}");
+        assert_eq!(nat.n("tx_packets"), N, "{level}: {nat}");
+        for (what, got, want) in [
+            (
+                "from-endpoint (requests, pod's tuple)",
+                traces("from-endpoint", LXC_A, POD_A_IP, p2w, WORLD_IP, 5001),
+                pod.n("tx_packets"),
+            ),
+            (
+                "to-network (requests, node's tuple)",
+                traces("to-network", UPLINK, NODE_IP, nat_port, WORLD_IP, 5001),
+                nat.n("tx_packets"),
+            ),
+            (
+                "from-network (echoes, node's tuple)",
+                traces("from-network", UPLINK, WORLD_IP, 5001, NODE_IP, nat_port),
+                nat.n("rx_packets"),
+            ),
+            (
+                "to-endpoint (echoes, pod's tuple)",
+                traces("to-endpoint", LXC_A, WORLD_IP, 5001, POD_A_IP, p2w),
+                pod.n("rx_packets"),
+            ),
+        ] {
+            assert_eq!(got, want, "{level}: {what}: traces = conntrack packets");
+        }
+        println!(
+            "aggregation {level}, pod to world: {} requests, {} echoes, reported at each of the four points",
+            pod.n("tx_packets"),
+            pod.n("rx_packets")
+        );
+    }
+}
+
+/// Under `medium` and `max`, a trace per new connection and per first sighting of each TCP flag
+/// in each direction, then at most one per interval (5 s, 30 s): a UDP exchange of 6.5 s is
+/// reported twice at each point under medium and once under max; the flags of an HTTP GET
+/// reported at each point are exactly those conntrack saw, each reported once. Conntrack counts
+/// every packet at both levels.
+#[test]
+fn aggregation_medium_and_max_intervals_and_flags() {
+    if !require_root("aggregation_medium_and_max_intervals_and_flags") {
+        return;
+    }
+    const N: u64 = 65;
+    const PACE: Duration = Duration::from_millis(100);
+    let s = Scenario::build();
+    let echo = traffic::udp_server(&s.world(), addr(WORLD_IP, 5003), true);
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
+    for (level, per_point) in [("medium", 2), ("max", 1)] {
+        let mut agent = s.start_agent(&[
+            "--dump",
+            "json",
+            "--stats-interval",
+            "200ms",
+            "--aggregation",
+            level,
+        ]);
+        let base = echo.served.load(Ordering::Relaxed);
+        let t0 = Instant::now();
+        let port = traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 5003), N as usize, 16, Some(PACE))
+            .expect("send") as u64;
+        let took = t0.elapsed();
+        // Two reports under medium need the exchange to last more than one interval (5 s) and
+        // less than two; one under max, less than 30 s.
+        assert!(
+            took > Duration::from_millis(5_500) && took < Duration::from_millis(9_500),
+            "{N} datagrams every {PACE:?} took {took:?}: the machine is too loaded for this test"
+        );
+        let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("HTTP GET");
+        let deadline = Instant::now() + SETTLE;
+        while echo.served.load(Ordering::Relaxed) < base + N && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(agent.stop().success(), "{}", agent.stderr());
+        let evs = agent.values("event");
+        let ctx = describe(&evs);
+        let ct = agent.values("conntrack").pop().expect("conntrack dump");
+        let ct = ct.as_array().unwrap();
+
+        let pod = ct_entry(ct, POD_A_IP, port, WORLD_IP, 5003);
+        let nat = ct
+            .iter()
+            .find(|c| c.s("src") == NODE_IP && c.s("dst") == WORLD_IP && c.n("dst_port") == 5003)
+            .unwrap_or_else(|| panic!("no NAT entry: {ct:#?}"));
+        let nat_port = nat.n("src_port");
+        assert_eq!(
+            pod.n("tx_packets"),
+            N,
+            "{level}: every datagram counted: {pod}"
+        );
+        assert_eq!(nat.n("tx_packets"), N, "{level}: {nat}");
+        assert!(
+            pod.n("rx_packets") >= N - 2,
+            "{level}: echoes counted: {pod}"
+        );
+        for (point, src, sport, dst, dport) in [
+            ("from-endpoint", POD_A_IP, port, WORLD_IP, 5003),
+            ("to-network", NODE_IP, nat_port, WORLD_IP, 5003),
+            ("from-network", WORLD_IP, 5003, NODE_IP, nat_port),
+            ("to-endpoint", WORLD_IP, 5003, POD_A_IP, port),
+        ] {
+            let p = Pat {
+                point,
+                proto: 17,
+                src,
+                dst,
+                sport: Some(sport),
+                dport: Some(dport),
+            };
+            let n = evs.iter().filter(|e| p.matches(e)).count();
+            println!("aggregation {level}: {N} datagrams over {took:?}: {n} traces at {point}");
+            assert_eq!(n, per_point, "{level}: UDP traces at {point}\n{ctx}");
+        }
+
+        // TCP: each flag reported the first time it is seen in a direction, nothing else (the
+        // exchange is far shorter than the interval).
+        let hport = u64::from(get.local_port);
+        let entry = ct_entry(ct, POD_A_IP, hport, WORLD_IP, 80);
+        for (point, src, sport, dst, dport, seen) in [
+            (
+                "from-endpoint",
+                POD_A_IP,
+                hport,
+                WORLD_IP,
+                80,
+                entry.n("flags_seen_tx"),
+            ),
+            (
+                "to-endpoint",
+                WORLD_IP,
+                80,
+                POD_A_IP,
+                hport,
+                entry.n("flags_seen_rx"),
+            ),
+        ] {
+            let p = Pat {
+                point,
+                proto: 6,
+                src,
+                dst,
+                sport: Some(sport),
+                dport: Some(dport),
+            };
+            let flags: Vec<u64> = evs
+                .iter()
+                .filter(|e| p.matches(e))
+                .map(|e| e.n("tcp_flags"))
+                .collect();
+            let mut union = 0;
+            for f in &flags {
+                assert_ne!(
+                    f & !union,
+                    0,
+                    "{level} {point}: {flags:x?} reports no new flag"
+                );
+                union |= f;
+            }
+            assert_eq!(
+                union, seen,
+                "{level} {point}: reported flags {flags:x?} = the flags conntrack saw"
+            );
+            let packets = if point == "from-endpoint" {
+                entry.n("tx_packets")
+            } else {
+                entry.n("rx_packets")
+            };
+            println!(
+                "aggregation {level}: HTTP GET at {point}: {} traces for {packets} packets, flags {flags:x?}",
+                flags.len()
+            );
+        }
+    }
+}
