@@ -714,3 +714,413 @@ fn aggregation_medium_and_max_intervals_and_flags() {
         }
     }
 }
+
+/// `flowctl observe args… -o json` against the scenario's agent: its flows.
+fn observe(s: &Scenario, args: &[&str]) -> Vec<Flow> {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(bin_path("flowctl"))
+        .arg("--server")
+        .arg(format!("unix://{}", s.agent_socket().display()))
+        .arg("observe")
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flowctl observe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| flowscope_proto::json::from_json::<GetFlowsResponse>(l).unwrap())
+        .filter_map(|r| match r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The host device's points. The reference node delivers a pod's packets for the node's own
+/// addresses straight from the pod's veth, and reaches its pods straight over their veths: that
+/// traffic is seen at from-endpoint and to-endpoint only. A node that routes between its stack
+/// and its pods through its gateway pair (`fs_host`/`fs_net`, like Cilium's
+/// `cilium_host`/`cilium_net`) shows the host's packets at from-host (leaving the stack on the
+/// gateway device) and the pods' packets for the host at to-host (reaching the stack through
+/// it), with their conntrack states, in the dump and in flowctl as Hubble's FROM_HOST/TO_HOST.
+#[test]
+fn host_device_points() {
+    if !require_root("host_device_points") {
+        return;
+    }
+    let s = Scenario::build();
+    let mut agent = agent_none(&s);
+    let echo = |point, ifname, src, dst, icmp_type| {
+        move |e: &Value| {
+            e.s("kind") == "trace"
+                && e.s("point") == point
+                && e.s("ifname") == ifname
+                && e.n("proto") == 1
+                && e.s("src") == src
+                && e.s("dst") == dst
+                && e.n("icmp_type") == icmp_type
+        }
+    };
+    let icmp_on_host_dev =
+        |e: &Value| e.s("ifname") == HOST_DEV && e.s("kind") == "trace" && e.n("proto") == 1;
+
+    // 1. Pod-a pings its gateway address on the reference node: straight from the veth.
+    assert!(traffic::ping(&s.pod_a(), GATEWAY_IP, 1), "ping the gateway");
+    let reply = echo("to-endpoint", LXC_A, GATEWAY_IP, POD_A_IP, 0);
+    assert!(
+        agent.wait_for(SETTLE, |l| l
+            .iter()
+            .filter_map(|l| l.get("event"))
+            .any(reply)),
+        "no echo reply at to-endpoint:\n{}",
+        describe(&agent.values("event"))
+    );
+    let direct = agent.values("event");
+    assert!(
+        direct
+            .iter()
+            .any(echo("from-endpoint", LXC_A, POD_A_IP, GATEWAY_IP, 8)),
+        "{}",
+        describe(&direct)
+    );
+    assert!(
+        !direct.iter().any(icmp_on_host_dev),
+        "the direct path does not cross the gateway device:\n{}",
+        describe(&direct)
+    );
+
+    // 2. Route between the node's stack and the pods through the gateway pair: what the node
+    // sends to a pod leaves through fs_host (and is forwarded from fs_net to the pod's veth);
+    // what pod-a sends to the gateway address goes out fs_net and reaches the stack through
+    // fs_host. The local table moves behind the rule that does the latter.
+    for cmd in [
+        "sysctl -qw net.ipv4.conf.fs_net.accept_local=1",
+        "sysctl -qw net.ipv4.conf.fs_net.proxy_arp=1",
+        "sysctl -qw net.ipv4.conf.fs_net.rp_filter=0",
+        "sysctl -qw net.ipv4.conf.fs_host.rp_filter=0",
+        "sysctl -qw net.ipv4.conf.all.rp_filter=0",
+        "ip route add 10.244.0.0/24 dev fs_host src 10.244.0.201 table 100",
+        "ip rule add pref 100 iif lo to 10.244.0.0/24 lookup 100",
+        "ip route add 10.244.0.201 dev fs_net table 101",
+        &format!("ip rule add pref 101 iif {LXC_A} to 10.244.0.201 lookup 101"),
+        "ip rule add pref 1000 lookup local",
+        "ip rule del pref 0",
+    ] {
+        s.node_exec(&cmd.split(' ').collect::<Vec<_>>());
+    }
+    let before = direct.len();
+    assert!(
+        traffic::ping(&s.node(), POD_A_IP, 1),
+        "the node pings pod-a"
+    );
+    assert!(
+        traffic::ping(&s.pod_a(), GATEWAY_IP, 1),
+        "pod-a pings the gateway"
+    );
+    // (point, interface, source, destination, ICMP type, conntrack state). A packet's second
+    // sighting on its way through the node (the departure side) carries the state of its
+    // entry's direction once the entry exists: "established" for a request, "reply" for a
+    // reply; that of a request is not asserted.
+    type Hop<'a> = (&'a str, &'a str, &'a str, &'a str, u64, Option<&'a str>);
+    let wanted: [Hop<'_>; 8] = [
+        // The node's echo request to pod-a, and pod-a's reply.
+        ("from-host", HOST_DEV, GATEWAY_IP, POD_A_IP, 8, Some("new")),
+        ("to-endpoint", LXC_A, GATEWAY_IP, POD_A_IP, 8, None),
+        (
+            "from-endpoint",
+            LXC_A,
+            POD_A_IP,
+            GATEWAY_IP,
+            0,
+            Some("reply"),
+        ),
+        ("to-host", HOST_DEV, POD_A_IP, GATEWAY_IP, 0, Some("reply")),
+        // Pod-a's echo request to the gateway address, and the node's reply.
+        ("from-endpoint", LXC_A, POD_A_IP, GATEWAY_IP, 8, Some("new")),
+        ("to-host", HOST_DEV, POD_A_IP, GATEWAY_IP, 8, None),
+        (
+            "from-host",
+            HOST_DEV,
+            GATEWAY_IP,
+            POD_A_IP,
+            0,
+            Some("reply"),
+        ),
+        ("to-endpoint", LXC_A, GATEWAY_IP, POD_A_IP, 0, Some("reply")),
+    ];
+    let found = |evs: &[Value]| -> Vec<usize> {
+        wanted
+            .iter()
+            .enumerate()
+            .filter(|(_, (point, ifname, src, dst, t, state))| {
+                evs[before.min(evs.len())..].iter().any(|e| {
+                    echo(point, ifname, src, dst, *t)(e)
+                        && state.is_none_or(|state| e.s("ct_state") == state)
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    };
+    agent.wait_for(SETTLE, |l| {
+        let evs: Vec<Value> = l.iter().filter_map(|l| l.get("event").cloned()).collect();
+        found(&evs).len() == wanted.len()
+    });
+    let evs = agent.values("event");
+    let got = found(&evs);
+    let missing: Vec<_> = wanted
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !got.contains(i))
+        .map(|(_, w)| w)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not seen through the gateway pair: {missing:#?}\n{}",
+        describe(&evs[before..])
+    );
+
+    // Hubble's view of the same: FROM_HOST and TO_HOST, with the ICMP types.
+    for (filter, point) in [
+        ("trace:from-host", TraceObservationPoint::FromHost),
+        ("trace:to-host", TraceObservationPoint::ToHost),
+    ] {
+        let flows = observe(&s, &["--type", filter, "--ip", POD_A_IP, "--last", "100"]);
+        let mut types: Vec<u32> = flows
+            .iter()
+            .filter_map(|f| match f.l4.as_ref()?.protocol.as_ref()? {
+                Protocol::IcmPv4(icmp) => Some(icmp.r#type),
+                _ => None,
+            })
+            .collect();
+        types.sort();
+        assert_eq!(types, [0, 8], "{filter}: a request and a reply: {flows:#?}");
+        assert!(
+            flows
+                .iter()
+                .all(|f| f.trace_observation_point == point as i32),
+            "{flows:#?}"
+        );
+    }
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// The node's interfaces the agent attaches to.
+const NODE_IFACES: [&str; 4] = [LXC_A, LXC_B, UPLINK, HOST_DEV];
+
+/// The BPF programs hanging on clsact filters of the node's interfaces: (interface, direction,
+/// program name, program id), from `tc filter show`.
+fn tc_filters(s: &Scenario) -> Vec<(String, String, String, u32)> {
+    let mut out = Vec::new();
+    for dev in NODE_IFACES {
+        for dir in ["ingress", "egress"] {
+            let text = run(&s.node(), &["tc", "filter", "show", "dev", dev, dir]).stdout;
+            let text = String::from_utf8_lossy(&text);
+            // `… bpf chain 0 handle 0x1 fs_from_ep direct-action not_in_hw id 42 name … tag …`
+            for line in text.lines().filter(|l| l.contains(" bpf ")) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let id = words
+                    .iter()
+                    .position(|w| *w == "id")
+                    .and_then(|i| words.get(i + 1)?.parse().ok());
+                let name = words
+                    .iter()
+                    .position(|w| *w == "handle")
+                    .and_then(|i| words.get(i + 2));
+                if let (Some(id), Some(name)) = (id, name) {
+                    assert!(
+                        line.contains("direct-action"),
+                        "{dev} {dir}: not direct-action: {line}"
+                    );
+                    out.push((dev.to_owned(), dir.to_owned(), name.to_string(), id));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// IDs of the programs attached with tcx to the node's interfaces.
+fn tcx_programs(s: &Scenario) -> Vec<u32> {
+    testbed::netns::in_netns(&s.node(), || {
+        use aya::programs::{SchedClassifier, tc::TcAttachType};
+        let mut ids = Vec::new();
+        for dev in NODE_IFACES {
+            for dir in [TcAttachType::Ingress, TcAttachType::Egress] {
+                if let Ok((_, progs)) = SchedClassifier::query_tcx(dev, dir) {
+                    ids.extend(progs.iter().map(|p| p.id()));
+                }
+            }
+        }
+        ids
+    })
+}
+
+/// Which of `ids` are still loaded, once the kernel had up to 15 s to free them (programs go
+/// after an RCU grace period).
+fn still_loaded(ids: &[u32]) -> Vec<u32> {
+    let loaded = || -> Vec<u32> {
+        aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !loaded().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    loaded()
+}
+
+/// The programs every attachment carries, (interface, direction, program), sorted.
+fn expected_attachments() -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = [
+        (LXC_A, "ingress", "fs_from_ep"),
+        (LXC_A, "egress", "fs_to_ep"),
+        (LXC_B, "ingress", "fs_from_ep"),
+        (LXC_B, "egress", "fs_to_ep"),
+        (UPLINK, "ingress", "fs_from_net"),
+        (UPLINK, "egress", "fs_to_net"),
+        (HOST_DEV, "ingress", "fs_to_host"),
+        (HOST_DEV, "egress", "fs_from_host"),
+    ]
+    .iter()
+    .map(|(d, r, p)| (d.to_string(), r.to_string(), p.to_string()))
+    .collect();
+    v.sort();
+    v
+}
+
+/// Pod-a's ping to the world, seen at the four points of its path.
+fn ping_seen_everywhere(s: &Scenario, agent: &mut Spawned, mode: &str) {
+    assert!(traffic::ping(&s.pod_a(), WORLD_IP, 1), "{mode}: ping");
+    let icmp = |point, src, dst, t| {
+        move |e: &Value| {
+            e.s("point") == point
+                && e.n("proto") == 1
+                && e.s("src") == src
+                && e.s("dst") == dst
+                && e.n("icmp_type") == t
+        }
+    };
+    let checks = [
+        icmp("from-endpoint", POD_A_IP, WORLD_IP, 8),
+        icmp("to-network", NODE_IP, WORLD_IP, 8),
+        icmp("from-network", WORLD_IP, NODE_IP, 0),
+        icmp("to-endpoint", WORLD_IP, POD_A_IP, 0),
+    ];
+    let seen = agent.wait_for(SETTLE, |l| {
+        let evs: Vec<&Value> = l.iter().filter_map(|l| l.get("event")).collect();
+        checks.iter().all(|c| evs.iter().any(|e| c(e)))
+    });
+    assert!(
+        seen,
+        "{mode}: the ping not seen at every point:\n{}",
+        describe(&agent.values("event"))
+    );
+}
+
+/// Both attach modes on this kernel: `--attach-mode netlink` (clsact filters, the only mode
+/// before Linux 6.6) and `tcx`: each attaches its eight programs to the node's four interfaces
+/// (and nothing through the other mechanism), reports traffic at every point, and leaves no
+/// filter, link or program behind after a clean stop. Netlink filters outlive a killed agent;
+/// the next agent removes them before attaching its own.
+#[test]
+fn attach_modes_netlink_and_tcx() {
+    if !require_root("attach_modes_netlink_and_tcx") {
+        return;
+    }
+    let s = Scenario::build();
+    for mode in ["netlink", "tcx"] {
+        let mut agent = s.start_agent(&[
+            "--dump",
+            "json",
+            "--aggregation",
+            "none",
+            "--attach-mode",
+            mode,
+        ]);
+        let ready = agent.values("ready").pop().expect("ready line");
+        let modes: Vec<&str> = ready["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.s("mode"))
+            .collect();
+        assert_eq!(modes, [mode; 4], "{ready}");
+        let filters = tc_filters(&s);
+        let tcx = tcx_programs(&s);
+        let ids: Vec<u32> = if mode == "netlink" {
+            assert!(tcx.is_empty(), "netlink mode made tcx links: {tcx:?}");
+            let mut got: Vec<_> = filters
+                .iter()
+                .map(|(d, r, p, _)| (d.clone(), r.clone(), p.clone()))
+                .collect();
+            got.sort();
+            assert_eq!(got, expected_attachments(), "{filters:?}");
+            filters.iter().map(|f| f.3).collect()
+        } else {
+            assert!(filters.is_empty(), "tcx mode made tc filters: {filters:?}");
+            assert_eq!(tcx.len(), 8, "two programs on each of four interfaces");
+            tcx
+        };
+        ping_seen_everywhere(&s, &mut agent, mode);
+        assert!(agent.stop().success(), "{mode}: {}", agent.stderr());
+        assert_eq!(tc_filters(&s), [], "{mode}: tc filters left");
+        assert_eq!(
+            tcx_programs(&s),
+            Vec::<u32>::new(),
+            "{mode}: tcx links left"
+        );
+        assert_eq!(
+            still_loaded(&ids),
+            Vec::<u32>::new(),
+            "{mode}: programs left"
+        );
+        println!("{mode}: attached, traced, detached; programs {ids:?} unloaded");
+        // The clsact qdisc netlink mode added stays: another tool's filters may hang on it.
+    }
+
+    // A killed agent in netlink mode: its filters (and so its programs) stay attached.
+    let mut killed = s.start_agent(&["--attach-mode", "netlink"]);
+    let old: Vec<u32> = tc_filters(&s).iter().map(|f| f.3).collect();
+    assert_eq!(old.len(), 8);
+    killed.signal(libc::SIGKILL);
+    killed.wait_exit(Duration::from_secs(15));
+    assert_eq!(
+        tc_filters(&s).iter().map(|f| f.3).collect::<Vec<_>>(),
+        old,
+        "filters outlive their agent"
+    );
+    // The next agent replaces them: eight filters, all its own, and the old programs freed.
+    let mut next = s.start_agent(&[
+        "--dump",
+        "json",
+        "--aggregation",
+        "none",
+        "--attach-mode",
+        "netlink",
+    ]);
+    let now = tc_filters(&s);
+    assert_eq!(now.len(), 8, "{now:?}");
+    assert!(
+        now.iter().all(|f| !old.contains(&f.3)),
+        "{now:?} vs {old:?}"
+    );
+    assert_eq!(
+        still_loaded(&old),
+        Vec::<u32>::new(),
+        "the killed agent's programs"
+    );
+    ping_seen_everywhere(&s, &mut next, "netlink after a crash");
+    let ids: Vec<u32> = now.iter().map(|f| f.3).collect();
+    assert!(next.stop().success(), "{}", next.stderr());
+    assert_eq!(tc_filters(&s), [], "tc filters left");
+    assert_eq!(still_loaded(&ids), Vec::<u32>::new(), "programs left");
+}
