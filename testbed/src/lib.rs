@@ -9,15 +9,19 @@
 //! - [`netns`]: commands and threads inside a namespace;
 //! - [`scenario`]: the reference topology;
 //! - [`traffic`]: servers and clients on std sockets;
+//! - [`packets`]: IPv6 extension headers and SCTP (raw sockets);
 //! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
 //! - [`client`]: gRPC channels to the agent's unix socket or a TCP server;
-//! - [`scrape`]: Prometheus metrics read from inside a namespace.
+//! - [`scrape`]: Prometheus metrics read from inside a namespace;
+//! - [`topology`]: namespaces and links of a test's own, beyond the scenario.
 
 pub mod client;
 pub mod netns;
+pub mod packets;
 pub mod process;
 pub mod scenario;
 pub mod scrape;
+pub mod topology;
 pub mod traffic;
 
 pub use scenario::Scenario;
