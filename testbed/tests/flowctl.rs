@@ -331,11 +331,10 @@ fn hubble_protojson_check(dir: &std::path::Path, lines: &str) -> Option<Result<S
         "/../cli/tests/protojson_check.py"
     );
     let missing = |why: String| {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the protojson check cannot run under CI: {why} (scripts/setup.sh installs it)"
+        testbed::skip(
+            "the Hubble protojson check",
+            &format!("{why} (scripts/setup.sh installs it)"),
         );
-        eprintln!("SKIPPED the Hubble protojson check: {why} (scripts/setup.sh installs it)");
         None
     };
     let out = match Command::new("python3")
