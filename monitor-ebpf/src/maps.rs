@@ -41,6 +41,10 @@ pub static CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0
 #[map(name = "PKT_SCRATCH")]
 pub static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
+/// The drop tracepoint's own scratch packet (see drop.rs).
+#[map(name = "DROP_PKT_SCRATCH")]
+pub static DROP_PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
 /// Zeroes `*p` with 8-byte stores.
 ///
 /// A plain `write_bytes`/struct assignment of a type aligned to less than 8 becomes the BPF
