@@ -87,6 +87,16 @@ pub fn is_monitored(ifindex: u32) -> bool {
     ifindex != 0 && IFACES.get_ptr(ifindex).is_some()
 }
 
+/// The role of an interface the agent monitors (a `role` value), 0 for any other.
+#[inline(always)]
+pub fn iface_role(ifindex: u32) -> u8 {
+    if ifindex == 0 {
+        return 0;
+    }
+    // SAFETY: a valid map value pointer for the duration of the program; `role` is a byte.
+    IFACES.get_ptr(ifindex).map_or(0, |i| unsafe { (*i).role })
+}
+
 /// Reserves an event in the ring buffer, lets `fill` write it in place (no copy of the event
 /// on the stack), and submits it, counting it as emitted or lost.
 ///
