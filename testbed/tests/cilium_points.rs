@@ -15,7 +15,7 @@ use flowscope_proto::{
 };
 use testbed::{
     Scenario, bin_path, require_root,
-    scenario::{LXC_A, LXC_B, POD_A_IP, POD_B_IP, WORLD_IP},
+    scenario::{LXC_A, LXC_B, NODE_IP, POD_A_IP, POD_B_IP, ROUTER_IP, WORLD_IP},
     traffic,
 };
 
@@ -142,17 +142,31 @@ fn cilium_points_print_the_lab_lines() {
     let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
     let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
     let _sink = traffic::tcp_sink(&s.pod_b(), addr(POD_B_IP, 8080));
+    let _sink_a = traffic::tcp_sink(&s.pod_a(), addr(POD_A_IP, 8080));
+    // The world routes the pods' range through the node: a connection the world opens to pod-a
+    // (not masqueraded: MASQUERADE only translates connections the pods open).
+    traffic::exec(
+        &s.world(),
+        &["ip", "route", "add", "10.244.0.0/24", "via", NODE_IP],
+    );
     let mut agent = s.start_agent(&["--observation-points", "cilium"]);
     let t = send_traffic(&s);
     let http = t.http_port;
+    let inbound = traffic::tcp_send(&s.world(), addr(POD_A_IP, 8080), b"hello pod-a").expect("TCP");
 
     let syn_suffix = format!(": {POD_A_IP}:{http} -> {WORLD_IP}:80 tcp SYN");
     let synack_suffix = format!(": {WORLD_IP}:80 -> {POD_A_IP}:{http} tcp SYN, ACK");
     let pod_syn_suffix = format!(": {POD_A_IP}:{} -> {POD_B_IP}:8080 tcp SYN", t.pod_port);
+    let inbound_syn_suffix = format!(": {ROUTER_IP}:{inbound} -> {POD_A_IP}:8080 tcp SYN");
     let (lines, json) = observe_until(&s, |lines| {
-        [&syn_suffix, &synack_suffix, &pod_syn_suffix]
-            .iter()
-            .all(|sfx| lines.iter().any(|l| l.ends_with(sfx.as_str())))
+        [
+            &syn_suffix,
+            &synack_suffix,
+            &pod_syn_suffix,
+            &inbound_syn_suffix,
+        ]
+        .iter()
+        .all(|sfx| lines.iter().any(|l| l.ends_with(sfx.as_str())))
             && lines.iter().any(|l| l.ends_with("EchoReply"))
     });
     let text = lines.join("\n");
@@ -179,6 +193,14 @@ fn cilium_points_print_the_lab_lines() {
         // delivery reports it: pod-b's interface, not the stack.
         format!(
             "-> endpoint 1204 flow 0xHASH identity {id_a}->{id_b} state new ifindex {LXC_B} orig-ip {POD_A_IP}{pod_syn_suffix}"
+        ),
+        // A connection from the world: the uplink's ingress is silent, and the first trace,
+        // at pod-a's veth, says new; pod-a's answer goes to the stack.
+        format!(
+            "-> endpoint 762 flow 0xHASH identity world->{id_a} state new ifindex {LXC_A} orig-ip {ROUTER_IP}{inbound_syn_suffix}"
+        ),
+        format!(
+            "-> stack flow 0xHASH identity {id_a}->world state reply ifindex 0 orig-ip 0.0.0.0: {POD_A_IP}:8080 -> {ROUTER_IP}:{inbound} tcp SYN, ACK"
         ),
     ];
     for w in &want {
@@ -317,6 +339,75 @@ fn cilium_points_at_none() {
             ),
         ],
         "\n{text}"
+    );
+    assert!(agent.stop().success());
+}
+
+/// At `low`, every packet once at each `to-*` point and never at a `from-*` one: each packet of
+/// pod-a's HTTP request is one `-> stack` line at pod-a's veth and each packet of the answer one
+/// `-> endpoint 762` line, as many as the kernel counted.
+#[test]
+fn cilium_points_at_low() {
+    if !require_root("cilium_points_at_low") {
+        return;
+    }
+    let s = Scenario::build();
+    s.node_exec(&["sysctl", "-qw", "net.netfilter.nf_conntrack_acct=1"]);
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
+    let mut agent = s.start_agent(&["--observation-points", "cilium", "--aggregation", "low"]);
+    let http = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80))
+        .expect("GET")
+        .local_port;
+    let out_sfx = format!(": {POD_A_IP}:{http} -> {WORLD_IP}:80 tcp");
+    let back_sfx = format!(": {WORLD_IP}:80 -> {POD_A_IP}:{http} tcp");
+    let count = |lines: &[String], prefix: &str, sfx: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix) && l.contains(sfx))
+            .count() as u64
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (lines, kernel) = loop {
+        let lines: Vec<String> = flowctl(&s, &["observe", "--last", "1000", "-o", "monitor"])
+            .lines()
+            .map(without_hash)
+            .collect();
+        let kernel = kernel_counters(&s, http);
+        let seen = (
+            count(&lines, "-> stack ", &out_sfx),
+            count(&lines, "-> endpoint 762 ", &back_sfx),
+        );
+        if (kernel.0 > 0 && seen == (kernel.0, kernel.2)) || Instant::now() >= deadline {
+            break (lines, kernel);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = lines.join("\n");
+    println!("{text}");
+    assert!(
+        kernel.0 >= 4 && kernel.2 >= 3,
+        "a whole HTTP exchange: {kernel:?}"
+    );
+    assert_eq!(
+        count(&lines, "-> stack ", &out_sfx),
+        kernel.0,
+        "one to-stack line per packet pod-a sent:\n{text}"
+    );
+    assert_eq!(
+        count(&lines, "-> endpoint 762 ", &back_sfx),
+        kernel.2,
+        "one to-endpoint line per packet pod-a received:\n{text}"
+    );
+    // The masqueraded packets at the uplink: to-network, each once.
+    let nat_out = format!(" -> {WORLD_IP}:80 tcp");
+    assert_eq!(
+        count(&lines, "-> network ", &nat_out),
+        kernel.0,
+        "one to-network line per packet:\n{text}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("<- ")),
+        "a FROM_* trace at low:\n{text}"
     );
     assert!(agent.stop().success());
 }
