@@ -15,7 +15,9 @@ use flowscope_proto::{
 };
 use testbed::{
     Scenario, bin_path, require_root,
-    scenario::{LXC_A, LXC_B, NODE_IP, POD_A_IP, POD_B_IP, ROUTER_IP, WORLD_IP},
+    scenario::{
+        LXC_A, LXC_B, NODE_IP, POD_A_IP, POD_A_IP6, POD_B_IP, POD_B_IP6, ROUTER_IP, WORLD_IP,
+    },
     traffic,
 };
 
@@ -143,6 +145,7 @@ fn cilium_points_print_the_lab_lines() {
     let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
     let _sink = traffic::tcp_sink(&s.pod_b(), addr(POD_B_IP, 8080));
     let _sink_a = traffic::tcp_sink(&s.pod_a(), addr(POD_A_IP, 8080));
+    let _sink6 = traffic::tcp_sink(&s.pod_b(), format!("[{POD_B_IP6}]:8080").parse().unwrap());
     // The world routes the pods' range through the node: a connection the world opens to pod-a
     // (not masqueraded: MASQUERADE only translates connections the pods open).
     traffic::exec(
@@ -153,17 +156,25 @@ fn cilium_points_print_the_lab_lines() {
     let t = send_traffic(&s);
     let http = t.http_port;
     let inbound = traffic::tcp_send(&s.world(), addr(POD_A_IP, 8080), b"hello pod-a").expect("TCP");
+    let port6 = traffic::tcp_send(
+        &s.pod_a(),
+        format!("[{POD_B_IP6}]:8080").parse().unwrap(),
+        b"hello over IPv6",
+    )
+    .expect("IPv6 TCP");
 
     let syn_suffix = format!(": {POD_A_IP}:{http} -> {WORLD_IP}:80 tcp SYN");
     let synack_suffix = format!(": {WORLD_IP}:80 -> {POD_A_IP}:{http} tcp SYN, ACK");
     let pod_syn_suffix = format!(": {POD_A_IP}:{} -> {POD_B_IP}:8080 tcp SYN", t.pod_port);
     let inbound_syn_suffix = format!(": {ROUTER_IP}:{inbound} -> {POD_A_IP}:8080 tcp SYN");
+    let syn6_suffix = format!(": [{POD_A_IP6}]:{port6} -> [{POD_B_IP6}]:8080 tcp SYN");
     let (lines, json) = observe_until(&s, |lines| {
         [
             &syn_suffix,
             &synack_suffix,
             &pod_syn_suffix,
             &inbound_syn_suffix,
+            &syn6_suffix,
         ]
         .iter()
         .all(|sfx| lines.iter().any(|l| l.ends_with(sfx.as_str())))
@@ -201,6 +212,10 @@ fn cilium_points_print_the_lab_lines() {
         ),
         format!(
             "-> stack flow 0xHASH identity {id_a}->world state reply ifindex 0 orig-ip 0.0.0.0: {POD_A_IP}:8080 -> {ROUTER_IP}:{inbound} tcp SYN, ACK"
+        ),
+        // The FIB lookup over IPv6: pod-to-pod is a delivery too.
+        format!(
+            "-> endpoint 1204 flow 0xHASH identity {id_a}->{id_b} state new ifindex {LXC_B} orig-ip {POD_A_IP6}{syn6_suffix}"
         ),
     ];
     for w in &want {
