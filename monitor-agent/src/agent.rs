@@ -234,7 +234,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
 
     let (mut dp, ring) = Datapath::load(&opts.datapath)?;
     metrics.watch_ring(&ring, opts.datapath.ring_bytes);
-    info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, node = %opts.node_name, "programs loaded");
+    info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, observation_points = ?opts.datapath.observation_points, node = %opts.node_name, "programs loaded");
     let reasons: Arc<HashMap<u32, String>> = Arc::new(dp.drop_reasons.clone());
 
     let registry = Registry::new(ifaces::local_addresses().unwrap_or_default(), remote_nodes);

@@ -145,7 +145,8 @@ impl FlowBuilder {
             } as i32,
             is_reply: reply,
             reply: reply.unwrap_or(false),
-            interface: Some(NetworkInterface {
+            // No interface for a to-stack trace (index 0), as Hubble leaves it on Cilium's.
+            interface: (ev.ifindex != 0).then(|| NetworkInterface {
                 index: ev.ifindex,
                 name: ifname.unwrap_or_default().to_owned(),
             }),
@@ -333,7 +334,9 @@ fn direction(ev: &Event) -> TrafficDirection {
         Some(_) => false,
     };
     let outward = match ev.point {
-        ObsPoint::FromEndpoint | ObsPoint::ToNetwork | ObsPoint::FromHost => true,
+        ObsPoint::FromEndpoint | ObsPoint::ToStack | ObsPoint::ToNetwork | ObsPoint::FromHost => {
+            true
+        }
         ObsPoint::ToEndpoint | ObsPoint::FromNetwork | ObsPoint::ToHost => false,
         ObsPoint::Unknown => return TrafficDirection::Unknown,
     };

@@ -102,9 +102,12 @@ impl Unanswered {
         if self.timeout.is_zero() || ev.kind != Kind::Trace || ev.ct_state != Some(CtState::New) {
             return;
         }
-        // Where a connection starts: a pod sending, or the node itself sending out.
+        // Where a connection starts: a pod sending, or the node itself sending out. With the
+        // `cilium` observation points a pod's packet is reported at its veth as to-stack, or as
+        // to-endpoint (by the veth's ingress hook) when delivered to a local pod.
         let origin = match ev.point {
-            ObsPoint::FromEndpoint | ObsPoint::FromHost => true,
+            ObsPoint::FromEndpoint | ObsPoint::FromHost | ObsPoint::ToStack => true,
+            ObsPoint::ToEndpoint => ev.ingress_hook,
             ObsPoint::ToNetwork => ev.ingress_ifindex == 0,
             _ => false,
         };

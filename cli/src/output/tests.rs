@@ -598,7 +598,7 @@ fn monitor_golden() {
         "\
 <- endpoint 762 flow 0x8958dbda identity 42837->world state new ifindex lxcf4cd39e34601 orig-ip 0.0.0.0: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN
 -> network flow 0x8958dbda identity 42837->world state new ifindex eth0 orig-ip 10.244.0.213: 198.51.100.10:41708 -> 1.0.0.1:80 tcp SYN
--> endpoint 762 flow 0x0 identity world->42837 state reply ifindex lxcf4cd39e34601 orig-ip 0.0.0.0: 1.0.0.1:80 -> 10.244.0.213:59242 tcp SYN, ACK
+-> endpoint 762 flow 0x0 identity world->42837 state reply ifindex lxcf4cd39e34601 orig-ip 1.0.0.1: 1.0.0.1:80 -> 10.244.0.213:59242 tcp SYN, ACK
 xx drop (NETFILTER_DROP) flow 0x1c2a3b4c to endpoint 0, ifindex 2, identity 42837->world: 10.244.0.213:40000 -> 1.0.0.1:53 udp
 <- endpoint 762 flow 0xabc identity 42837->world state new ifindex lxcf4cd39e34601 orig-ip 0.0.0.0: 10.244.0.213 -> 1.0.0.1 EchoRequest
 -> stack flow 0x0 identity host->remote-node state established ifindex 0 orig-ip ::: [fd00::10]:34567 -> [fd00::20]:4244 tcp ACK
@@ -608,6 +608,29 @@ CPU 00: Lost 42 events (HUBBLE_RING_BUFFER)
     assert_eq!(
         err,
         "Nov 26 11:00:00.000 []: 1 nodes are unavailable: node-3\n"
+    );
+}
+
+/// With the agent's `cilium` observation points, pod-a's SYN is a to-stack flow without an
+/// interface, and its SYN-ACK a to-endpoint flow: the lab's two `cilium monitor` lines, byte for
+/// byte.
+#[test]
+fn monitor_prints_the_lab_lines() {
+    let mut syn = syn_from_endpoint();
+    let (event_type, point) = trace_event(TraceObservationPoint::ToStack, 3);
+    syn.event_type = event_type;
+    syn.trace_observation_point = point;
+    syn.interface = None;
+    let (out, _) = render(
+        with_format(Format::Monitor),
+        &[flow_response(syn), flow_response(synack_to_endpoint())],
+    );
+    assert_eq!(
+        out,
+        "\
+-> stack flow 0x8958dbda identity 42837->world state new ifindex 0 orig-ip 0.0.0.0: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN
+-> endpoint 762 flow 0x0 identity world->42837 state reply ifindex lxcf4cd39e34601 orig-ip 1.0.0.1: 1.0.0.1:80 -> 10.244.0.213:59242 tcp SYN, ACK
+"
     );
 }
 
