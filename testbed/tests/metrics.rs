@@ -56,8 +56,8 @@ fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
 }
 
 /// Traffic with known outcomes: a datagram to 1.0.0.1:9 before any firewall rule, then a DROP
-/// rule and three more (dropped: NETFILTER_DROP, DROP_REASON_UNKNOWN for Hubble), two pings and an HTTP GET to the world, and a
-/// TCP connection from pod-a to pod-b.
+/// rule and three more (dropped: NETFILTER_DROP, DROP_REASON_UNKNOWN for Hubble), two pings and
+/// an HTTP GET to the world, and a TCP connection from pod-a to pod-b.
 fn reference_traffic(s: &Scenario) {
     let _http = traffic::http_server(&s.world(), sock(WORLD_IP, 80), "hello\n");
     let _sink = traffic::tcp_sink(&s.pod_b(), sock(POD_B_IP, 8080));
