@@ -1,5 +1,5 @@
 //! Golden output per format, on flows shaped like the reference scenario's
-//! (shared/seed): pod-a's TCP connection to 1.0.0.1:80 seen at its veth, at
+//! (docs/reference-scenario.md): pod-a's TCP connection to 1.0.0.1:80 seen at its veth, at
 //! the uplink after MASQUERADE and on the way back; a kernel drop; ICMP; an
 //! IPv6 flow between reserved identities; a lost-events notice and relay node
 //! status events.
