@@ -81,6 +81,10 @@ pub struct AgentOptions {
     pub unanswered_timeout: Duration,
 }
 
+/// Unanswered-connection reports kept for clients that ask for them (their own history: they
+/// are not packets and never take a packet's place in the flow history).
+const UNANSWERED_HISTORY: usize = 4096;
+
 /// Interface index -> name, for every interface of the namespace (not only attached ones).
 type Names = Arc<RwLock<BTreeMap<u32, String>>>;
 
@@ -275,11 +279,14 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.clone())
         .context("starting the ring-buffer reader")?;
 
+    let unanswered = crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536);
     let state = Arc::new(AgentState {
         node_name: opts.node_name.clone(),
         started: std::time::Instant::now(),
         started_at: std::time::SystemTime::now(),
         store: Arc::new(FlowStore::new(opts.history_size)),
+        unanswered: Arc::new(FlowStore::new(UNANSWERED_HISTORY)),
+        unanswered_stats: unanswered.stats(),
         datapath: dp.clone(),
         registry: registry.clone(),
         reader: stats.clone(),
@@ -348,7 +355,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         metrics: metrics.flows(),
         exporter,
         node: Arc::from(opts.node_name.as_str()),
-        unanswered: crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536),
+        unanswered,
     };
     let mut loss = LossTracker::default();
     loop {
@@ -367,8 +374,10 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
                 sink.observe(&lost);
                 let late = sink.unanswered.expire(&dp);
                 if !late.is_empty() {
-                    sink.observe(&late);
-                    state.store.push_batch(late);
+                    sink.unanswered_reports(&late);
+                    state
+                        .unanswered
+                        .push_batch(late.into_iter().map(Entry::Flow).collect::<Vec<_>>());
                 }
             }
             _ = gc_tick.tick() => {
@@ -579,24 +588,22 @@ impl Sink {
         Ok(())
     }
 
-    /// Flows made outside a batch (unanswered reports) go to metrics and export like the
-    /// others; loss notices go to the export file.
+    /// Loss notices go to the export file, as Hubble's exporter writes them.
     fn observe(&self, entries: &[Entry]) {
         for e in entries {
-            match e {
-                Entry::Flow(flow) => {
-                    if let Some(m) = &self.metrics {
-                        m.observe_flow(flow);
-                    }
-                    if let Some(x) = &self.exporter {
-                        x.push(flow);
-                    }
-                }
-                Entry::Lost(lost) => {
-                    if let Some(x) = &self.exporter {
-                        x.push_lost(lost, &self.node);
-                    }
-                }
+            if let (Entry::Lost(lost), Some(x)) = (e, &self.exporter) {
+                x.push_lost(lost, &self.node);
+            }
+        }
+    }
+
+    /// Unanswered-connection reports are not packets: Hubble's flow metrics never see them
+    /// (they have their own counters, read at scrape time), and the export file gets them as
+    /// their own line only when asked (`--export-unanswered`).
+    fn unanswered_reports(&self, reports: &[Arc<flowscope_proto::flow::Flow>]) {
+        if let Some(x) = &self.exporter {
+            for r in reports {
+                x.push_unanswered(r);
             }
         }
     }

@@ -101,7 +101,7 @@ pub enum AttachMode {
 pub enum Aggregation {
     /// Every packet at every observation point.
     None,
-    /// One trace per packet per node.
+    /// One trace per packet per conntrack tuple (untranslated transit duplicates skipped).
     Low,
     /// Per connection: new, first sighting of each TCP flag per direction, then at most every 5 s.
     Medium,

@@ -157,6 +157,10 @@ struct Cli {
     /// adds flowscope's own; without a mask, every Hubble field).
     #[arg(long, value_name = "PATHS")]
     export_fieldmask: Vec<String>,
+    /// Also export reports of connections that got no reply, as `flowscope_unanswered` lines
+    /// (not an ExportEvent: Hubble's tools reading the file would not know them).
+    #[arg(long)]
+    export_unanswered: bool,
 }
 
 /// `--export-file-max-size-mb`: a non-negative number of MiB.
@@ -173,7 +177,8 @@ fn export_options(cli: &Cli) -> Result<Option<ExportOptions>, String> {
         let used = !cli.export_allowlist.is_empty()
             || !cli.export_denylist.is_empty()
             || !cli.export_fieldmask.is_empty()
-            || cli.export_file_compress;
+            || cli.export_file_compress
+            || cli.export_unanswered;
         if used {
             return Err("the --export-… options need --export-file-path".into());
         }
@@ -194,6 +199,7 @@ fn export_options(cli: &Cli) -> Result<Option<ExportOptions>, String> {
             .flat_map(|m| export::parse_field_mask(m))
             .collect(),
         queue_size: export::DEFAULT_QUEUE,
+        unanswered: cli.export_unanswered,
     }))
 }
 

@@ -334,12 +334,13 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == CT_ENTRY_SIZE);
 pub mod aggregation {
     /// Every packet at every observation point.
     pub const NONE: u8 = 0;
-    /// One trace per packet per node: departure-side duplicates are skipped.
+    /// One trace per packet per conntrack tuple: departure-side duplicates (a packet seen again
+    /// untranslated, pod to pod) are skipped; a masqueraded packet is traced under both tuples.
     pub const LOW: u8 = 1;
     /// Per connection: new connections, first sighting of each TCP flag per direction, and at
     /// most one trace per interval otherwise.
     pub const MEDIUM: u8 = 2;
-    /// Like medium with a longer interval.
+    /// Like medium with a longer interval (30 s).
     pub const MAX: u8 = 3;
 }
 

@@ -120,3 +120,8 @@ pub const SERVER_VERSION_HEADER: &str = "hubble-server-version";
 
 /// Response header naming the relay's version (Hubble's convention).
 pub const RELAY_VERSION_HEADER: &str = "hubble-relay-version";
+
+/// Request header with which a flowscope client asks for `Flow.extensions`
+/// (`flowscope.v1.FlowExtension`). Without it servers leave the field empty:
+/// a stock Hubble client cannot print an Any of a type it does not know.
+pub const EXTENSIONS_HEADER: &str = "flowscope-extensions";

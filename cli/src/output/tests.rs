@@ -519,8 +519,38 @@ Nov 26 11:00:04.500   node-1   default/pod-a   1.0.0.1       from-endpoint   FOR
 }
 
 #[test]
+fn json_leaves_flowscopes_extension_out_unless_asked() {
+    let (out, _) = render(with_format(Format::Json), &stream());
+    assert!(!out.contains("extensions"), "{out}");
+    let with = Options {
+        extensions: true,
+        ..with_format(Format::Json)
+    };
+    let (out_with, _) = render(with, &stream());
+    assert!(
+        out_with
+            .contains(r#""extensions":{"@type":"type.googleapis.com/flowscope.v1.FlowExtension""#)
+    );
+    // Nothing else differs.
+    for (without, with) in out.lines().zip(out_with.lines()) {
+        let mut a: GetFlowsResponse = flowscope_proto::json::from_json(without).unwrap();
+        let b: GetFlowsResponse = flowscope_proto::json::from_json(with).unwrap();
+        if let (Some(ResponseTypes::Flow(fa)), Some(ResponseTypes::Flow(fb))) =
+            (&mut a.response_types, &b.response_types)
+        {
+            fa.extensions.clone_from(&fb.extensions);
+        }
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
 fn json_golden() {
-    let (out, err) = render(with_format(Format::Json), &stream());
+    let opts = Options {
+        extensions: true,
+        ..with_format(Format::Json)
+    };
+    let (out, err) = render(opts, &stream());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 7, "{out}");
     // Exactly what `hubble observe -o json` prints for these.
@@ -556,7 +586,11 @@ fn json_golden() {
             + "\n"
     );
     // jsonpb is the same thing.
-    assert_eq!(render(with_format(Format::Jsonpb), &stream()).0, out);
+    let jsonpb = Options {
+        extensions: true,
+        ..with_format(Format::Jsonpb)
+    };
+    assert_eq!(render(jsonpb, &stream()).0, out);
 }
 
 #[test]
