@@ -109,6 +109,7 @@ fn drops_say_hubbles_reason_and_the_kernels() {
                 "100",
                 "-o",
                 "json",
+                "--print-extensions",
             ],
         ));
         let both = drop_to(&dropped, WORLD_IP).is_some() && drop_to(&dropped, GATEWAY_IP).is_some();
