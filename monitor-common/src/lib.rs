@@ -356,7 +356,7 @@ pub struct CtEntry {
 pub const CT_ENTRY_SIZE: usize = 80;
 const _: () = assert!(core::mem::size_of::<CtEntry>() == CT_ENTRY_SIZE);
 
-/// Monitor aggregation levels (see `architecture.md`).
+/// Monitor aggregation levels (see `docs/architecture.md`).
 pub mod aggregation {
     /// Every packet at every observation point.
     pub const NONE: u8 = 0;

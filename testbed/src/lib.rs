@@ -1,4 +1,4 @@
-//! The test bed: rebuilds the user's scenario (`shared/seed/README.md`) in network namespaces
+//! The test bed: rebuilds the user's scenario (`docs/reference-scenario.md`) in network namespaces
 //! and runs the real flowscope binaries against real traffic.
 //!
 //! Everything it creates lives in namespaces it creates (`fs<pid>-<n>-node`, `-pod-a`,

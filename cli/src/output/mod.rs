@@ -794,7 +794,8 @@ pub(crate) fn drop_reason(flow: &Flow) -> String {
         );
     }
     let sub = flow.event_type.as_ref().map_or(0, |t| t.sub_type);
-    if sub != 0 {
+    // A flowscope agent's drop whose kernel reason Hubble has no word for.
+    if sub != 0 && sub != flowscope_proto::drop_reason::UNMAPPED_DROP_SUB_TYPE {
         sub.to_string()
     } else {
         "UNKNOWN".into()

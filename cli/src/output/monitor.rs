@@ -1,5 +1,5 @@
 //! `-o monitor`: the lines `cilium monitor` prints, so that what the lab
-//! (shared/seed) read from the Cilium agent reads the same from flowscope:
+//! (docs/reference-scenario.md) read from the Cilium agent reads the same from flowscope:
 //!
 //! ```text
 //! -> stack flow 0x8958dbda identity 42837->world state new ifindex 0 orig-ip 0.0.0.0: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN

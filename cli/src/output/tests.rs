@@ -1,5 +1,5 @@
 //! Golden output per format, on flows shaped like the reference scenario's
-//! (shared/seed): pod-a's TCP connection to 1.0.0.1:80 seen at its veth, at
+//! (docs/reference-scenario.md): pod-a's TCP connection to 1.0.0.1:80 seen at its veth, at
 //! the uplink after MASQUERADE and on the way back; a kernel drop; ICMP; an
 //! IPv6 flow between reserved identities; a lost-events notice and relay node
 //! status events.
@@ -171,9 +171,10 @@ fn netfilter_drop() -> Flow {
         destination: Some(world()),
         r#type: 1,
         node_name: "node-1".into(),
+        // What the agent sends: no Hubble reason means "dropped by netfilter".
         event_type: Some(CiliumEventType {
             r#type: 1,
-            sub_type: 0,
+            sub_type: flowscope_proto::drop_reason::UNMAPPED_DROP_SUB_TYPE,
         }),
         interface: Some(NetworkInterface {
             index: 2,
@@ -406,6 +407,8 @@ fn names_and_services_win_over_addresses() {
 fn drop_reason_falls_back_to_hubble_names() {
     let mut flow = netfilter_drop();
     flow.extensions = None;
+    let (out, _) = render(Options::default(), &[flow_response(flow.clone())]);
+    assert!(out.contains("(world) UNKNOWN DROPPED (UDP)"), "{out}");
     flow.drop_reason_desc = flowscope_proto::flow::DropReason::PolicyDenied as i32;
     let (out, _) = render(Options::default(), &[flow_response(flow)]);
     assert!(out.contains("(world) POLICY_DENIED DROPPED (UDP)"), "{out}");
