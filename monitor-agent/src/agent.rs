@@ -79,7 +79,14 @@ pub struct AgentOptions {
     /// A new TCP or UDP connection without a reply after this long is reported unanswered
     /// (zero: never).
     pub unanswered_timeout: Duration,
+    /// Report drops without a kernel reason (NOT_SPECIFIED) too; otherwise only count them.
+    pub report_unspecified_drops: bool,
 }
+
+/// The kernel's name for "freed with no drop reason": `kfree_skb()` without a reason. Parts of
+/// the kernel free packets they have processed that way (MLD reports after the multicast code
+/// handled them, neighbour discovery), so such an event does not mean a packet was lost.
+const UNSPECIFIED_DROP: &str = "NOT_SPECIFIED";
 
 /// Unanswered-connection reports kept for clients that ask for them (their own history: they
 /// are not packets and never take a packet's place in the flow history).
@@ -356,6 +363,8 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         exporter,
         node: Arc::from(opts.node_name.as_str()),
         unanswered,
+        report_unspecified_drops: opts.report_unspecified_drops,
+        pipeline: state.pipeline.clone(),
     };
     let mut loss = LossTracker::default();
     loop {
@@ -534,6 +543,10 @@ struct Sink {
     node: Arc<str>,
     /// New connections waiting for a reply.
     unanswered: crate::unanswered::Unanswered,
+    /// See [`AgentOptions::report_unspecified_drops`].
+    report_unspecified_drops: bool,
+    /// Pipeline counters (unspecified drops left out).
+    pipeline: Arc<PipelineStats>,
 }
 
 impl Sink {
@@ -558,6 +571,15 @@ impl Sink {
         let mut flows = Vec::with_capacity(batch.len());
         for raw in batch {
             let ev = Event::decode(raw, clock, |r| reasons.get(&r).cloned());
+            if ev.kind == crate::event::Kind::Drop
+                && !self.report_unspecified_drops
+                && ev.drop_reason_name.as_deref() == Some(UNSPECIFIED_DROP)
+            {
+                self.pipeline
+                    .unspecified_drops
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let ifname = names.get(&ev.ifindex).map(String::as_str);
             let flow = Arc::new(builder.build(&ev, ifname));
             // Both are cheap and never wait (see metrics/ and export.rs).

@@ -109,6 +109,12 @@ struct Cli {
     /// Do not trace kernel drops (needed on kernels without BTF).
     #[arg(long)]
     no_drops: bool,
+    /// Also report packets the kernel freed with no drop reason (NOT_SPECIFIED). Off by
+    /// default: parts of the kernel free packets they have processed that way (IPv6 MLD
+    /// reports, neighbour discovery), and reporting them would show drops that did not happen.
+    /// They are always counted (flowscope_drops_unspecified_total).
+    #[arg(long)]
+    report_unspecified_drops: bool,
     /// How to attach TC programs: tcx (Linux 6.6+), netlink (clsact), or auto.
     #[arg(long, value_enum, default_value = "auto")]
     attach_mode: AttachMode,
@@ -431,6 +437,7 @@ async fn main() -> ExitCode {
         },
         export,
         unanswered_timeout: cli.unanswered_timeout,
+        report_unspecified_drops: cli.report_unspecified_drops,
     };
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

@@ -88,9 +88,8 @@ pub(crate) struct FlowsSettings {
     pub relay_name: String,
 }
 
-/// Request header by which flowscope's clients ask agents for `Flow.extensions` (stock Hubble
-/// clients cannot print an `Any` of a type they do not know, so agents send them only on request).
-pub(crate) const EXTENSIONS_HEADER: &str = "flowscope-extensions";
+/// Request header by which flowscope's clients ask agents for `Flow.extensions`.
+pub(crate) use flowscope_proto::EXTENSIONS_HEADER;
 
 /// The stream answering one GetFlows call.
 pub(crate) type FlowStream = ReceiverStream<Result<RelayedResponse, Status>>;

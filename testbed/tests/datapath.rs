@@ -224,13 +224,16 @@ fn reference_scenario_every_hop() {
 /// The events `reference_scenario_every_hop` looks for (only which packet at which point: the
 /// test checks their fields) that are not among `evs` yet. `port`: the HTTP client's port;
 /// `udp_port`: the UDP client's.
+/// One hop the test expects: its name, and whether an event is it.
+type HopCheck<'a> = (&'static str, &'a dyn Fn(&Value) -> bool);
+
 fn every_hop_missing(evs: &[&Value], port: u64, udp_port: u64) -> Vec<&'static str> {
     let has = |f: &dyn Fn(&Value) -> bool| evs.iter().any(|e| f(e));
     let nat_port = evs
         .iter()
         .find(|e| is_tcp(e, "to-network", NODE_IP, None, WORLD_IP, 80) && e.n("tcp_flags") == SYN)
         .map(|e| e.n("src_port"));
-    let checks: [(&'static str, &dyn Fn(&Value) -> bool); 10] = [
+    let checks: [HopCheck; 10] = [
         ("from-endpoint SYN", &|e| {
             is_tcp(e, "from-endpoint", POD_A_IP, Some(port), WORLD_IP, 80)
                 && e.n("tcp_flags") == SYN

@@ -216,3 +216,93 @@ fn drops_say_hubbles_reason_and_the_kernels() {
     );
     assert_eq!(f["event_type"]["sub_type"], UNMAPPED_DROP_SUB_TYPE, "{f}");
 }
+
+/// Packets the kernel frees without a reason (`kfree_skb()`, NOT_SPECIFIED) are not all drops:
+/// the IPv6 multicast code frees the MLD reports it has processed that way. By default they
+/// are counted, not reported as DROPPED flows; `--report-unspecified-drops` reports them.
+#[test]
+fn packets_freed_without_a_reason_are_counted_not_reported() {
+    if !require_root("packets_freed_without_a_reason_are_counted_not_reported") {
+        return;
+    }
+    const METRICS: &str = "127.0.0.1:9968";
+    let s = Scenario::build();
+    let unspecified = |s: &Scenario| {
+        let text = testbed::scrape::wait_metrics(
+            &s.node(),
+            METRICS.parse().unwrap(),
+            Duration::from_secs(5),
+        );
+        testbed::scrape::value(
+            &testbed::scrape::parse(&text),
+            "flowscope_drops_unspecified_total",
+            &[],
+        )
+        .unwrap_or_else(|| panic!("no flowscope_drops_unspecified_total in {text}"))
+    };
+    // A new IPv6 address on pod-a joins its solicited-node multicast group: the MLD report
+    // reaches the node over pod-a's veth, and the node's multicast code frees it once handled,
+    // with no reason.
+    let join = |s: &Scenario, n: u32| {
+        traffic::exec(
+            &s.pod_a(),
+            &[
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("fd00:10:244::7:{n:x}/128"),
+                "dev",
+                "eth0",
+            ],
+        );
+    };
+    let unspecified_drops = |s: &Scenario| -> Vec<Flow> {
+        flows(&flowctl(
+            s,
+            &[
+                "observe",
+                "--verdict",
+                "DROPPED",
+                "--all",
+                "-o",
+                "json",
+                "--print-extensions",
+            ],
+        ))
+        .into_iter()
+        .filter(|f| ext(f).kernel_drop_reason_name == "NOT_SPECIFIED")
+        .collect()
+    };
+
+    for (report, n) in [(false, 1u32), (true, 2u32)] {
+        let mut args = vec!["--metrics-listen-address", METRICS];
+        if report {
+            args.push("--report-unspecified-drops");
+        }
+        let mut agent = s.start_agent(&args);
+        let before = unspecified(&s);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        // Join groups until the node has freed at least one packet without a reason.
+        for i in 0.. {
+            join(&s, n * 16 + i % 16);
+            std::thread::sleep(Duration::from_millis(300));
+            seen = unspecified_drops(&s);
+            let counted = unspecified(&s) > before;
+            if (report && !seen.is_empty()) || (!report && counted) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no packet freed without a reason (report={report})"
+            );
+        }
+        if report {
+            assert_eq!(seen[0].verdict, Verdict::Dropped as i32);
+        } else {
+            assert!(seen.is_empty(), "reported: {seen:#?}");
+        }
+        assert!(agent.stop().success());
+    }
+}

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::{ArgAction, ArgMatches, Args};
+use flowscope_proto::EXTENSIONS_HEADER;
 use flowscope_proto::flow::{EventTypeFilter, IpVersion, TcpFlags, TrafficDirection, Verdict};
 use flowscope_proto::flowscope::v1::{GetFlowsExtension, RecordSelection};
 use flowscope_proto::observer::observer_client::ObserverClient;
@@ -25,13 +26,6 @@ use crate::output::{Format, Options, Printer, TimeFormat};
 /// How many flows `observe` asks for when nothing says otherwise (Hubble's
 /// default).
 pub const DEFAULT_LAST: u64 = 20;
-
-/// Request metadata by which flowctl asks the agent and relay for
-/// `Flow.extensions` (flowscope's FlowExtension: skb hash, kernel drop
-/// reason, SNAT port). Stock Hubble clients do not send it and get flows
-/// without an `Any` they could not print. Must match the agent's
-/// `EXTENSIONS_HEADER`.
-pub const EXTENSIONS_HEADER: &str = "flowscope-extensions";
 
 /// Examples and exit status, shown after `flowctl observe --help`.
 pub const AFTER_HELP: &str = "\

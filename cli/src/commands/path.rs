@@ -17,11 +17,11 @@ use flowscope_proto::wkt::Duration as PbDuration;
 
 use super::Context;
 use crate::client;
+use flowscope_proto::EXTENSIONS_HEADER;
+
 use crate::filters::FilterBuilder;
 use crate::output::clean;
 
-/// Header asking the server for `Flow.extensions` (see the agent).
-const EXTENSIONS_HEADER: &str = "flowscope-extensions";
 /// Hops of one packet follow each other within this time.
 const SAME_PACKET_NS: i64 = 50_000_000;
 

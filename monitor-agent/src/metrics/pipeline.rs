@@ -14,6 +14,7 @@
 //! | `flowscope_attached_interfaces{role}` | the datapath |
 //! | `flowscope_subscribers` | GetFlows streams being served |
 //! | `flowscope_history_flows`, `flowscope_history_capacity`, `flowscope_flows_seen_total` | the flow history |
+//! | `flowscope_drops_unspecified_total` | drops without a kernel reason, left out |
 //! | `flowscope_unanswered_connections_total{protocol}`, `flowscope_unanswered_untracked_total` | the unanswered-connection tracker |
 //! | `flowscope_export_flows_total`, `flowscope_export_errors_total`, `flowscope_export_rotations_total` | the exporter |
 //!
@@ -263,6 +264,12 @@ impl Collector for PipelineCollector {
             "flowscope_flows_seen",
             "Flows stored in the history since start",
             s.store.seen_flows(),
+        )?;
+        counter(
+            &mut e,
+            "flowscope_drops_unspecified",
+            "Packets the kernel freed without a drop reason (NOT_SPECIFIED), not reported as drops unless --report-unspecified-drops: parts of the kernel free processed packets that way",
+            s.pipeline.unspecified_drops.load(Ordering::Relaxed),
         )?;
         let un = &s.unanswered_stats;
         labelled(

@@ -32,6 +32,9 @@ pub struct PipelineStats {
     pub history_lost: std::sync::atomic::AtomicU64,
     /// Events lost in the kernel ring, as reported in LostEvents so far.
     pub kernel_lost: std::sync::atomic::AtomicU64,
+    /// Packets the kernel freed without a drop reason, not reported as drops (see
+    /// `--report-unspecified-drops`).
+    pub unspecified_drops: std::sync::atomic::AtomicU64,
 }
 
 /// What the services share with the rest of the agent.
