@@ -11,6 +11,8 @@ echo "== build"
 cargo build --locked --bins
 echo "== format"
 cargo fmt --all -- --check
+echo "== lints"
+cargo clippy --locked --all-targets -- -D warnings
 echo "== tests"
 cargo test --locked -- --test-threads=1
 echo "== benchmark harness (smoke: checks that every benchmark can measure; numbers meaningless)"
