@@ -24,6 +24,7 @@ fn helper_since(id: i32) -> Option<((u32, u32), &'static str)> {
         25 => ((4, 4), "bpf_perf_event_output"),
         26 => ((4, 5), "bpf_skb_load_bytes"),
         34 => ((4, 8), "bpf_get_hash_recalc"),
+        69 => ((4, 18), "bpf_fib_lookup"),
         113 => ((5, 5), "bpf_probe_read_kernel"),
         115 => ((5, 5), "bpf_probe_read_kernel_str"),
         130 => ((5, 8), "bpf_ringbuf_output"),
