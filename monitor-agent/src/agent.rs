@@ -81,6 +81,9 @@ pub struct AgentOptions {
     pub unanswered_timeout: Duration,
 }
 
+/// The shortest silence after which the reader counts as stalled (gRPC health).
+const READER_STALL_MIN: Duration = Duration::from_secs(5);
+
 /// Interface index -> name, for every interface of the namespace (not only attached ones).
 type Names = Arc<RwLock<BTreeMap<u32, String>>>;
 
@@ -283,6 +286,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         datapath: dp.clone(),
         registry: registry.clone(),
         reader: stats.clone(),
+        // The reader goes round every poll interval: several missed rounds, and never less than
+        // a few seconds (a loaded machine may not schedule it for a while).
+        reader_stall_after: (opts.poll_interval * 4).max(READER_STALL_MIN),
         pipeline: Arc::new(PipelineStats::default()),
         rate_samples: Mutex::default(),
         addresses: listeners.addresses(),
@@ -351,11 +357,19 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         unanswered: crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536),
     };
     let mut loss = LossTracker::default();
+    // Set when the reader ends on its own (it only ends when told to, or by a panic).
+    let mut reader_died = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = rx.recv() => {
-                let Some(batch) = batch else { break };
+                let Some(batch) = batch else {
+                    warn!("the ring-buffer reader stopped unexpectedly: shutting down");
+                    reader_died = true;
+                    // Everything else stops as on a signal, in the same order.
+                    shutdown.cancel();
+                    break;
+                };
                 sink.events(&batch, &clock, &names, &builder, &state.store)?;
             }
             Some(changes) = change_rx.recv() => sink.changes(&changes)?,
@@ -425,6 +439,11 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     drop(state);
     drop(dp);
     info!("detached from every interface");
+    if reader_died {
+        // Blind, the agent is of no use: exit with an error so that its supervisor (systemd,
+        // the kubelet) starts it again.
+        bail!("the ring-buffer reader stopped unexpectedly");
+    }
     Ok(())
 }
 

@@ -1,8 +1,10 @@
 //! The agent's gRPC API: Hubble's `observer.Observer` (so flowctl, the relay and stock Hubble
-//! clients all work), our `flowscope.v1.Inspector`, gRPC health and reflection; served on a
+//! clients all work), our `flowscope.v1.Inspector`, gRPC health (which follows the datapath and
+//! the reader, see `health.rs`) and reflection; served on a
 //! root-only unix socket and, when asked, on TCP with TLS.
 
 mod encoded;
+mod health;
 pub(crate) mod inspector;
 pub(crate) mod mask; // also the export field mask
 mod observer;
@@ -50,6 +52,8 @@ pub struct AgentState {
     pub registry: Registry,
     /// Ring-buffer reader counters.
     pub reader: Arc<ReaderStats>,
+    /// A reader silent for longer than this is reported stalled (gRPC health NOT_SERVING).
+    pub reader_stall_after: std::time::Duration,
     /// Pipeline counters.
     pub pipeline: Arc<PipelineStats>,
     /// (time, seen flows) samples of the last minute, for `flows_rate`.

@@ -9,9 +9,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flowscope_proto::{
-    FILE_DESCRIPTOR_SET, HUBBLE_HEALTH_SERVICE, flowscope::v1::inspector_server::InspectorServer,
-};
+use flowscope_proto::{FILE_DESCRIPTOR_SET, flowscope::v1::inspector_server::InspectorServer};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -135,12 +133,10 @@ pub async fn serve(
         tls,
     } = listeners;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    health
-        .set_service_status(HUBBLE_HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
-        .await;
+    // The first answer is known before the first request can come; then once a second.
+    let mut health = super::health::Watcher::new(state.clone(), health);
+    health.update().await;
+    tokio::spawn(health.run(shutdown.clone()));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
