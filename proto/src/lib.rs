@@ -8,6 +8,7 @@
 //!   clients talk to our agent and relay;
 //! - [`flowscope::v1`]: our own `Inspector` service (conntrack, NAT, agent
 //!   status) and the `FlowExtension` we put in `Flow.extensions`;
+//! - [`fieldmask`]: field masks on `flow.Flow`, validated as Hubble validates them;
 //! - [`json`]: Hubble's JSON (protojson with proto field names) through
 //!   serde impls on every generated type;
 //! - [`FILE_DESCRIPTOR_SET`] for gRPC server reflection.
@@ -19,6 +20,7 @@
 //! Must not depend on anything of the agent (aya, the ABI crate): the relay
 //! and the CLI use it alone.
 
+pub mod fieldmask;
 pub mod json;
 pub mod route;
 pub mod wkt;

@@ -155,7 +155,8 @@ impl ObserverService {
                     .as_ref()
                     .map(|m| m.paths.as_slice())
                     .unwrap_or_default(),
-            ),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
             extensions,
         };
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
