@@ -70,6 +70,8 @@ pub struct AgentOptions {
     pub endpoints_file: Option<PathBuf>,
     /// Addresses / CIDRs of the other nodes (the `remote-node` identity).
     pub remote_nodes: Vec<String>,
+    /// Other nodes' agents, announced by the Peer service (`--peer`).
+    pub peers: Vec<service::peer::StaticPeer>,
     /// Pods, namespaces and nodes from the Kubernetes API server, when asked.
     pub kubernetes: Option<endpoints::kubernetes::KubernetesOptions>,
     /// Prometheus metrics.
@@ -211,6 +213,57 @@ fn refresh_registry(dp: &Datapath, registry: &Registry) {
     }
 }
 
+/// What the Peer service announces. With Kubernetes, the Node list (this node included); else
+/// this node, when it serves TCP, at the listener's address (the default-route interface's
+/// address when it listens on every address). `--peer` entries in both cases.
+fn peer_directory(
+    opts: &AgentOptions,
+    listeners: &service::Listeners,
+    registry: &Registry,
+) -> service::PeerDirectory {
+    let tcp = listeners.tcp_addr();
+    let own = match tcp {
+        Some(addr) if opts.kubernetes.is_none() => {
+            let ip = if addr.ip().is_unspecified() {
+                let addrs: Vec<std::net::IpAddr> = ifaces::default_route_interfaces()
+                    .iter()
+                    .flat_map(|i| ifaces::interface_addresses(i).unwrap_or_default())
+                    .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+                    .collect();
+                addrs
+                    .iter()
+                    .find(|ip| ip.is_ipv4())
+                    .or(addrs.first())
+                    .copied()
+            } else {
+                Some(addr.ip())
+            };
+            ip.map(|ip| {
+                (
+                    opts.node_name.clone(),
+                    std::net::SocketAddr::new(ip, addr.port()),
+                )
+            })
+        }
+        _ => None,
+    };
+    let port = tcp.map_or(service::peer::HUBBLE_PORT, |a| a.port());
+    service::PeerDirectory::new(
+        &opts.peers,
+        own,
+        registry.cluster_nodes(),
+        port,
+        listeners.tls(),
+    )
+}
+
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
+}
+
 /// Runs the agent until `shutdown` fires; everything attached is detached before returning.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     preflight(&opts)?;
@@ -293,6 +346,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         rate_samples: Mutex::default(),
         addresses: listeners.addresses(),
         tls: listeners.tls(),
+        peers: peer_directory(&opts, &listeners, &registry),
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(service::serve(state.clone(), listeners, shutdown.clone()));

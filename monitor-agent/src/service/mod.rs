@@ -1,5 +1,5 @@
 //! The agent's gRPC API: Hubble's `observer.Observer` (so flowctl, the relay and stock Hubble
-//! clients all work), our `flowscope.v1.Inspector`, gRPC health (which follows the datapath and
+//! clients all work), Hubble's `peer.Peer` (the cluster's nodes), our `flowscope.v1.Inspector`, gRPC health (which follows the datapath and
 //! the reader, see `health.rs`) and reflection; served on a
 //! root-only unix socket and, when asked, on TCP with TLS.
 
@@ -8,6 +8,7 @@ mod health;
 pub(crate) mod inspector;
 pub(crate) mod mask; // also the export field mask
 mod observer;
+pub mod peer;
 mod server;
 
 use std::{
@@ -17,6 +18,7 @@ use std::{
 
 pub use inspector::InspectorService;
 pub use observer::ObserverService;
+pub use peer::{PeerDirectory, PeerService};
 pub use server::{ListenOptions, Listeners, TlsFiles, bind, serve};
 
 use crate::{datapath::Datapath, endpoints::Registry, reader::ReaderStats, store::FlowStore};
@@ -62,6 +64,8 @@ pub struct AgentState {
     pub addresses: Vec<String>,
     /// TLS on the TCP listener.
     pub tls: bool,
+    /// The cluster's nodes, for the Peer service.
+    pub peers: PeerDirectory,
     /// Fires at shutdown: follow streams end then, so that the server can finish gracefully.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -9,13 +9,16 @@ use std::{
 };
 
 use anyhow::Context as _;
-use flowscope_proto::{FILE_DESCRIPTOR_SET, flowscope::v1::inspector_server::InspectorServer};
+use flowscope_proto::{
+    FILE_DESCRIPTOR_SET, flowscope::v1::inspector_server::InspectorServer,
+    peer::peer_server::PeerServer,
+};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::info;
 
-use super::{AgentState, InspectorService, ObserverService, encoded::observer_routes};
+use super::{AgentState, InspectorService, ObserverService, PeerService, encoded::observer_routes};
 
 /// Certificate files for the TCP listener.
 #[derive(Clone, Debug)]
@@ -97,6 +100,11 @@ impl Listeners {
     pub fn tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// The TCP listener's address, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|t| t.local_addr().ok())
+    }
 }
 
 /// Binds the unix socket and the TCP listener, and reads the TLS files: every error here comes
@@ -154,6 +162,10 @@ pub async fn serve(
         Ok(
             b.add_service(observer_routes(ObserverService::new(state.clone())))
                 .add_service(InspectorServer::new(InspectorService::new(state.clone())))
+                .add_service(PeerServer::new(PeerService::new(
+                    state.peers.clone(),
+                    state.shutdown.clone(),
+                )))
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
                 .add_service(reflection_v1alpha.clone()),
