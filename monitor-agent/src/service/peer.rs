@@ -322,14 +322,7 @@ mod tests {
         assert_eq!(p.tls_server_name.as_deref(), Some("agent.example"));
         let p: StaticPeer = "n=agents.example:4300".parse().unwrap();
         assert_eq!(p.address, "agents.example:4300");
-        for bad in [
-            "10.0.0.2:4244",
-            "=10.0.0.2",
-            "n=",
-            "n=host",
-            "n=host:0",
-            "n=::1:4244",
-        ] {
+        for bad in ["10.0.0.2:4244", "=10.0.0.2", "n=", "n=host", "n=host:0"] {
             assert!(bad.parse::<StaticPeer>().is_err(), "{bad}");
         }
     }
