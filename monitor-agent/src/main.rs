@@ -73,7 +73,7 @@ struct Cli {
     #[arg(long = "remote-node", value_name = "CIDR")]
     remote_nodes: Vec<String>,
     /// Another node's agent for the Peer service: NAME=ADDR[,TLS-SERVER-NAME], ADDR as host:port
-    /// (an IP address alone: port 4244); repeat for several. With --kubernetes the Node list
+    /// (an IP address alone: port 4244) or unix:///path; repeat for several. With --kubernetes the Node list
     /// is announced too.
     #[arg(long = "peer", value_name = "NAME=ADDR")]
     peers: Vec<monitor_agent::service::peer::StaticPeer>,

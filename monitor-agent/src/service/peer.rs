@@ -53,7 +53,7 @@ pub struct PeerEntry {
 pub struct StaticPeer {
     /// Node name.
     pub name: String,
-    /// `host:port` (`[v6]:port`); a bare IP address gets Hubble's port.
+    /// `host:port` (`[v6]:port`) or `unix:///path`; a bare IP address gets Hubble's port.
     pub address: String,
     /// The name in its certificate, when not Hubble's default for the node.
     pub tls_server_name: Option<String>,
@@ -72,7 +72,10 @@ impl std::str::FromStr for StaticPeer {
             Some((a, _)) => (a, None),
             None => (rest, None),
         };
-        let address = if let Ok(ip) = address.parse::<IpAddr>() {
+        let address = if address.starts_with("unix:///") {
+            // Hubble Relay dials these too (an agent on this machine).
+            address.to_owned()
+        } else if let Ok(ip) = address.parse::<IpAddr>() {
             SocketAddr::new(ip, HUBBLE_PORT).to_string()
         } else if address.parse::<SocketAddr>().is_ok() {
             address.to_owned()
@@ -322,6 +325,8 @@ mod tests {
         assert_eq!(p.tls_server_name.as_deref(), Some("agent.example"));
         let p: StaticPeer = "n=agents.example:4300".parse().unwrap();
         assert_eq!(p.address, "agents.example:4300");
+        let p: StaticPeer = "n=unix:///run/agent.sock".parse().unwrap();
+        assert_eq!(p.address, "unix:///run/agent.sock");
         for bad in ["10.0.0.2:4244", "=10.0.0.2", "n=", "n=host", "n=host:0"] {
             assert!(bad.parse::<StaticPeer>().is_err(), "{bad}");
         }
