@@ -172,11 +172,10 @@ impl FlowStore {
             }
             kept += 1;
             match since {
-                Some(since) => {
-                    if f.time.as_ref().is_some_and(|t| t.as_nanos() < since) {
-                        return seq + 1;
-                    }
+                Some(since) if f.time.as_ref().is_some_and(|t| t.as_nanos() < since) => {
+                    return seq + 1;
                 }
+                Some(_) => {}
                 None if kept == number => return seq,
                 None => {}
             }

@@ -111,13 +111,13 @@ impl Node {
             self.0.insert(*first, None);
             return;
         }
-        match self
+        // A `None` there means the whole field is kept already: nothing to add below it.
+        if let Some(child) = self
             .0
             .entry(*first)
             .or_insert_with(|| Some(Node::default()))
         {
-            Some(child) => child.add(rest),
-            None => {} // the whole field is kept already
+            child.add(rest);
         }
     }
 }
