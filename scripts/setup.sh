@@ -66,6 +66,17 @@ if [[ "$(python3 -c 'import kubernetes_validate.version as v; print(v.__version_
 fi
 command -v kubectl >/dev/null || log "warning: no kubectl: the deploy test cannot render deploy/kubernetes"
 
-# 5. Kernel features the agent relies on.
+# 5. protobuf (PyPI): flowctl's tests read `flowctl observe -o json` with Python protobuf's
+#    protojson, an implementation independent of ours, as Hubble's own tools would read it.
+pb_version=6.33.6
+if [[ "$(python3 -c 'import google.protobuf as p; print(p.__version__)' 2>/dev/null)" != "$pb_version" ]]; then
+  log "installing protobuf $pb_version (Python)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      "protobuf==$pb_version" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages "protobuf==$pb_version"
+fi
+
+# 6. Kernel features the agent relies on.
 [[ -r /sys/kernel/btf/vmlinux ]] || log "warning: no /sys/kernel/btf/vmlinux: drop tracing needs BTF"
 log "ready"

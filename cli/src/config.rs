@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::Deserialize;
 
+use crate::client::ServerAddr;
 use crate::output::{Format, TimeFormat};
 
 /// `--color`: when to color compact and dict output.
@@ -76,6 +77,126 @@ fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, 
         })
     })
     .transpose()
+}
+
+/// The keys of the config file, sorted as `config view` prints them.
+pub const KEYS: &[&str] = &[
+    "color",
+    "output",
+    "print-node-name",
+    "server",
+    "time-format",
+    "timeout",
+    "tls",
+    "tls-ca-cert-files",
+    "tls-client-cert-file",
+    "tls-client-key-file",
+    "tls-server-name",
+];
+
+/// `value` for `key` as `config set` writes it into the file: typed (a bool, a list), with a
+/// canonical spelling, and checked as the file's reader and the flags check it. `key` must be
+/// one of [`KEYS`].
+pub fn file_value(key: &str, value: &str) -> Result<serde_yaml_ng::Value, String> {
+    use clap::ValueEnum as _;
+    use serde_yaml_ng::Value;
+
+    let value = value.trim();
+    let text = |s: &str| Value::String(s.to_string());
+    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| text(v.get_name()));
+    match key {
+        "server" => {
+            ServerAddr::parse(value)?;
+            Ok(text(value))
+        }
+        "timeout" => match humantime::parse_duration(value) {
+            Ok(d) if !d.is_zero() => Ok(text(value)),
+            _ => Err("expected a positive duration such as 5s, 500ms or 1m30s".into()),
+        },
+        "tls" | "print-node-name" => parse_bool(value).map(Value::Bool),
+        "tls-ca-cert-files" => {
+            // Hubble's list syntax: comma-separated, optionally in brackets.
+            let inner = value.strip_prefix('[').unwrap_or(value);
+            let inner = inner.strip_suffix(']').unwrap_or(inner);
+            Ok(Value::Sequence(
+                inner
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(text)
+                    .collect(),
+            ))
+        }
+        "tls-client-cert-file" | "tls-client-key-file" | "tls-server-name" => Ok(text(value)),
+        "output" => Format::from_str(value, false)
+            .ok()
+            .and_then(|f| name(f.to_possible_value()))
+            .ok_or_else(|| "expected compact, dict, table, json, jsonpb or monitor".into()),
+        "time-format" => TimeFormat::from_str(value, true)
+            .ok()
+            .and_then(|f| name(f.to_possible_value()))
+            .ok_or_else(|| {
+                let names: Vec<String> = TimeFormat::value_variants()
+                    .iter()
+                    .filter_map(|f| f.to_possible_value())
+                    .map(|v| v.get_name().to_string())
+                    .collect();
+                format!("expected one of {}", names.join(", "))
+            }),
+        "color" => ColorWhen::from_str(value, false)
+            .ok()
+            .and_then(|c| name(c.to_possible_value()))
+            .ok_or_else(|| "expected auto, always or never".into()),
+        other => Err(format!("unknown key {other:?}")),
+    }
+}
+
+/// Go's `strconv.ParseBool` (what `hubble config set` accepts for a bool).
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// Rewrites the config file at `path` with `edit` applied to its keys, creating the file (and
+/// its directory) when missing. The result must be a valid config, or nothing is written.
+/// Comments are not kept (the file is written anew from its keys, as `hubble config set`
+/// does).
+pub fn edit(path: &Path, edit: impl FnOnce(&mut serde_yaml_ng::Mapping)) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading the config file {}", path.display()));
+        }
+    };
+    let mut keys: serde_yaml_ng::Mapping = serde_yaml_ng::from_str::<Option<_>>(&text)
+        .with_context(|| format!("the config file {} is not a YAML mapping", path.display()))?
+        .unwrap_or_default();
+    edit(&mut keys);
+    let new_text = if keys.is_empty() {
+        String::new()
+    } else {
+        serde_yaml_ng::to_string(&keys)?
+    };
+    parse(&new_text).with_context(|| {
+        format!(
+            "not written: the config file {} would not be valid",
+            path.display()
+        )
+    })?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the config directory {}", dir.display()))?;
+    }
+    // Written next to it and renamed over it: a reader never sees half a file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, &new_text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing the config file {}", path.display()))
 }
 
 /// Where the config file is looked for when none is named.
@@ -158,6 +279,72 @@ mod tests {
         assert!(err.contains("expected e.g. 5s"), "{err}");
         let err = format!("{:#}", parse("output: xml\n").unwrap_err());
         assert!(err.contains("unknown variant `xml`"), "{err}");
+    }
+
+    #[test]
+    fn file_values_are_typed_and_checked() {
+        use serde_yaml_ng::Value;
+        let ok = |key: &str, value: &str| file_value(key, value).unwrap();
+        assert_eq!(
+            ok("server", "relay:4245"),
+            Value::String("relay:4245".into())
+        );
+        assert_eq!(ok("tls", "True"), Value::Bool(true));
+        assert_eq!(ok("print-node-name", "0"), Value::Bool(false));
+        assert_eq!(
+            ok("tls-ca-cert-files", "[/a.pem, /b.pem]"),
+            serde_yaml_ng::from_str::<Value>("[/a.pem, /b.pem]").unwrap()
+        );
+        assert_eq!(
+            ok("time-format", "rfc3339"),
+            Value::String("RFC3339".into())
+        );
+        assert_eq!(ok("output", "jsonpb"), Value::String("jsonpb".into()));
+        assert_eq!(ok("timeout", "1m30s"), Value::String("1m30s".into()));
+        for (key, bad, why) in [
+            ("server", "localhost", "expected unix:///path/to/socket"),
+            ("timeout", "0s", "expected a positive duration"),
+            ("tls", "yes", "expected true or false"),
+            ("output", "xml", "expected compact, dict"),
+            ("time-format", "iso", "expected one of StampMilli"),
+            ("color", "blue", "expected auto, always or never"),
+        ] {
+            let err = file_value(key, bad).unwrap_err();
+            assert!(err.contains(why), "{key} {bad}: {err}");
+        }
+        // Every key has a value form.
+        for key in KEYS {
+            assert!(
+                !file_value(key, "x").is_err_and(|e| e.starts_with("unknown key")),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn edit_keeps_other_keys_and_refuses_an_invalid_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("new/dir/config.yaml");
+        edit(&file, |keys| {
+            keys.insert("server".into(), "relay:4245".into());
+        })
+        .unwrap();
+        edit(&file, |keys| {
+            keys.insert("tls".into(), true.into());
+        })
+        .unwrap();
+        let config = load(Some(&file)).unwrap();
+        assert_eq!(config.server.as_deref(), Some("relay:4245"));
+        assert_eq!(config.tls, Some(true));
+        let err = edit(&file, |keys| {
+            keys.insert("output".into(), "xml".into());
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("not written"), "{err:#}");
+        assert_eq!(load(Some(&file)).unwrap(), config, "unchanged");
+        edit(&file, |keys| keys.clear()).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "");
+        assert_eq!(load(Some(&file)).unwrap(), Config::default());
     }
 
     #[test]

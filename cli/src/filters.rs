@@ -21,6 +21,7 @@
 use clap::ArgMatches;
 use flowscope_proto::flow::{
     EventTypeFilter, FlowFilter, IpVersion, NetworkInterface, TcpFlags, TrafficDirection, Verdict,
+    Workload,
 };
 
 use crate::output::{RESERVED_IDENTITIES, TRACE_POINTS};
@@ -64,8 +65,16 @@ pub const FILTER_ARGS: &[&str] = &[
     "type",
     "traffic_direction",
     "node_name",
+    "node_label",
     "interface",
     "ip_version",
+    "uuid",
+    "workload",
+    "from_workload",
+    "to_workload",
+    "cluster",
+    "from_cluster",
+    "to_cluster",
 ];
 
 /// Flags that may not be used together (in the same list), Hubble's groups
@@ -97,6 +106,8 @@ const CONFLICTS: &[&[&str]] = &[
     &["port", "from-port"],
     &["identity", "to-identity"],
     &["identity", "from-identity"],
+    &["workload", "to-workload"],
+    &["workload", "from-workload"],
 ];
 
 // ---------------------------------------------------------------------------
@@ -294,6 +305,30 @@ pub fn parse_ip_version(s: &str) -> Result<IpVersion, String> {
         "6" | "v6" | "ipv6" | "ip6" => Ok(IpVersion::IPv6),
         "none" => Ok(IpVersion::IpNotUsed),
         _ => Err("expected v4, v6 or none".into()),
+    }
+}
+
+/// A cluster name: not empty (Hubble's servers refuse an empty one).
+pub fn parse_cluster(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Err("expected a cluster name".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// A workload, `[KIND/]NAME` as Hubble writes it: `Deployment/web`, `web` (any kind),
+/// `Deployment/` (any name of that kind).
+pub fn parse_workload(s: &str) -> Workload {
+    match s.split_once('/') {
+        Some((kind, name)) => Workload {
+            name: name.to_string(),
+            kind: kind.to_string(),
+        },
+        None => Workload {
+            name: s.to_string(),
+            kind: String::new(),
+        },
     }
 }
 
@@ -602,6 +637,34 @@ fn set_one(t: &mut Tracker, flag: &str, value: &str) -> Result<(), UsageError> {
             t.apply(|f| f.traffic_direction.push(direction as i32));
         }
         "node-name" => t.apply(|f| f.node_name.push(v.clone())),
+        "node-label" => t.apply(|f| f.node_labels.push(v.clone())),
+        "uuid" => t.apply(|f| f.uuid.push(v.clone())),
+        "workload" => {
+            let workload = parse_workload(value);
+            t.apply_left(|f| f.source_workload.push(workload.clone()));
+            t.apply_right(|f| f.destination_workload.push(workload));
+        }
+        "from-workload" => {
+            let workload = parse_workload(value);
+            t.apply(|f| f.source_workload.push(workload.clone()));
+        }
+        "to-workload" => {
+            let workload = parse_workload(value);
+            t.apply(|f| f.destination_workload.push(workload.clone()));
+        }
+        "cluster" => {
+            let cluster = reparse(flag, value, parse_cluster)?;
+            t.apply_left(|f| f.source_cluster_name.push(cluster.clone()));
+            t.apply_right(|f| f.destination_cluster_name.push(cluster));
+        }
+        "from-cluster" => {
+            let cluster = reparse(flag, value, parse_cluster)?;
+            t.apply(|f| f.source_cluster_name.push(cluster.clone()));
+        }
+        "to-cluster" => {
+            let cluster = reparse(flag, value, parse_cluster)?;
+            t.apply(|f| f.destination_cluster_name.push(cluster.clone()));
+        }
         "interface" => t.apply(|f| {
             f.interface.push(NetworkInterface {
                 index: 0,

@@ -3,12 +3,14 @@
 //! It speaks Hubble's Observer API (flowscope-proto) to the agent's unix
 //! socket or to the relay, and prints flows the way `hubble observe` does —
 //! plus `cilium monitor` lines, the server's status and its nodes. It depends
-//! on the proto crate only: nothing of the agent (aya, the ABI), nothing of
-//! the relay.
+//! on the proto crate and on flowscope-filter (the servers' flow matcher, for
+//! `observe --input-file`) only: nothing of the agent (aya, the ABI), nothing
+//! of the relay.
 //!
 //! Layout: `commands/` has one module per subcommand, `client` dials the
-//! server, `filters` turns filter flags into FlowFilters, `output/` has one
-//! module per output format, `config` reads the optional config file.
+//! server, `filters` turns filter flags into FlowFilters, `offline` reads
+//! flows from Hubble JSON lines, `output/` has one module per output format,
+//! `config` reads and writes the optional config file.
 //!
 //! Errors are printed once, as `error: {err:#}`. A closed stdout
 //! (`flowctl observe | head -1`) ends the program quietly with status 0.
@@ -17,6 +19,7 @@ mod client;
 mod commands;
 mod config;
 mod filters;
+mod offline;
 mod output;
 
 use std::io::{self, Write as _};
@@ -35,6 +38,8 @@ Examples:
   flowctl observe --verdict DROPPED       what the kernel dropped, and why
   flowctl status                          is the server healthy, which nodes answer
   flowctl nodes                           the nodes behind the relay
+  flowctl list namespaces                 the namespaces of recent flows
+  flowctl config set server relay:4245    remember the server in the config file
 
 The server is --server, else $FLOWSCOPE_SERVER, else the config file's
 (~/.config/flowctl/config.yaml), else the local agent's socket

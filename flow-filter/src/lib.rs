@@ -40,6 +40,9 @@ mod label;
 mod misc;
 mod pod;
 mod port;
+mod produced;
+
+pub use produced::refuse_unproduced;
 
 use flowscope_proto::flow::{
     Endpoint, EventTypeFilter, Flow, FlowFilter, HttpHeader, NetworkInterface, TcpFlags,
@@ -72,13 +75,26 @@ pub enum FilterError {
         /// Proto name of the field.
         field: &'static str,
     },
+    /// A valid filter on something no flowscope flow carries: it could only
+    /// ever match nothing (see [`refuse_unproduced`]).
+    #[error("filter {field} {value:?} can never match: {reason}")]
+    NeverMatches {
+        /// Proto name of the FlowFilter field.
+        field: &'static str,
+        /// The value that cannot match.
+        value: String,
+        /// Why no flow carries it.
+        reason: String,
+    },
 }
 
 impl FilterError {
     /// Proto name of the field at fault, for an `InvalidArgument` status.
     pub fn field(&self) -> &'static str {
         match self {
-            Self::Invalid { field, .. } | Self::Unsupported { field } => field,
+            Self::Invalid { field, .. }
+            | Self::Unsupported { field }
+            | Self::NeverMatches { field, .. } => field,
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct AgentOptions {
 /// The shortest silence after which the reader counts as stalled (gRPC health).
 const READER_STALL_MIN: Duration = Duration::from_secs(5);
 
+/// Unanswered-connection reports kept for clients that ask for them (their own history: they
+/// are not packets and never take a packet's place in the flow history).
+const UNANSWERED_HISTORY: usize = 4096;
+
 /// Interface index -> name, for every interface of the namespace (not only attached ones).
 type Names = Arc<RwLock<BTreeMap<u32, String>>>;
 
@@ -286,7 +290,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
 
     let (mut dp, ring) = Datapath::load(&opts.datapath)?;
     metrics.watch_ring(&ring, opts.datapath.ring_bytes);
-    info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, node = %opts.node_name, "programs loaded");
+    info!(mode = ?dp.mode(), aggregation = ?opts.datapath.aggregation, observation_points = ?opts.datapath.observation_points, node = %opts.node_name, "programs loaded");
     let reasons: Arc<HashMap<u32, String>> = Arc::new(dp.drop_reasons.clone());
 
     let registry = Registry::new(ifaces::local_addresses().unwrap_or_default(), remote_nodes);
@@ -331,11 +335,14 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.clone())
         .context("starting the ring-buffer reader")?;
 
+    let unanswered = crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536);
     let state = Arc::new(AgentState {
         node_name: opts.node_name.clone(),
         started: std::time::Instant::now(),
         started_at: std::time::SystemTime::now(),
         store: Arc::new(FlowStore::new(opts.history_size)),
+        unanswered: Arc::new(FlowStore::new(UNANSWERED_HISTORY)),
+        unanswered_stats: unanswered.stats(),
         datapath: dp.clone(),
         registry: registry.clone(),
         reader: stats.clone(),
@@ -408,7 +415,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         metrics: metrics.flows(),
         exporter,
         node: Arc::from(opts.node_name.as_str()),
-        unanswered: crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536),
+        unanswered,
     };
     let mut loss = LossTracker::default();
     // Set when the reader ends on its own (it only ends when told to, or by a panic).
@@ -435,8 +442,10 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
                 sink.observe(&lost);
                 let late = sink.unanswered.expire(&dp);
                 if !late.is_empty() {
-                    sink.observe(&late);
-                    state.store.push_batch(late);
+                    sink.unanswered_reports(&late);
+                    state
+                        .unanswered
+                        .push_batch(late.into_iter().map(Entry::Flow).collect::<Vec<_>>());
                 }
             }
             _ = gc_tick.tick() => {
@@ -652,24 +661,22 @@ impl Sink {
         Ok(())
     }
 
-    /// Flows made outside a batch (unanswered reports) go to metrics and export like the
-    /// others; loss notices go to the export file.
+    /// Loss notices go to the export file, as Hubble's exporter writes them.
     fn observe(&self, entries: &[Entry]) {
         for e in entries {
-            match e {
-                Entry::Flow(flow) => {
-                    if let Some(m) = &self.metrics {
-                        m.observe_flow(flow);
-                    }
-                    if let Some(x) = &self.exporter {
-                        x.push(flow);
-                    }
-                }
-                Entry::Lost(lost) => {
-                    if let Some(x) = &self.exporter {
-                        x.push_lost(lost, &self.node);
-                    }
-                }
+            if let (Entry::Lost(lost), Some(x)) = (e, &self.exporter) {
+                x.push_lost(lost, &self.node);
+            }
+        }
+    }
+
+    /// Unanswered-connection reports are not packets: Hubble's flow metrics never see them
+    /// (they have their own counters, read at scrape time), and the export file gets them as
+    /// their own line only when asked (`--export-unanswered`).
+    fn unanswered_reports(&self, reports: &[Arc<flowscope_proto::flow::Flow>]) {
+        if let Some(x) = &self.exporter {
+            for r in reports {
+                x.push_unanswered(r);
             }
         }
     }

@@ -101,7 +101,7 @@ pub enum AttachMode {
 pub enum Aggregation {
     /// Every packet at every observation point.
     None,
-    /// One trace per packet per node.
+    /// One trace per packet per conntrack tuple (untranslated transit duplicates skipped).
     Low,
     /// Per connection: new, first sighting of each TCP flag per direction, then at most every 5 s.
     Medium,
@@ -128,6 +128,27 @@ impl Aggregation {
     }
 }
 
+/// Which observation points the hooks report (see `docs/observation-points.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ObservationPoints {
+    /// Each hook reports its own point (from-endpoint, to-network, from-network,
+    /// to-endpoint, …); from `low` up a packet is reported where it entered the node.
+    PerHop,
+    /// Cilium's: from `low` up no FROM_* point is reported; a pod's packets are reported at its
+    /// veth as to-stack, or to-endpoint when delivered to a local pod.
+    Cilium,
+}
+
+impl ObservationPoints {
+    fn raw(self) -> u8 {
+        match self {
+            ObservationPoints::PerHop => monitor_common::obs_mode::PER_HOP,
+            ObservationPoints::Cilium => monitor_common::obs_mode::CILIUM,
+        }
+    }
+}
+
 /// Options of the datapath.
 #[derive(Clone, Debug)]
 pub struct DatapathOptions {
@@ -137,6 +158,8 @@ pub struct DatapathOptions {
     pub conntrack_entries: u32,
     /// Monitor aggregation.
     pub aggregation: Aggregation,
+    /// Observation points reported.
+    pub observation_points: ObservationPoints,
     /// Wake the reader when this many bytes wait (0: only the reader's timer).
     pub wakeup_bytes: u64,
     /// Trace drops through `skb:kfree_skb`.
@@ -157,6 +180,7 @@ impl Default for DatapathOptions {
             ring_bytes: monitor_common::DEFAULT_RING_BYTES,
             conntrack_entries: monitor_common::CONNTRACK_MAX_ENTRIES,
             aggregation: Aggregation::Medium,
+            observation_points: ObservationPoints::PerHop,
             wakeup_bytes: 256 * 1024,
             drops: true,
             attach_mode: AttachMode::Auto,
@@ -262,6 +286,7 @@ impl Datapath {
             other_lifetime_ns: opts.other_lifetime.as_nanos() as u64,
             wakeup_bytes: opts.wakeup_bytes,
             aggregation: opts.aggregation.raw(),
+            obs_mode: opts.observation_points.raw(),
             ..Config::default()
         };
         let mut drop_reasons = std::collections::HashMap::new();

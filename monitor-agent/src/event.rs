@@ -9,7 +9,9 @@ use std::{
     time::SystemTime,
 };
 
-use monitor_common::{FlowEvent, ct_state, event_flags, event_type, family, obs, proto, tcp};
+use monitor_common::{
+    FlowEvent, ct_state, direction, event_flags, event_type, family, obs, proto, tcp,
+};
 use serde::Serialize;
 
 use crate::kernel::Clock;
@@ -30,6 +32,8 @@ pub enum ObsPoint {
     FromHost,
     /// To the host stack (gateway device ingress).
     ToHost,
+    /// Handed by a pod to the node's stack (its veth's ingress, `cilium` observation points).
+    ToStack,
     /// Not observed at a hook (drops).
     Unknown,
 }
@@ -44,6 +48,7 @@ impl ObsPoint {
             obs::TO_NETWORK => Self::ToNetwork,
             obs::FROM_HOST => Self::FromHost,
             obs::TO_HOST => Self::ToHost,
+            obs::TO_STACK => Self::ToStack,
             _ => Self::Unknown,
         }
     }
@@ -57,6 +62,7 @@ impl ObsPoint {
             Self::ToNetwork => obs::TO_NETWORK,
             Self::FromHost => obs::FROM_HOST,
             Self::ToHost => obs::TO_HOST,
+            Self::ToStack => obs::TO_STACK,
             Self::Unknown => obs::UNKNOWN,
         }
     }
@@ -70,6 +76,7 @@ impl ObsPoint {
             Self::ToNetwork => "to-network",
             Self::FromHost => "from-host",
             Self::ToHost => "to-host",
+            Self::ToStack => "to-stack",
             Self::Unknown => "unknown",
         }
     }
@@ -135,6 +142,9 @@ pub struct Event {
     pub ifindex: u32,
     /// Interface the packet entered the node on (0: locally generated).
     pub ingress_ifindex: u32,
+    /// The hook sits on its interface's ingress (a to-endpoint trace at an ingress hook was
+    /// reported by the sending pod's veth: `cilium` observation points).
+    pub ingress_hook: bool,
     /// skb hash: joins the hops of one packet.
     pub hash: u32,
     /// Packet length.
@@ -248,6 +258,7 @@ impl Event {
             point: ObsPoint::from_raw(raw.obs_point),
             ifindex: raw.ifindex,
             ingress_ifindex: raw.ingress_ifindex,
+            ingress_hook: raw.direction == direction::INGRESS,
             hash: raw.hash,
             len: raw.orig_len,
             ct_state: CtState::from_raw(raw.ct_state),
@@ -331,6 +342,7 @@ impl Event {
                     ObsPoint::FromNetwork => "<- network",
                     ObsPoint::ToHost => "-> host",
                     ObsPoint::FromHost => "<- host",
+                    ObsPoint::ToStack => "-> stack",
                     ObsPoint::Unknown => "-> ?",
                 };
                 let state = self.ct_state.map(CtState::as_str).unwrap_or("unknown");
@@ -389,7 +401,6 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use monitor_common::direction;
 
     fn syn_event() -> FlowEvent {
         let mut ev = FlowEvent {

@@ -68,6 +68,9 @@ pub struct ExportOptions {
     pub field_mask: Vec<String>,
     /// Capacity of the queue between the pipeline and the writer, in flows.
     pub queue_size: usize,
+    /// Also write unanswered-connection reports, as `flowscope_unanswered` lines. Off by
+    /// default: Hubble's readers of export files know only ExportEvent's fields.
+    pub unanswered: bool,
 }
 
 /// Why the exporter cannot start (bad configuration, reported before anything is attached).
@@ -103,11 +106,15 @@ enum Item {
     Flow(Arc<Flow>),
     /// Events lost before the history, and the node that lost them.
     Lost(Arc<LostEvent>, Arc<str>),
+    /// A report of a connection that got no reply (not a packet: its own line).
+    Unanswered(Arc<Flow>),
 }
 
 /// The pipeline's handle on the export writer.
 pub struct Exporter {
     tx: Option<SyncSender<Item>>,
+    /// Whether unanswered-connection reports are written.
+    unanswered: bool,
     stats: Arc<ExportStats>,
     thread: Option<JoinHandle<()>>,
 }
@@ -117,6 +124,8 @@ impl Exporter {
     /// writer: a path that cannot be written is reported and retried, not fatal.
     pub fn start(opts: ExportOptions) -> Result<Self, ExportError> {
         let filters = FlowFilterSet::compile(&opts.allowlist, &opts.denylist)?;
+        flowscope_filter::refuse_unproduced(&opts.allowlist, &opts.denylist)?;
+        let unanswered = opts.unanswered;
         let stats = Arc::new(ExportStats::default());
         let (tx, rx) = sync_channel(opts.queue_size.max(1));
         info!(path = %opts.path.display(), max_size_bytes = opts.max_size_bytes,
@@ -129,6 +138,7 @@ impl Exporter {
             .map_err(ExportError::Thread)?;
         Ok(Exporter {
             tx: Some(tx),
+            unanswered,
             stats,
             thread: Some(thread),
         })
@@ -142,6 +152,13 @@ impl Exporter {
     /// Queues a notice of events that `node` lost before its history; never blocks.
     pub fn push_lost(&self, lost: &Arc<LostEvent>, node: &Arc<str>) {
         self.push_item(Item::Lost(lost.clone(), node.clone()));
+    }
+
+    /// Queues an unanswered-connection report, when they are exported; never blocks.
+    pub fn push_unanswered(&self, report: &Arc<Flow>) {
+        if self.unanswered {
+            self.push_item(Item::Unanswered(report.clone()));
+        }
     }
 
     fn push_item(&self, item: Item) {
@@ -245,6 +262,7 @@ impl Writer {
                     match &item {
                         Item::Flow(flow) => self.write(flow),
                         Item::Lost(lost, node) => self.write_lost(lost, node),
+                        Item::Unanswered(report) => self.write_unanswered(report),
                     }
                     if self.last_flush.elapsed() >= FLUSH_EVERY {
                         self.flush();
@@ -268,6 +286,19 @@ impl Writer {
             // Only values protojson cannot represent fail (a timestamp out of range).
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
             self.report("encoding a flow", &e.into());
+            return;
+        }
+        self.write_line();
+    }
+
+    fn write_unanswered(&mut self, report: &Flow) {
+        if !self.filters.matches(report) {
+            return;
+        }
+        self.line.clear();
+        if let Err(e) = encode_unanswered_line(&mut self.line, report) {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            self.report("encoding an unanswered-connection report", &e.into());
             return;
         }
         self.write_line();
@@ -457,6 +488,24 @@ fn encode_line(
         serde_json::to_writer(&mut *buf, &flow.node_name)?;
     }
     if let Some(t) = &flow.time {
+        buf.extend_from_slice(b",\"time\":");
+        serde_json::to_writer(&mut *buf, t)?;
+    }
+    buf.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// An unanswered-connection report: `{"flowscope_unanswered":{…},"node_name":…,"time":…}`,
+/// the report in Hubble's flow JSON with our extension (which says what it is). A line of its
+/// own, so that no reader takes it for a flow of a packet.
+fn encode_unanswered_line(buf: &mut Vec<u8>, report: &Flow) -> serde_json::Result<()> {
+    buf.extend_from_slice(b"{\"flowscope_unanswered\":");
+    serde_json::to_writer(&mut *buf, report)?;
+    if !report.node_name.is_empty() {
+        buf.extend_from_slice(b",\"node_name\":");
+        serde_json::to_writer(&mut *buf, &report.node_name)?;
+    }
+    if let Some(t) = &report.time {
         buf.extend_from_slice(b",\"time\":");
         serde_json::to_writer(&mut *buf, t)?;
     }
@@ -669,6 +718,7 @@ mod tests {
             denylist: Vec::new(),
             field_mask: Vec::new(),
             queue_size: 1024,
+            unanswered: false,
         }
     }
 

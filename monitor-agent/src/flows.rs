@@ -1,14 +1,17 @@
 //! Turning decoded kernel events into Hubble flows (`flow.Flow`).
 //!
-//! Field by field as Hubble fills them (`shared/design/hubble-wire-facts.md`), with identities
-//! and pod metadata from the endpoint [`Registry`]. Facts Hubble has no field for (the skb hash
-//! that joins hops, the kernel's drop reason name) go into `Flow.extensions` as a
+//! Field by field as Hubble fills them (`docs/hubble-wire.md`), with identities and pod metadata
+//! from the endpoint [`Registry`]. A drop carries the Hubble `DropReason` that means what the
+//! kernel's reason means (`flowscope_proto::drop_reason`, `docs/drop-reasons.md`). Facts Hubble
+//! has no field for (the skb hash that joins hops, the kernel's drop reason by name) go into
+//! `Flow.extensions` as a
 //! `flowscope.v1.FlowExtension`; the service strips them for clients that did not ask, since a
 //! stock Hubble client cannot print an `Any` of a type it does not know.
 
 use std::{net::IpAddr, sync::Arc};
 
 use flowscope_proto::{
+    drop_reason,
     flow::{
         self, CiliumEventType, Emitter, Ethernet, Flow, FlowType, IpVersion, Layer4,
         NetworkInterface, TcpFlags, TraceObservationPoint, TraceReason, TrafficDirection, Verdict,
@@ -83,7 +86,7 @@ impl FlowBuilder {
     /// The flow for one event. `ifname` is the name of `ev.ifindex`, when known.
     #[expect(
         deprecated,
-        reason = "Hubble's Summary field is deprecated but every client still prints it"
+        reason = "Hubble's Summary and drop_reason are deprecated but clients still read them"
     )]
     pub fn build(&self, ev: &Event, ifname: Option<&str>) -> Flow {
         let mut src = ev.src.map(|ip| self.registry.lookup(ip));
@@ -98,6 +101,10 @@ impl FlowBuilder {
             }
         }
         let is_drop = ev.kind == Kind::Drop;
+        // Hubble's words for the kernel's reason; Cilium puts the same code in drop_reason,
+        // drop_reason_desc and the event sub type, which `hubble observe` prints.
+        let hubble_reason =
+            is_drop.then(|| drop_reason::hubble_drop_reason(ev.drop_reason_name.as_deref()));
         let reply = match ev.ct_state {
             Some(CtState::Reply) => Some(true),
             Some(CtState::New | CtState::Established | CtState::Related) => Some(false),
@@ -128,7 +135,10 @@ impl FlowBuilder {
                 } else {
                     event_type::TRACE
                 } as i32,
-                sub_type: if is_drop { 0 } else { ev.point.raw() as i32 },
+                sub_type: match hubble_reason {
+                    Some(r) => drop_reason::drop_sub_type(r),
+                    None => ev.point.raw() as i32,
+                },
             }),
             traffic_direction: direction(ev) as i32,
             trace_observation_point: if is_drop {
@@ -145,12 +155,14 @@ impl FlowBuilder {
             } as i32,
             is_reply: reply,
             reply: reply.unwrap_or(false),
-            interface: Some(NetworkInterface {
+            // No interface for a to-stack trace (index 0), as Hubble leaves it on Cilium's.
+            interface: (ev.ifindex != 0).then(|| NetworkInterface {
                 index: ev.ifindex,
                 name: ifname.unwrap_or_default().to_owned(),
             }),
             summary: summary(ev),
-            drop_reason: ev.drop_reason.unwrap_or(0),
+            drop_reason: hubble_reason.map_or(0, |r| r as u32),
+            drop_reason_desc: hubble_reason.map_or(0, |r| r as i32),
             ..Flow::default()
         };
         // The connection's tuple in its original direction, on the pod's side of any NAT: every
@@ -333,7 +345,9 @@ fn direction(ev: &Event) -> TrafficDirection {
         Some(_) => false,
     };
     let outward = match ev.point {
-        ObsPoint::FromEndpoint | ObsPoint::ToNetwork | ObsPoint::FromHost => true,
+        ObsPoint::FromEndpoint | ObsPoint::ToStack | ObsPoint::ToNetwork | ObsPoint::FromHost => {
+            true
+        }
         ObsPoint::ToEndpoint | ObsPoint::FromNetwork | ObsPoint::ToHost => false,
         ObsPoint::Unknown => return TrafficDirection::Unknown,
     };
@@ -417,6 +431,7 @@ fn icmpv6_name(t: u8, c: u8) -> String {
 mod tests {
     use super::*;
     use crate::kernel::Clock;
+    use flowscope_proto::flow::DropReason;
     use monitor_common::{FlowEvent, ct_state, event_flags, family, obs, tcp};
 
     fn raw(
@@ -546,8 +561,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn drops_carry_the_kernel_reason() {
+    /// A drop of kernel reason `number`, which BTF names `name`.
+    fn drop_flow(number: u32, name: Option<&str>) -> Flow {
         let mut r = raw(
             obs::UNKNOWN,
             ct_state::UNKNOWN,
@@ -559,15 +574,51 @@ mod tests {
         );
         r.event_type = event_type::DROP;
         r.l4_proto = ipproto::UDP;
-        r.drop_reason = 12;
-        let ev = Event::decode(&r, &Clock::now(), |_| Some("NETFILTER_DROP".into()));
-        let f = builder().build(&ev, None);
+        r.drop_reason = number;
+        let ev = Event::decode(&r, &Clock::now(), |_| name.map(String::from));
+        builder().build(&ev, None)
+    }
+
+    #[test]
+    #[expect(deprecated, reason = "checks Hubble's drop_reason")]
+    fn drops_carry_the_kernel_reason() {
+        let f = drop_flow(12, Some("NETFILTER_DROP"));
         assert_eq!(f.verdict, Verdict::Dropped as i32);
         assert_eq!(f.is_reply, None);
-        assert_eq!(f.event_type.unwrap().r#type, 1);
         let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
         assert_eq!(ext.kernel_drop_reason_name, "NETFILTER_DROP");
         assert_eq!(ext.kernel_drop_reason, 12);
+        // No Hubble reason means "dropped by netfilter": Hubble's fields say unknown, and the
+        // sub type is not 0 (which Hubble's printer shows as `Success`), nor the kernel's number
+        // (which it would read as one of Cilium's codes).
+        assert_eq!(f.drop_reason_desc, DropReason::Unknown as i32);
+        assert_eq!(f.drop_reason, 0);
+        assert_eq!(
+            f.event_type,
+            Some(CiliumEventType {
+                r#type: 1,
+                sub_type: drop_reason::UNMAPPED_DROP_SUB_TYPE
+            })
+        );
+    }
+
+    #[test]
+    #[expect(deprecated, reason = "checks Hubble's drop_reason")]
+    fn drops_with_a_hubble_equivalent_say_it_in_every_hubble_field() {
+        // The number is this kernel's business: the name decides.
+        let f = drop_flow(3, Some("NO_SOCKET"));
+        assert_eq!(f.drop_reason_desc, DropReason::SocketLookupFailed as i32);
+        assert_eq!(f.drop_reason, 178);
+        assert_eq!(f.event_type.unwrap().sub_type, 178);
+        let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
+        assert_eq!(
+            (ext.kernel_drop_reason, ext.kernel_drop_reason_name.as_str()),
+            (3, "NO_SOCKET")
+        );
+        // A kernel without reason names (before 5.17): unknown, not a number read as Cilium's.
+        let f = drop_flow(3, None);
+        assert_eq!(f.drop_reason_desc, DropReason::Unknown as i32);
+        assert_eq!(f.drop_reason, 0);
     }
 
     #[test]

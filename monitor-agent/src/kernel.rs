@@ -108,7 +108,8 @@ fn parse_format(text: &str) -> HashMap<String, u32> {
 pub struct DropSupport {
     /// Offsets for the kernel program.
     pub offsets: KernelOffsets,
-    /// `enum skb_drop_reason` value -> name without the `SKB_DROP_REASON_` prefix.
+    /// `enum skb_drop_reason` value -> name without the `SKB_DROP_REASON_` prefix
+    /// (`flowscope_proto::drop_reason::short_name`).
     pub reasons: HashMap<u32, String>,
 }
 
@@ -144,20 +145,28 @@ pub fn drop_support() -> Result<DropSupport, KernelError> {
         // Kernels before 5.17 have no reason: 0 tells the program so.
         tp_reason: tp.get("reason").copied().unwrap_or(0),
     };
-    let reasons = btf
-        .enum_values("skb_drop_reason")
+    let reasons = drop_reason_names(&btf);
+    Ok(DropSupport { offsets, reasons })
+}
+
+/// The names of this kernel's `enum skb_drop_reason` by value, as
+/// `flowscope_proto::drop_reason::short_name` writes them; empty before Linux 5.17, which has
+/// no such enum. `SKB_DROP_REASON_SUBSYS_MASK` (`0xffff0000`, a mask, not a reason) is left
+/// out, and with it the reasons of subsystems (`mac80211`, `openvswitch`, …), whose values
+/// carry the subsystem in their upper 16 bits: their drops are unnamed.
+pub fn drop_reason_names(btf: &Btf) -> HashMap<u32, String> {
+    btf.enum_values("skb_drop_reason")
         .map(|values| {
             values
                 .into_iter()
-                .filter_map(|(v, name)| {
-                    let short = name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name);
-                    let short = short.strip_prefix("SKB_").unwrap_or(short);
-                    u32::try_from(v).ok().map(|v| (v, short.to_owned()))
+                .filter(|(v, _)| (0..0x1_0000).contains(v))
+                .map(|(v, name)| {
+                    let short = flowscope_proto::drop_reason::short_name(&name);
+                    (v as u32, short.to_owned())
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    Ok(DropSupport { offsets, reasons })
+        .unwrap_or_default()
 }
 
 /// Inode number of this process's network namespace.
@@ -253,6 +262,41 @@ mod tests {
         assert_eq!(f["location"], 16);
         assert_eq!(f["reason"], 36);
         assert_eq!(f["common_type"], 0);
+    }
+
+    /// Every drop reason of the running kernel has a row in the table that turns it into Hubble's
+    /// words (`flowscope_proto::drop_reason`, `docs/drop-reasons.md`): a kernel that adds a reason
+    /// fails here until someone decides what Hubble clients should be told about it.
+    #[test]
+    fn every_drop_reason_of_this_kernel_is_classified() {
+        let btf = match Btf::from_sys_fs() {
+            Ok(Ok(btf)) => btf,
+            Ok(Err(e)) => panic!("/sys/kernel/btf/vmlinux: {e}"),
+            Err(e) => {
+                testbed::skip(
+                    "kernel::tests::every_drop_reason_of_this_kernel_is_classified",
+                    &format!("no readable /sys/kernel/btf/vmlinux ({e})"),
+                );
+                return;
+            }
+        };
+        let names = drop_reason_names(&btf);
+        assert!(
+            names.values().any(|n| n == "NETFILTER_DROP"),
+            "read the enum: {names:?}"
+        );
+        let mut missing: Vec<&str> = names
+            .values()
+            .map(String::as_str)
+            .filter(|n| flowscope_proto::drop_reason::lookup(n).is_none())
+            .collect();
+        missing.sort_unstable();
+        assert!(
+            missing.is_empty(),
+            "kernel drop reasons with no row in proto/src/drop_reason.rs and docs/drop-reasons.md \
+             (until classified they are DROP_REASON_UNKNOWN): {missing:?}"
+        );
+        eprintln!("{} kernel drop reasons, each classified", names.len());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub mod flows;
 pub mod ifaces;
 pub mod kernel;
 pub mod metrics;
+#[cfg(test)]
+mod min_kernel;
 pub mod nat;
 pub mod reader;
 pub mod service;

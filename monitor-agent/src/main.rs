@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::{CommandFactory as _, Parser};
 use monitor_agent::{
     agent::{self, AgentOptions, DumpFormat},
-    datapath::{Aggregation, AttachMode, DatapathOptions},
+    datapath::{Aggregation, AttachMode, DatapathOptions, ObservationPoints},
     export::{self, ExportOptions, FilterList},
     ifaces::Selector,
     metrics::{self, MetricsOptions},
@@ -100,6 +100,11 @@ struct Cli {
     /// Monitor aggregation: none, low, medium (new connections, new TCP flags, then every 5 s), max.
     #[arg(long, value_enum, default_value = "medium")]
     aggregation: Aggregation,
+    /// Observation points: per-hop (each hook its own point: from-endpoint, to-network,
+    /// from-network, to-endpoint…) or cilium (Cilium's: no from-* point from aggregation low up,
+    /// a pod's packets reported at its veth as to-stack, or to-endpoint for a local pod).
+    #[arg(long, value_enum, default_value = "per-hop")]
+    observation_points: ObservationPoints,
     /// Size of the kernel ring buffer (a power of two, e.g. 4MiB, 16MiB).
     #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_size)]
     ring_size: u32,
@@ -162,6 +167,10 @@ struct Cli {
     /// adds flowscope's own; without a mask, every Hubble field).
     #[arg(long, value_name = "PATHS")]
     export_fieldmask: Vec<String>,
+    /// Also export reports of connections that got no reply, as `flowscope_unanswered` lines
+    /// (not an ExportEvent: Hubble's tools reading the file would not know them).
+    #[arg(long)]
+    export_unanswered: bool,
 }
 
 /// `--export-file-max-size-mb`: a non-negative number of MiB.
@@ -178,7 +187,8 @@ fn export_options(cli: &Cli) -> Result<Option<ExportOptions>, String> {
         let used = !cli.export_allowlist.is_empty()
             || !cli.export_denylist.is_empty()
             || !cli.export_fieldmask.is_empty()
-            || cli.export_file_compress;
+            || cli.export_file_compress
+            || cli.export_unanswered;
         if used {
             return Err("the --export-… options need --export-file-path".into());
         }
@@ -199,6 +209,7 @@ fn export_options(cli: &Cli) -> Result<Option<ExportOptions>, String> {
             .flat_map(|m| export::parse_field_mask(m))
             .collect(),
         queue_size: export::DEFAULT_QUEUE,
+        unanswered: cli.export_unanswered,
     }))
 }
 
@@ -393,6 +404,7 @@ async fn main() -> ExitCode {
             ring_bytes: cli.ring_size,
             conntrack_entries: cli.conntrack_size,
             aggregation: cli.aggregation,
+            observation_points: cli.observation_points,
             drops: !cli.no_drops,
             attach_mode: cli.attach_mode,
             ..DatapathOptions::default()
@@ -461,7 +473,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fs-agent-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("agent.yaml");
-        std::fs::write(&f, "aggregation: low\nhistory-size: 100\nendpoint-pattern: [\"lxc*\", \"cali*\"]\nno-drops: true\n").unwrap();
+        std::fs::write(&f, "aggregation: low\nobservation-points: cilium\nhistory-size: 100\nendpoint-pattern: [\"lxc*\", \"cali*\"]\nno-drops: true\n").unwrap();
         let argv: Vec<OsString> = [
             "monitor-agent",
             "--config",
@@ -474,6 +486,7 @@ mod tests {
         .collect();
         let cli = Cli::parse_from(args_with_config(argv).unwrap());
         assert_eq!(cli.aggregation, Aggregation::Low);
+        assert_eq!(cli.observation_points, ObservationPoints::Cilium);
         assert_eq!(cli.history_size, 7, "the command line wins");
         assert_eq!(cli.endpoint_patterns, vec!["lxc*", "cali*"]);
         assert!(cli.no_drops);

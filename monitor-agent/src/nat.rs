@@ -721,13 +721,7 @@ mod tests {
     /// The real kernel, in a fresh network namespace: a dump works and a missing tuple is None.
     #[test]
     fn talks_to_the_kernel() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "privileged test under CI without root"
-            );
-            eprintln!("skipping: needs root");
+        if !testbed::require_root("nat::tests::talks_to_the_kernel") {
             return;
         }
         let r = std::thread::spawn(|| {

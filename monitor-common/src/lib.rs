@@ -71,6 +71,9 @@ pub mod obs {
     pub const TO_ENDPOINT: u8 = 0;
     /// To the host stack through the gateway device.
     pub const TO_HOST: u8 = 2;
+    /// Handed by an endpoint to the node's stack (Cilium `TRACE_TO_STACK`): what the endpoint
+    /// veth's ingress hook reports in the `cilium` observation-point mode (see [`obs_mode`]).
+    pub const TO_STACK: u8 = 3;
     /// Sent by an endpoint.
     pub const FROM_ENDPOINT: u8 = 5;
     /// Sent by the host stack through the gateway device.
@@ -88,6 +91,19 @@ pub mod obs {
     pub const fn is_arrival(point: u8) -> bool {
         matches!(point, FROM_ENDPOINT | FROM_NETWORK | FROM_HOST)
     }
+}
+
+/// Which observation points the hooks report, and under which name ([`Config::obs_mode`]).
+pub mod obs_mode {
+    /// flowscope's own: each hook reports its own point (FROM_ENDPOINT at the endpoint veth's
+    /// ingress, FROM_NETWORK at the uplink's, …), arrival first: one trace per packet per node
+    /// from `low` up, on the side where the packet entered.
+    pub const PER_HOP: u8 = 0;
+    /// Cilium's: from `low` up the FROM_* points are not reported (Cilium's
+    /// `TRACE_AGGREGATE_RX`); the endpoint veth's ingress reports where the packet goes next,
+    /// TO_STACK, or TO_ENDPOINT when the kernel's FIB routes it to another monitored endpoint
+    /// (Cilium's local delivery); departure points report what arrival points no longer do.
+    pub const CILIUM: u8 = 1;
 }
 
 /// Conntrack state of a packet, the datapath's numbering (Hubble's `TraceReason` is this plus
@@ -290,6 +306,16 @@ pub mod ct_flags {
     pub const ARRIVAL_SEEN_ORIG: u8 = 1 << 2;
     /// Same for the reply direction.
     pub const ARRIVAL_SEEN_REPLY: u8 = 1 << 3;
+    /// A packet in the original direction was seen on the arrival side by a hook whose traces
+    /// are reported in the current observation-point mode: a departure hook then leaves the
+    /// same packet to it (in the `cilium` mode the uplink's and gateway's ingress hooks are
+    /// silent from `low` up, and the departure hook reports in their place).
+    pub const ARRIVAL_REPORTED_ORIG: u8 = 1 << 4;
+    /// Same for the reply direction.
+    pub const ARRIVAL_REPORTED_REPLY: u8 = 1 << 5;
+    /// The entry was created by a packet that no trace reported (a silent arrival hook): the
+    /// first trace reported in the original direction says "new".
+    pub const NEW_UNREPORTED: u8 = 1 << 6;
 }
 
 /// Index of the original direction in [`CtEntry`]'s per-direction arrays.
@@ -330,16 +356,17 @@ pub struct CtEntry {
 pub const CT_ENTRY_SIZE: usize = 80;
 const _: () = assert!(core::mem::size_of::<CtEntry>() == CT_ENTRY_SIZE);
 
-/// Monitor aggregation levels (see `architecture.md`).
+/// Monitor aggregation levels (see `docs/architecture.md`).
 pub mod aggregation {
     /// Every packet at every observation point.
     pub const NONE: u8 = 0;
-    /// One trace per packet per node: departure-side duplicates are skipped.
+    /// One trace per packet per conntrack tuple: departure-side duplicates (a packet seen again
+    /// untranslated, pod to pod) are skipped; a masqueraded packet is traced under both tuples.
     pub const LOW: u8 = 1;
     /// Per connection: new connections, first sighting of each TCP flag per direction, and at
     /// most one trace per interval otherwise.
     pub const MEDIUM: u8 = 2;
-    /// Like medium with a longer interval.
+    /// Like medium with a longer interval (30 s).
     pub const MAX: u8 = 3;
 }
 
@@ -408,8 +435,10 @@ pub struct Config {
     pub aggregation: u8,
     /// Non-zero once the agent has filled `offsets`; the drop program does nothing before.
     pub drops_enabled: u8,
+    /// One of [`obs_mode`].
+    pub obs_mode: u8,
     /// Explicit padding.
-    pub _pad: [u8; 2],
+    pub _pad: [u8; 1],
 }
 
 /// Size of [`Config`]; checked at compile time.
@@ -600,7 +629,8 @@ mod tests {
             netns_ino: u32,
             aggregation: u8,
             drops_enabled: u8,
-            _pad: [u8; 2],
+            obs_mode: u8,
+            _pad: [u8; 1],
         });
         assert_no_padding!(IfaceInfo {
             role: u8,

@@ -11,7 +11,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::bindings::BPF_ANY;
 use monitor_common::{
     Config, CtEntry, CtKey, DIR_ORIG, DIR_REPLY, aggregation, counter, ct_flags, ct_state,
-    event_flags, obs, proto, tcp,
+    event_flags, obs, obs_mode, proto, role, tcp,
 };
 
 use crate::{
@@ -45,23 +45,35 @@ fn is_live(cfg: &Config, key: &CtKey, e: &CtEntry, now: u64) -> bool {
     now.saturating_sub(e.last_seen_ns) <= lifetime(cfg, key, e.flags)
 }
 
+/// Can the traces of the hook at `point` be reported at all in the configured observation-point
+/// mode? In Cilium's, the FROM_* points are silent from `low` up (its `TRACE_AGGREGATE_RX`);
+/// the endpoint veth's ingress reports as TO_STACK / TO_ENDPOINT, so it stays visible.
+#[inline(always)]
+pub fn visible(cfg: &Config, point: u8) -> bool {
+    cfg.obs_mode != obs_mode::CILIUM
+        || cfg.aggregation == aggregation::NONE
+        || !matches!(point, obs::FROM_NETWORK | obs::FROM_HOST)
+}
+
 /// Looks the packet up (creating the entry if needed), updates the counters and decides whether
 /// the packet is reported.
 ///
-/// `transit` says, on a departure hook, whether the packet entered the node on a monitored
-/// interface: if the arrival hook already counted this direction of this entry, it is the same
-/// packet seen again. It is a map lookup, so it is asked only when that could be the case.
+/// `transit` says, on a departure hook, through which kind of monitored interface the packet
+/// entered the node (a [`role`], 0 if none): if the arrival hook already counted this direction
+/// of this entry, it is the same packet seen again. It is a map lookup, so it is asked only
+/// when that could be the case.
 #[inline(always)]
 pub fn track(
     pkt: &Packet,
     point: u8,
     ifindex: u32,
     len: u32,
-    transit: impl FnOnce() -> bool,
+    transit: impl FnOnce() -> u8,
     cfg: &Config,
     now: u64,
 ) -> Verdict {
     let arrival = obs::is_arrival(point);
+    let visible = visible(cfg, point);
     let flags = pkt.tcp_flags;
     let key = &pkt.key;
 
@@ -90,29 +102,43 @@ pub fn track(
     }
 
     let Some((e, dir)) = found else {
-        // An ICMP error about a connection we track: RELATED, always reported.
+        // An ICMP error about a connection we track: RELATED, reported wherever this hook
+        // reports.
         if pkt.has_inner {
             rev = pkt.inner.reversed();
             if CONNTRACK.get_ptr(&pkt.inner).is_some() || CONNTRACK.get_ptr(&rev).is_some() {
                 return Verdict {
                     state: ct_state::RELATED,
-                    report: true,
+                    report: visible,
                     flags: 0,
                 };
             }
         }
-        return create(pkt, point, ifindex, len, arrival, now);
+        return create(pkt, point, ifindex, len, arrival, visible, now);
     };
 
     // SAFETY: `e` points into the map value; concurrent writers on other CPUs can only make
     // the non-counter fields stale, which reporting tolerates. Counters use atomic adds.
     let entry = unsafe { &mut *e };
-    let (arrival_bit, state) = if dir == DIR_ORIG {
-        (ct_flags::ARRIVAL_SEEN_ORIG, ct_state::ESTABLISHED)
+    let (arrival_bit, reported_bit, mut state) = if dir == DIR_ORIG {
+        (
+            ct_flags::ARRIVAL_SEEN_ORIG,
+            ct_flags::ARRIVAL_REPORTED_ORIG,
+            ct_state::ESTABLISHED,
+        )
     } else {
-        (ct_flags::ARRIVAL_SEEN_REPLY, ct_state::REPLY)
+        (
+            ct_flags::ARRIVAL_SEEN_REPLY,
+            ct_flags::ARRIVAL_REPORTED_REPLY,
+            ct_state::REPLY,
+        )
     };
-    let dup = !arrival && entry.flags & arrival_bit != 0 && transit();
+    let entered_by = if !arrival && entry.flags & arrival_bit != 0 {
+        transit()
+    } else {
+        0
+    };
+    let dup = entered_by != 0;
     if !dup {
         // SAFETY: the pointers are 8-byte aligned fields of the map value. The BPF target has
         // no `AtomicU64::fetch_add` (no compare-and-swap), but the kernel has an atomic add
@@ -132,24 +158,45 @@ pub fn track(
     }
     if arrival {
         new_flags |= arrival_bit;
+        if visible {
+            new_flags |= reported_bit;
+        }
+    }
+
+    // Is this a packet whose trace another hook already gave (or gives up)?
+    let dup_hidden = dup
+        && if cfg.obs_mode == obs_mode::CILIUM {
+            // The sender's veth reported the delivery to this endpoint (TO_ENDPOINT), as
+            // Cilium's local delivery does, at every level. Otherwise Cilium reports each TO_*
+            // point up to `low`; from `medium` a departure hook reports a packet only if the
+            // arrival hook that saw it is silent in this mode (the uplink's, the gateway's).
+            (point == obs::TO_ENDPOINT && entered_by == role::ENDPOINT)
+                || (cfg.aggregation >= aggregation::MEDIUM && entry.flags & reported_bit != 0)
+        } else {
+            cfg.aggregation >= aggregation::LOW
+        };
+    let report = visible
+        && !dup_hidden
+        && match cfg.aggregation {
+            aggregation::NONE | aggregation::LOW => true,
+            _ => {
+                flags & !entry.flags_reported[dir] != 0
+                    || now.saturating_sub(entry.last_report_ns[dir]) >= cfg.report_interval_ns
+            }
+        };
+    if report && cfg.aggregation >= aggregation::MEDIUM {
+        entry.flags_reported[dir] |= flags;
+        entry.last_report_ns[dir] = now;
+    }
+    if report && dir == DIR_ORIG && new_flags & ct_flags::NEW_UNREPORTED != 0 {
+        // The first trace of a connection whose first packet no trace reported.
+        state = ct_state::NEW;
+        new_flags &= !ct_flags::NEW_UNREPORTED;
     }
     if new_flags != entry.flags {
         entry.flags = new_flags;
     }
     entry.flags_seen[dir] |= flags;
-
-    let report = match cfg.aggregation {
-        aggregation::NONE => true,
-        aggregation::LOW => !dup,
-        _ => {
-            !dup && (flags & !entry.flags_reported[dir] != 0
-                || now.saturating_sub(entry.last_report_ns[dir]) >= cfg.report_interval_ns)
-        }
-    };
-    if report && cfg.aggregation >= aggregation::MEDIUM {
-        entry.flags_reported[dir] |= flags;
-        entry.last_report_ns[dir] = now;
-    }
     if !report {
         count(counter::AGGREGATED);
     }
@@ -164,9 +211,19 @@ pub fn track(
     }
 }
 
-/// A new connection: the packet is counted in the new entry and always reported.
+/// A new connection: the packet is counted in the new entry and reported, unless the hook is
+/// silent in the observation-point mode (`visible` false): then nothing is marked as reported,
+/// and the first hook that reports the connection says "new".
 #[inline(always)]
-fn create(pkt: &Packet, point: u8, ifindex: u32, len: u32, arrival: bool, now: u64) -> Verdict {
+fn create(
+    pkt: &Packet,
+    point: u8,
+    ifindex: u32,
+    len: u32,
+    arrival: bool,
+    visible: bool,
+    now: u64,
+) -> Verdict {
     let flags = pkt.tcp_flags;
     let Some(scratch) = CT_SCRATCH.get_ptr_mut(0) else {
         return Verdict {
@@ -187,10 +244,18 @@ fn create(pkt: &Packet, point: u8, ifindex: u32, len: u32, arrival: bool, now: u
     entry.packets[DIR_ORIG] = 1;
     entry.bytes[DIR_ORIG] = len as u64;
     entry.flags_seen[DIR_ORIG] = flags;
-    entry.flags_reported[DIR_ORIG] = flags;
-    entry.last_report_ns[DIR_ORIG] = now;
+    if visible {
+        entry.flags_reported[DIR_ORIG] = flags;
+        entry.last_report_ns[DIR_ORIG] = now;
+    } else {
+        entry.flags |= ct_flags::NEW_UNREPORTED;
+        count(counter::AGGREGATED);
+    }
     if arrival {
         entry.flags |= ct_flags::ARRIVAL_SEEN_ORIG;
+        if visible {
+            entry.flags |= ct_flags::ARRIVAL_REPORTED_ORIG;
+        }
     }
     if flags & (tcp::FIN | tcp::RST) != 0 {
         entry.flags |= ct_flags::CLOSING;
@@ -206,7 +271,7 @@ fn create(pkt: &Packet, point: u8, ifindex: u32, len: u32, arrival: bool, now: u
     };
     Verdict {
         state: ct_state::NEW,
-        report: true,
+        report: visible,
         flags: out,
     }
 }

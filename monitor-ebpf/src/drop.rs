@@ -13,16 +13,13 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use monitor_common::{
-    Config, counter, ct_state, direction, event_flags, event_type, family, obs, proto,
-};
+use monitor_common::{Config, counter, ct_state, direction, event_type, obs};
+use monitor_parse::{PacketBytes, ParseError};
 
-use crate::maps::{config, count, emit, is_monitored};
+use crate::maps::{DROP_PKT_SCRATCH, config, count, emit, is_monitored};
 
 /// `enum skb_drop_reason`: 0 = not dropped yet, 1 = consumed (a normal free).
 const SKB_CONSUMED: u32 = 1;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
 /// `skb->mac_header` when unset.
 const HEADER_UNSET: u16 = 0xffff;
 
@@ -85,6 +82,26 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
     let nh: u16 = rd(skb + off.skb_network_header as u64)?;
     let mh: u16 = rd(skb + off.skb_mac_header as u64)?;
     let protocol = u16::from_be(rd::<u16>(skb + off.skb_protocol as u64)?);
+
+    // The headers, through the TC programs' parser, from the network header on: the skb's
+    // protocol says which. Its own scratch slot rather than the TC programs': nothing promises
+    // that an skb is never freed (an interrupt, a nested softirq) on a CPU whose TC program is
+    // between parsing and reporting.
+    let pkt = DROP_PKT_SCRATCH.get_ptr_mut(0).ok_or(-1)?;
+    // SAFETY: per-CPU scratch slot, exclusively ours while the program runs (a tracepoint
+    // program does not nest on one CPU).
+    let pkt = unsafe { &mut *pkt };
+    pkt.clear();
+    let ip = KernelBytes(head + nh as u64);
+    match monitor_parse::parse_l3(&ip, 0, protocol, pkt) {
+        // Best effort: the drop is reported even if the L4 header cannot be read.
+        Ok(Some(l4)) => {
+            let _ = monitor_parse::parse_l4(&ip, l4, pkt);
+        }
+        // A later fragment (no L4 header), or not IP: reported with what is known.
+        Ok(None) | Err(ParseError::NotIp) => {}
+        Err(ParseError::Truncated) => return Err(-1),
+    }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
 
@@ -106,95 +123,30 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
             read_buf(head + mh as u64, &mut ev.dst_mac)?;
             read_buf(head + mh as u64 + 6, &mut ev.src_mac)?;
         }
-        let ip = head + nh as u64;
-        let l4 = match protocol {
-            ETH_P_IP => {
-                let h: [u8; 12] = rd(ip)?;
-                ev.family = family::V4;
-                ev.l4_proto = h[9];
-                read_buf(ip + 12, &mut ev.src_addr[..4])?;
-                read_buf(ip + 16, &mut ev.dst_addr[..4])?;
-                if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
-                    ev.flags |= event_flags::FRAGMENT;
-                    0
-                } else {
-                    ip + ((h[0] & 0x0f) as u64) * 4
-                }
-            }
-            ETH_P_IPV6 => {
-                let h: [u8; 8] = rd(ip)?;
-                ev.family = family::V6;
-                read_buf(ip + 8, &mut ev.src_addr)?;
-                read_buf(ip + 24, &mut ev.dst_addr)?;
-                let (next, l4) = ipv6_l4(ip + 40, h[6])?;
-                ev.l4_proto = next;
-                if l4 == 0 {
-                    ev.flags |= event_flags::FRAGMENT;
-                }
-                l4
-            }
-            _ => 0,
-        };
-        if l4 != 0 {
-            // Best effort: the drop is reported even if the L4 header cannot be read.
-            if let Ok(h) = rd::<[u8; 14]>(l4) {
-                match ev.l4_proto {
-                    proto::TCP | proto::UDP | proto::SCTP => {
-                        ev.src_port = u16::from_be_bytes([h[0], h[1]]);
-                        ev.dst_port = u16::from_be_bytes([h[2], h[3]]);
-                        if ev.l4_proto == proto::TCP {
-                            ev.tcp_flags = h[13];
-                        }
-                        ev.flags |= event_flags::HAS_L4;
-                    }
-                    proto::ICMP | proto::ICMPV6 => {
-                        ev.icmp_type = h[0];
-                        ev.icmp_code = h[1];
-                        ev.flags |= event_flags::HAS_L4;
-                    }
-                    _ => {}
-                }
-            }
-        }
+        ev.family = pkt.key.family;
+        ev.l4_proto = pkt.key.proto;
+        ev.src_addr = pkt.key.src_addr;
+        ev.dst_addr = pkt.key.dst_addr;
+        ev.src_port = pkt.key.src_port;
+        ev.dst_port = pkt.key.dst_port;
+        ev.tcp_flags = pkt.tcp_flags;
+        ev.icmp_type = pkt.icmp_type;
+        ev.icmp_code = pkt.icmp_code;
+        ev.flags = pkt.flags;
         Ok(())
     })
 }
 
-/// IPv6 extension headers stepped over, as in the TC parser.
-const MAX_IPV6_EXT: usize = 4;
+/// Kernel memory from the packet's network header on, read with `bpf_probe_read_kernel`.
+/// Reads past the end of the packet are not detected (the skb's tail follows): the tracepoint
+/// reports what it finds, best effort, as for every field it reads.
+struct KernelBytes(u64);
 
-/// Steps over the IPv6 extension headers that start at `off` (`next` is the IPv6 header's
-/// next-header field): the upper-layer protocol and the address of its header, or 0 for a
-/// fragment that is not the first (it has no L4 header).
-#[inline(always)]
-fn ipv6_l4(mut off: u64, mut next: u8) -> Result<(u8, u64), i32> {
-    for _ in 0..MAX_IPV6_EXT {
-        match next {
-            // Hop-by-hop, routing, destination options: 8-byte units, not counting the first 8.
-            0 | 43 | 60 => {
-                let e: [u8; 2] = rd(off)?;
-                next = e[0];
-                off += (e[1] as u64 + 1) * 8;
-            }
-            // Fragment: fixed 8 bytes; only the first fragment carries the L4 header.
-            44 => {
-                let e: [u8; 4] = rd(off)?;
-                next = e[0];
-                off += 8;
-                if u16::from_be_bytes([e[2], e[3]]) >> 3 != 0 {
-                    return Ok((next, 0));
-                }
-            }
-            // Authentication header: 4-byte units, not counting the first 8.
-            51 => {
-                let e: [u8; 2] = rd(off)?;
-                next = e[0];
-                off += (e[1] as u64 + 2) * 4;
-            }
-            _ => break,
-        }
+impl PacketBytes for KernelBytes {
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize) -> Result<[u8; N], ParseError> {
+        rd::<[u8; N]>(self.0 + off as u64).map_err(|_| ParseError::Truncated)
     }
-    Ok((next, off))
 }
 
 #[inline(always)]

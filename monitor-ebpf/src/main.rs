@@ -6,7 +6,8 @@
 //!
 //! - `tc.rs`: the six TC programs (endpoint veths, uplink, host gateway device);
 //! - `drop.rs`: the `skb:kfree_skb` tracepoint (packets the kernel dropped);
-//! - `parse.rs`: header parsing; `conntrack.rs`: the connection table and monitor aggregation;
+//! - `parse.rs`: the skb readers behind the shared parser (`monitor-parse`); `conntrack.rs`: the
+//!   connection table and monitor aggregation;
 //! - `maps.rs`: the maps, the per-CPU counters and the event emitter shared by all.
 #![no_std]
 #![no_main]

@@ -41,6 +41,10 @@ pub static CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0
 #[map(name = "PKT_SCRATCH")]
 pub static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
 
+/// The drop tracepoint's own scratch packet (see drop.rs).
+#[map(name = "DROP_PKT_SCRATCH")]
+pub static DROP_PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+
 /// Zeroes `*p` with 8-byte stores.
 ///
 /// A plain `write_bytes`/struct assignment of a type aligned to less than 8 becomes the BPF
@@ -81,6 +85,16 @@ pub fn config() -> Option<&'static Config> {
 #[inline(always)]
 pub fn is_monitored(ifindex: u32) -> bool {
     ifindex != 0 && IFACES.get_ptr(ifindex).is_some()
+}
+
+/// The role of an interface the agent monitors (a `role` value), 0 for any other.
+#[inline(always)]
+pub fn iface_role(ifindex: u32) -> u8 {
+    if ifindex == 0 {
+        return 0;
+    }
+    // SAFETY: a valid map value pointer for the duration of the program; `role` is a byte.
+    IFACES.get_ptr(ifindex).map_or(0, |i| unsafe { (*i).role })
 }
 
 /// Reserves an event in the ring buffer, lets `fill` write it in place (no copy of the event

@@ -4,17 +4,24 @@
 //! the kernel decides what happens to the packet.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
-    helpers::generated::{bpf_get_hash_recalc, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_UNSPEC, bpf_fib_lookup,
+    },
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_get_hash_recalc, bpf_ktime_get_coarse_ns,
+        bpf_ktime_get_ns,
+    },
     macros::classifier,
     programs::TcContext,
 };
-use monitor_common::{counter, direction, event_type, obs};
+use monitor_common::{
+    Config, aggregation, counter, direction, event_type, family, obs, obs_mode, role,
+};
 
 use crate::{
-    conntrack,
-    maps::{PKT_SCRATCH, config, count, emit, is_monitored},
-    parse::{self, ParseError},
+    conntrack::{self, Verdict},
+    maps::{PKT_SCRATCH, config, count, emit, iface_role},
+    parse::{self, Packet, ParseError},
 };
 
 #[classifier]
@@ -49,6 +56,16 @@ pub fn fs_to_host(ctx: TcContext) -> i32 {
     observe(&ctx, obs::TO_HOST, direction::INGRESS)
 }
 
+/// What every trace of one packet at one hook shares.
+struct Seen {
+    dir: u8,
+    ingress_ifindex: u32,
+    len: u32,
+    mark: u32,
+    hash: u32,
+    ts: u64,
+}
+
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     let Some(cfg) = config() else {
@@ -81,28 +98,101 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     // nanoseconds per read on a VM. Only reported packets read it, for the event's time.
     // SAFETY: plain helpers without memory arguments beyond the context.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let transit = || is_monitored(ingress_ifindex);
+    let transit = || iface_role(ingress_ifindex);
     let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now);
     if !verdict.report {
         return TC_ACT_UNSPEC;
     }
     // SAFETY: as above. Computing the hash may set skb->hash, as the stack itself would.
     let (hash, ts) = unsafe { (bpf_get_hash_recalc(ctx.skb.skb), bpf_ktime_get_ns()) };
+    let seen = Seen {
+        dir,
+        ingress_ifindex,
+        len,
+        mark,
+        hash,
+        ts,
+    };
+    if cfg.obs_mode == obs_mode::CILIUM && point == obs::FROM_ENDPOINT {
+        // Cilium's from-container program: FROM_LXC, reported at `none` only, then where the
+        // packet goes, under the same conntrack verdict.
+        if cfg.aggregation == aggregation::NONE {
+            emit_trace(cfg, pkt, &verdict, &seen, point, ifindex);
+        }
+        let (next, next_ifindex) = next_hop(ctx, pkt, ifindex);
+        emit_trace(cfg, pkt, &verdict, &seen, next, next_ifindex);
+    } else {
+        emit_trace(cfg, pkt, &verdict, &seen, point, ifindex);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Where a packet that an endpoint sent goes, as Cilium's from-container program reports it:
+/// delivered to another local endpoint (TO_ENDPOINT, with that endpoint's interface), or handed
+/// to the node's stack (TO_STACK, interface unknown: Cilium's `TRACE_IFINDEX_UNKNOWN`).
+///
+/// Cilium knows its endpoints' addresses; here the kernel's FIB says where the stack will route
+/// the packet, and the interface map whether that is an endpoint veth. Only reported packets
+/// pay for the lookup.
+#[inline(always)]
+fn next_hop(ctx: &TcContext, pkt: &Packet, ifindex: u32) -> (u8, u32) {
+    // SAFETY: a plain C struct of integers, unions of integers and byte arrays.
+    let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.l4_protocol = pkt.key.proto;
+    p.sport = pkt.key.src_port.to_be();
+    p.dport = pkt.key.dst_port.to_be();
+    p.ifindex = ifindex;
+    let word = |a: &[u8; 16], i: usize| {
+        u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+    };
+    if pkt.key.family == family::V4 {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src = word(&pkt.key.src_addr, 0);
+        p.__bindgen_anon_4.ipv4_dst = word(&pkt.key.dst_addr, 0);
+    } else {
+        p.family = AF_INET6;
+        p.__bindgen_anon_3.ipv6_src = [0, 1, 2, 3].map(|i| word(&pkt.key.src_addr, i));
+        p.__bindgen_anon_4.ipv6_dst = [0, 1, 2, 3].map(|i| word(&pkt.key.dst_addr, i));
+    }
+    // SAFETY: `p` is a valid, writable bpf_fib_lookup of the size passed.
+    let r = unsafe {
+        fib_lookup(
+            ctx.skb.skb.cast(),
+            &mut p,
+            core::mem::size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    // Without a neighbour entry yet the route is known all the same.
+    let routed = r == BPF_FIB_LKUP_RET_SUCCESS as i64 || r == BPF_FIB_LKUP_RET_NO_NEIGH as i64;
+    if routed && p.ifindex != ifindex && iface_role(p.ifindex) == role::ENDPOINT {
+        (obs::TO_ENDPOINT, p.ifindex)
+    } else {
+        (obs::TO_STACK, 0)
+    }
+}
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+/// Writes one trace event for `pkt` at `point` on `ifindex`.
+#[inline(always)]
+fn emit_trace(cfg: &Config, pkt: &Packet, verdict: &Verdict, seen: &Seen, point: u8, ifindex: u32) {
     let _ = emit(cfg, |ev| {
-        ev.ts_ns = ts;
+        ev.ts_ns = seen.ts;
         ev.src_addr = pkt.key.src_addr;
         ev.dst_addr = pkt.key.dst_addr;
-        ev.hash = hash;
+        ev.hash = seen.hash;
         ev.ifindex = ifindex;
-        ev.ingress_ifindex = ingress_ifindex;
-        ev.orig_len = len;
-        ev.mark = mark;
+        ev.ingress_ifindex = seen.ingress_ifindex;
+        ev.orig_len = seen.len;
+        ev.mark = seen.mark;
         ev.src_port = pkt.key.src_port;
         ev.dst_port = pkt.key.dst_port;
         ev.event_type = event_type::TRACE;
         ev.obs_point = point;
         ev.ct_state = verdict.state;
-        ev.direction = dir;
+        ev.direction = seen.dir;
         ev.family = pkt.key.family;
         ev.l4_proto = pkt.key.proto;
         ev.tcp_flags = pkt.tcp_flags;
@@ -113,5 +203,4 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
         ev.dst_mac = pkt.dst_mac;
         Ok(())
     });
-    TC_ACT_UNSPEC
 }

@@ -8,6 +8,7 @@
 //!   clients talk to our agent and relay;
 //! - [`flowscope::v1`]: our own `Inspector` service (conntrack, NAT, agent
 //!   status) and the `FlowExtension` we put in `Flow.extensions`;
+//! - [`drop_reason`]: the kernel's drop reasons in Hubble's `DropReason` words;
 //! - [`fieldmask`]: field masks on `flow.Flow`, validated as Hubble validates them;
 //! - [`json`]: Hubble's JSON (protojson with proto field names) through
 //!   serde impls on every generated type;
@@ -20,6 +21,7 @@
 //! Must not depend on anything of the agent (aya, the ABI crate): the relay
 //! and the CLI use it alone.
 
+pub mod drop_reason;
 pub mod fieldmask;
 pub mod json;
 pub mod route;
@@ -120,3 +122,8 @@ pub const SERVER_VERSION_HEADER: &str = "hubble-server-version";
 
 /// Response header naming the relay's version (Hubble's convention).
 pub const RELAY_VERSION_HEADER: &str = "hubble-relay-version";
+
+/// Request header with which a flowscope client asks for `Flow.extensions`
+/// (`flowscope.v1.FlowExtension`). Without it servers leave the field empty:
+/// a stock Hubble client cannot print an Any of a type it does not know.
+pub const EXTENSIONS_HEADER: &str = "flowscope-extensions";

@@ -106,6 +106,7 @@ pub(crate) fn get_flows(
 ) -> Result<FlowStream, ObserverError> {
     // An invalid filter is one InvalidArgument here, not one NODE_ERROR per node.
     flowscope_filter::FlowFilterSet::compile(&req.whitelist, &req.blacklist)?;
+    flowscope_filter::refuse_unproduced(&req.whitelist, &req.blacklist)?;
     // So is a field mask naming no field of flow.Flow (the agents would each refuse it).
     flowscope_proto::fieldmask::FlowMask::new(
         req.field_mask

@@ -126,6 +126,37 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_that_can_never_match_is_refused_before_any_agent_is_asked() {
+    init_tracing();
+    let agents: Vec<FakeAgent> = (0..2)
+        .map(|i| FakeAgent::start(&format!("node-{i}"), AgentOpts::default()))
+        .collect();
+    let peers: Vec<String> = agents.iter().map(FakeAgent::peer).collect();
+    let relay = start_relay(test_config(&peers)).await;
+    wait_connected(&relay, 2).await;
+    let mut c = client(relay.addr).await;
+    let err = c
+        .get_flows(GetFlowsRequest {
+            blacklist: vec![FlowFilter {
+                protocol: vec!["dns".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("protocol") && err.message().contains("can never match"),
+        "{}",
+        err.message()
+    );
+    for agent in &agents {
+        assert_eq!(agent.calls.get_flows.load(Ordering::SeqCst), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_filter_is_one_invalid_argument() {
     init_tracing();
     let agents: Vec<FakeAgent> = (0..3)

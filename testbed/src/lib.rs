@@ -1,4 +1,4 @@
-//! The test bed: rebuilds the user's scenario (`shared/seed/README.md`) in network namespaces
+//! The test bed: rebuilds the user's scenario (`docs/reference-scenario.md`) in network namespaces
 //! and runs the real flowscope binaries against real traffic.
 //!
 //! Everything it creates lives in namespaces it creates (`fs<pid>-<n>-node`, `-pod-a`,
@@ -9,31 +9,45 @@
 //! - [`netns`]: commands and threads inside a namespace;
 //! - [`scenario`]: the reference topology;
 //! - [`traffic`]: servers and clients on std sockets;
+//! - [`packets`]: IPv6 extension headers and SCTP (raw sockets);
 //! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
 //! - [`client`]: gRPC channels to the agent's unix socket or a TCP server;
-//! - [`scrape`]: Prometheus metrics read from inside a namespace.
+//! - [`scrape`]: Prometheus metrics read from inside a namespace;
+//! - [`topology`]: namespaces and links of a test's own, beyond the scenario.
 
 pub mod client;
 pub mod netns;
+pub mod packets;
 pub mod process;
 pub mod scenario;
 pub mod scrape;
+pub mod topology;
 pub mod traffic;
 
 pub use scenario::Scenario;
 
-/// Privileged tests call this first. Without root they skip (returning false) with a message,
-/// except under CI (`CI` set), where skipping would hide a broken set-up: there they panic.
+/// Privileged tests call this first. Without root they skip (returning false, see [`skip`]),
+/// except under CI, where they fail.
 pub fn require_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: privileged test under CI but not running as root");
-    }
-    eprintln!("skipping {test}: needs root (network namespaces, BPF)");
+    skip(test, "needs root (network namespaces, BPF)");
     false
+}
+
+/// A test whose precondition is missing (root, BTF, a tool, a file) calls this, then returns.
+/// Under CI (`CI` set) it fails instead: a skip there would hide a broken set-up and pass a run
+/// that tested nothing. Elsewhere it prints `SKIPPED <test>: <why>` straight to the process's
+/// standard error, past the test harness's capture (which only takes `print!`/`eprint!`), so
+/// that the line stands next to the test's `ok` in `cargo test`'s output.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write as _;
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {why}; CI is set, and a test may not skip under CI");
+    }
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// Path of a workspace binary (`monitor-agent`, `flowctl`, …) next to the running executable:

@@ -1,4 +1,4 @@
-//! The reference scenario of `shared/seed/README.md`, in four network namespaces.
+//! The reference scenario of `docs/reference-scenario.md`, in four network namespaces.
 //!
 //! ```text
 //!  pod-a (10.244.0.213/32, fd00:10:244::213)   pod-b (10.244.0.77/32, fd00:10:244::77)

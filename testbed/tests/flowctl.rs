@@ -317,3 +317,189 @@ fn follow_pipes_and_errors() {
     assert!(out.contains("Flows"), "{out}");
     assert!(agent.stop().success());
 }
+
+/// What Hubble's own tooling makes of JSON lines (`cli/tests/protojson_check.py`: Python
+/// protobuf's strict protojson over a registry of Hubble's packages only). `None` when Python's
+/// protobuf is missing outside CI (skipped, and said so); under CI that fails the test.
+fn hubble_protojson_check(dir: &std::path::Path, lines: &str) -> Option<Result<String, String>> {
+    let descriptors = dir.join("flowscope.binpb");
+    std::fs::write(&descriptors, flowscope_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let input = dir.join("lines.json");
+    std::fs::write(&input, lines).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cli/tests/protojson_check.py"
+    );
+    let missing = |why: String| {
+        testbed::skip(
+            "the Hubble protojson check",
+            &format!("{why} (scripts/setup.sh installs it)"),
+        );
+        None
+    };
+    let out = match Command::new("python3")
+        .arg(script)
+        .arg(&descriptors)
+        .arg(&input)
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => return missing(format!("cannot run python3: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())),
+        Some(3) => missing(stderr.trim().to_string()),
+        _ => Some(Err(stderr)),
+    }
+}
+
+fn uuids(out: &str) -> Vec<String> {
+    parse_json_lines(out)
+        .into_iter()
+        .filter_map(|r| match r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f.uuid),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The agent's `-o json` is what Hubble's tooling reads (flowscope's extension only with
+/// --print-extensions); its export file, read back with `--input-file`, gives the same flows
+/// for the same filters as the agent's API; `list namespaces` names the pods' namespace; node
+/// labels and cluster names, which the agent does not know, match nothing.
+#[test]
+fn hubble_json_input_file_and_list_against_the_agent() {
+    if !require_root("hubble_json_input_file_and_list_against_the_agent") {
+        return;
+    }
+    let s = Scenario::build();
+    let _http = traffic::http_server(&s.world(), addr(WORLD_IP, 80), "hello\n");
+    let export = s.dir().join("export.json");
+    let mut agent = s.start_agent(&["--export-file-path", export.to_str().unwrap()]);
+    let get = traffic::http_get(&s.pod_a(), addr(WORLD_IP, 80)).expect("GET");
+    let srv = server(&s);
+    let file = export.to_str().unwrap();
+
+    // Wait (bounded) until the API has pod-a's GET and the export file holds every flow of
+    // 1.0.0.1 that the API has: then both must agree.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (online, offline) = loop {
+        let (code, out, err) = flowctl(&[
+            "--server", &srv, "observe", "--ip", WORLD_IP, "--all", "-o", "json",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let has_get = parse_json_lines(&out).iter().any(|r| {
+            matches!(&r.response_types, Some(ResponseTypes::Flow(f))
+                if f.l4.as_ref().and_then(|l| l.ports()) == Some((get.local_port as u32, 80)))
+        });
+        let online = uuids(&out);
+        let (code, out, err) = flowctl(&[
+            "observe",
+            "--input-file",
+            file,
+            "--ip",
+            WORLD_IP,
+            "-o",
+            "json",
+        ]);
+        let offline = if code == 0 { uuids(&out) } else { Vec::new() };
+        if (has_get && online == offline) || Instant::now() >= deadline {
+            assert_eq!(code, 0, "{err}");
+            break (online, offline);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!online.is_empty());
+    assert_eq!(
+        offline, online,
+        "the export file, read back, gives the API's flows"
+    );
+
+    // JSON as Hubble's tooling reads it, from the agent and from the file.
+    let (code, out, err) = flowctl(&["--server", &srv, "observe", "--last", "200", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("extensions"), "{out}");
+    if let Some(verdict) = hubble_protojson_check(s.dir(), &out) {
+        let summary =
+            verdict.unwrap_or_else(|e| panic!("Hubble's tooling rejects the agent's JSON: {e}"));
+        println!("protojson check of the agent's -o json: {summary}");
+    }
+    let (code, out, _) = flowctl(&["observe", "--input-file", file, "-o", "json"]);
+    assert_eq!(code, 0);
+    if let Some(verdict) = hubble_protojson_check(s.dir(), &out) {
+        verdict.unwrap_or_else(|e| panic!("Hubble's tooling rejects the export read back: {e}"));
+    }
+    // --print-extensions adds flowscope's data, which Hubble's tooling cannot read.
+    let (code, out, _) = flowctl(&[
+        "--server",
+        &srv,
+        "observe",
+        "--last",
+        "200",
+        "-o",
+        "json",
+        "--print-extensions",
+    ]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("type.googleapis.com/flowscope.v1.FlowExtension"),
+        "{out}"
+    );
+    if let Some(verdict) = hubble_protojson_check(s.dir(), &out) {
+        assert!(verdict.is_err(), "the check must reject flowscope's Any");
+    }
+
+    // One flow by its UUID, from the agent and from the file.
+    let one = &online[0];
+    for args in [
+        vec![
+            "--server",
+            srv.as_str(),
+            "observe",
+            "--all",
+            "--uuid",
+            one,
+            "-o",
+            "json",
+        ],
+        vec!["observe", "--input-file", file, "--uuid", one, "-o", "json"],
+    ] {
+        let (code, out, err) = flowctl(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert_eq!(uuids(&out), std::slice::from_ref(one), "{args:?}");
+    }
+    // --last on a file: the last flows of the selection, in file order.
+    let (_, out, _) = flowctl(&[
+        "observe",
+        "--input-file",
+        file,
+        "--ip",
+        WORLD_IP,
+        "--last",
+        "2",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(uuids(&out), online[online.len() - 2..]);
+
+    // The agent puts no node labels and no cluster name on flows: a filter on them could only
+    // return nothing, so the agent refuses it and says why.
+    for filter in [
+        ["--node-label", "kubernetes.io/os=linux"],
+        ["--cluster", "default"],
+    ] {
+        let (code, out, err) = flowctl(&[
+            "--server", &srv, "observe", "--all", "-o", "json", filter[0], filter[1],
+        ]);
+        assert_ne!(code, 0, "{filter:?}: {out}");
+        assert!(err.contains("can never match"), "{filter:?}: {err}");
+    }
+
+    // list namespaces: pod-a's and pod-b's namespace.
+    let (code, out, err) = flowctl(&["--server", &srv, "list", "namespaces"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("NAMESPACE\n"), "{out}");
+    assert!(out.lines().any(|l| l == "default"), "{out}");
+    assert!(agent.stop().success());
+}

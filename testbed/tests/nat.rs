@@ -163,6 +163,7 @@ fn conntrack_nat_and_path_of_the_http_get() {
                 "500",
                 "-o",
                 "json",
+                "--print-extensions",
             ],
         ));
         let counted = cts.iter().any(|c| {
@@ -342,7 +343,15 @@ fn unanswered_connections_and_named_drops() {
     let (unanswered, drops) = loop {
         let unanswered = flows(&flowctl(
             &s,
-            &["observe", "--unanswered", "--last", "100", "-o", "json"],
+            &[
+                "observe",
+                "--unanswered",
+                "--last",
+                "100",
+                "-o",
+                "json",
+                "--print-extensions",
+            ],
         ));
         let drops = flows(&flowctl(
             &s,
@@ -354,6 +363,7 @@ fn unanswered_connections_and_named_drops() {
                 "100",
                 "-o",
                 "json",
+                "--print-extensions",
             ],
         ));
         let both = unanswered.iter().any(syn_to_80) && drops.iter().any(to_9);

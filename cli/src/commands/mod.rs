@@ -3,12 +3,15 @@
 //! settings, the config file — is the [`Context`].
 
 pub mod completion;
+pub mod config;
 pub mod ct;
+pub mod list;
 pub mod nat;
 pub mod nodes;
 pub mod observe;
 pub mod path;
 pub mod status;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -31,6 +34,12 @@ pub enum Command {
     /// List the nodes behind the server (the relay's agents, or the agent itself).
     #[command(after_help = nodes::AFTER_HELP)]
     Nodes(nodes::NodesArgs),
+    /// List the namespaces seen in recent flows, or the nodes (like `hubble list`).
+    #[command(after_help = list::AFTER_HELP)]
+    List(list::ListArgs),
+    /// Follow the peers an agent announces (like `hubble watch peers`).
+    #[command(after_help = watch::AFTER_HELP)]
+    Watch(watch::WatchArgs),
     /// The node's connection tracking table (flowscope's BPF conntrack).
     #[command(after_help = ct::AFTER_HELP)]
     Ct(ct::CtArgs),
@@ -40,6 +49,9 @@ pub enum Command {
     /// The hops of a connection's packets across the node, with the time between hooks.
     #[command(after_help = path::AFTER_HELP)]
     Path(path::PathArgs),
+    /// View or change flowctl's settings and its config file (like `hubble config`).
+    #[command(after_help = config::AFTER_HELP)]
+    Config(config::ConfigArgs),
     /// Print a shell completion script.
     #[command(after_help = completion::AFTER_HELP)]
     Completion(completion::CompletionArgs),
@@ -196,9 +208,13 @@ pub async fn run(command: Command, global: GlobalArgs, matches: &ArgMatches) -> 
         Command::Observe(args) => observe::run(&args, matches, &context(global)?).await,
         Command::Status(args) => status::run(&args, &context(global)?).await,
         Command::Nodes(args) => nodes::run(&args, &context(global)?).await,
+        Command::List(args) => list::run(&args, &context(global)?).await,
+        Command::Watch(args) => watch::run(&args, &context(global)?).await,
         Command::Ct(args) => ct::run(&args, &context(global)?).await,
         Command::Nat(args) => nat::run(&args, &context(global)?).await,
         Command::Path(args) => path::run(&args, &context(global)?).await,
         Command::Completion(args) => completion::run(&args),
+        // Reads the file itself: `config set` must be able to repair a file that does not load.
+        Command::Config(args) => config::run(&args, global),
     }
 }

@@ -1,20 +1,25 @@
 //! `flowctl observe`: Hubble's `observe` — selection flags, filter flags,
 //! output formats — against the agent or the relay.
 
-use std::io::{BufWriter, IsTerminal as _, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal as _, Write};
 use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::{ArgAction, ArgMatches, Args};
 use flowscope_proto::flow::{EventTypeFilter, IpVersion, TcpFlags, TrafficDirection, Verdict};
-use flowscope_proto::observer::GetFlowsRequest;
+use flowscope_proto::flowscope::v1::{GetFlowsExtension, RecordSelection};
 use flowscope_proto::observer::observer_client::ObserverClient;
-use flowscope_proto::wkt::Timestamp;
+use flowscope_proto::observer::{
+    GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes,
+};
+use flowscope_proto::wkt::{Any, FieldMask, Timestamp};
 
 use super::Context;
 use crate::client;
 use crate::config::ColorWhen;
 use crate::filters::{self, UsageError};
+use crate::offline;
 use crate::output::{Format, Options, Printer, TimeFormat};
 
 /// How many flows `observe` asks for when nothing says otherwise (Hubble's
@@ -45,6 +50,13 @@ Examples:
     flowctl observe --since 5m -o json | jq -c .flow.IP
   `cilium monitor` lines, live:
     flowctl observe -f -o monitor
+  Offline, from a file of Hubble JSON lines or an export file ('-': standard input):
+    flowctl observe --input-file flows.json --verdict DROPPED --last 10
+  The FlowFilters these flags make, for --allowlist or the agent's --export-allowlist:
+    flowctl observe -n default --verdict DROPPED --print-raw-filters
+
+JSON output is Hubble's, as Hubble's tools read it; --print-extensions adds
+flowscope's own data (Flow.extensions), which those tools cannot read.
 
 Filters: the values of one flag are alternatives (OR); different flags must
 all match (AND). A flag without from-/to- matches either end of the flow.
@@ -84,9 +96,10 @@ pub struct ObserveArgs {
     #[arg(long, help_heading = "Selection")]
     pub all: bool,
 
-    /// Only connections that got no reply: the agent reports a new TCP or UDP connection
-    /// without an answer after its --unanswered-timeout (5 s by default).
-    #[arg(long, help_heading = "Filters")]
+    /// Reports of connections that got no reply instead of flows: the agent reports a new TCP
+    /// or UDP connection without an answer after its --unanswered-timeout (5 s by default),
+    /// once. Filters, --last, --first, --since and --follow apply to these reports.
+    #[arg(long, help_heading = "Selection")]
     pub unanswered: bool,
 
     // ---- Filters ---------------------------------------------------------
@@ -216,6 +229,40 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "NAME", help_heading = "Filters")]
     pub node_name: Vec<String>,
 
+    /// Flows observed on nodes with these labels, a label selector (kubernetes.io/os=linux).
+    /// flowscope's agent sets no node labels: this matches flows from Cilium's files only.
+    #[arg(long, value_name = "SELECTOR", help_heading = "Filters")]
+    pub node_label: Vec<String>,
+
+    /// The flow with this UUID (Flow.uuid).
+    #[arg(long, value_name = "UUID", help_heading = "Filters")]
+    pub uuid: Vec<String>,
+
+    /// Flows from or to an endpoint of this workload: [KIND/]NAME (Deployment/web, web, DaemonSet/).
+    #[arg(long, value_name = "WORKLOAD", help_heading = "Filters")]
+    pub workload: Vec<String>,
+
+    /// Flows from an endpoint of this workload.
+    #[arg(long, value_name = "WORKLOAD", help_heading = "Filters")]
+    pub from_workload: Vec<String>,
+
+    /// Flows to an endpoint of this workload.
+    #[arg(long, value_name = "WORKLOAD", help_heading = "Filters")]
+    pub to_workload: Vec<String>,
+
+    /// Flows from or to an endpoint of this cluster (Endpoint.cluster_name). flowscope's agent
+    /// knows no cluster name: this matches flows from Cilium's files only.
+    #[arg(long, value_name = "NAME", value_parser = filters::parse_cluster, help_heading = "Filters")]
+    pub cluster: Vec<String>,
+
+    /// Flows from an endpoint of this cluster.
+    #[arg(long, value_name = "NAME", value_parser = filters::parse_cluster, help_heading = "Filters")]
+    pub from_cluster: Vec<String>,
+
+    /// Flows to an endpoint of this cluster.
+    #[arg(long, value_name = "NAME", value_parser = filters::parse_cluster, help_heading = "Filters")]
+    pub to_cluster: Vec<String>,
+
     /// Flows observed at this network interface (eth0, lxc12ab).
     #[arg(long, value_name = "NAME", help_heading = "Filters")]
     pub interface: Vec<String>,
@@ -231,6 +278,20 @@ pub struct ObserveArgs {
     /// Denylist as JSON-encoded FlowFilters, added to the --not filters.
     #[arg(long, value_name = "JSON", help_heading = "Raw filters")]
     pub denylist: Vec<String>,
+
+    /// Print the allowlist and denylist these flags make (YAML, each FlowFilter as JSON, ready
+    /// for --allowlist/--denylist or the agent's --export-allowlist) and exit without
+    /// contacting the server.
+    #[arg(long, help_heading = "Raw filters")]
+    pub print_raw_filters: bool,
+
+    // ---- Input -----------------------------------------------------------
+    /// Read flows from this file of Hubble JSON lines instead of the server ('-': standard
+    /// input): `flowctl observe -o json` or `hubble observe -o json` output, or an export file
+    /// (the agent's --export-file-path, Cilium's). Filters, --since/--until and --first/--last
+    /// apply to it; without --first/--last every selected flow is printed.
+    #[arg(long, value_name = "FILE", help_heading = "Input")]
+    pub input_file: Option<String>,
 
     // ---- Output ----------------------------------------------------------
     /// Output format [default: compact, or the config file's].
@@ -264,6 +325,23 @@ pub struct ObserveArgs {
     /// Color compact and dict output [default: auto, only on a terminal].
     #[arg(long, value_enum, value_name = "WHEN", help_heading = "Output")]
     pub color: Option<ColorWhen>,
+
+    /// Only these fields of each flow, comma-separated proto paths (time,verdict,source.pod_name):
+    /// the server leaves the others out. json and jsonpb output only.
+    #[arg(
+        long,
+        visible_alias = "experimental-field-mask",
+        value_name = "PATHS",
+        value_delimiter = ',',
+        help_heading = "Output"
+    )]
+    pub field_mask: Vec<String>,
+
+    /// With -o json/jsonpb, also print flowscope's own data in each flow's `extensions`
+    /// (skb hash, conntrack tuple, kernel drop reason, SNAT port). Off by default: Hubble's
+    /// tools reject a line with a type they do not know.
+    #[arg(long, help_heading = "Output")]
+    pub print_extensions: bool,
 }
 
 /// `--since`/`--until`: an absolute time or a duration before now.
@@ -328,7 +406,8 @@ pub fn build_request(
     if since.is_none() && until.is_none() && first == 0 {
         if args.all {
             last = u64::MAX;
-        } else if last == 0 && !args.follow {
+        } else if last == 0 && !args.follow && args.input_file.is_none() {
+            // A server's history gets Hubble's default; a file is read whole.
             last = DEFAULT_LAST;
         }
     }
@@ -343,8 +422,39 @@ pub fn build_request(
         whitelist,
         since,
         until,
+        extensions: args.unanswered.then(|| {
+            Any::from_msg(&GetFlowsExtension {
+                records: RecordSelection::Unanswered as i32,
+            })
+        }),
+        field_mask: (!args.field_mask.is_empty()).then(|| FieldMask {
+            paths: args.field_mask.clone(),
+        }),
         ..Default::default()
     })
+}
+
+/// `--print-raw-filters`: the lists as `hubble observe --print-raw-filters` prints them, YAML
+/// (go-yaml v3's layout) whose items are FlowFilters in protojson.
+pub fn raw_filters_yaml(req: &GetFlowsRequest) -> Result<String, serde_json::Error> {
+    let mut out = String::new();
+    for (key, list) in [("allowlist", &req.whitelist), ("denylist", &req.blacklist)] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(key);
+        out.push_str(":\n");
+        for filter in list {
+            let json = flowscope_proto::json::to_json(filter)?;
+            // A single-quoted YAML scalar: only the quote itself is escaped, by doubling it.
+            out.push_str(&format!("    - '{}'\n", json.replace('\'', "''")));
+        }
+    }
+    if out.is_empty() {
+        // go-yaml's empty mapping.
+        out.push_str("{}\n");
+    }
+    Ok(out)
 }
 
 /// Printer options from the flags, the config file and the terminal.
@@ -366,7 +476,31 @@ pub fn printer_options(args: &ObserveArgs, ctx: &Context, stdout_is_terminal: bo
         numeric: args.numeric,
         color,
         debug: ctx.global.debug,
+        extensions: args.print_extensions,
     }
+}
+
+/// Output choices that cannot go together (Hubble's `handleFlowArgs` checks, and ours).
+fn check_output(args: &ObserveArgs, opts: &Options) -> Result<(), UsageError> {
+    if opts.format == Format::Table && args.follow {
+        return Err(UsageError(
+            "the table format is not compatible with --follow (it aligns columns once all flows are in): use -o compact or -o dict".into(),
+        ));
+    }
+    if !args.field_mask.is_empty() {
+        if !matches!(opts.format, Format::Json | Format::Jsonpb) {
+            return Err(UsageError(format!(
+                "the {} output format is not compatible with --field-mask (the text formats need the fields it would leave out): use -o json",
+                opts.format.name()
+            )));
+        }
+        if args.input_file.is_some() {
+            return Err(UsageError(
+                "--field-mask asks the server to leave fields out; it does not apply to --input-file (use jq on the output)".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs `flowctl observe`.
@@ -374,12 +508,24 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
     let request = build_request(args, matches)?;
     let stdout_is_terminal = std::io::stdout().is_terminal();
     let opts = printer_options(args, ctx, stdout_is_terminal);
-    if opts.format == Format::Table && args.follow {
-        return Err(UsageError(
-            "the table format is not compatible with --follow (it aligns columns once all flows are in): use -o compact or -o dict".into(),
-        )
-        .into());
+    check_output(args, &opts)?;
+    if args.print_raw_filters {
+        let yaml = raw_filters_yaml(&request).context("encoding the filters")?;
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(yaml.as_bytes())
+            .and_then(|()| stdout.flush())
+            .context("writing to stdout")?;
+        return Ok(());
     }
+    // Lines must show up as they come when someone watches (follow mode, a
+    // terminal); otherwise a buffer saves a write per line.
+    let flush_each = args.follow || stdout_is_terminal;
+    let mut printer = Printer::new(opts, BufWriter::new(std::io::stdout()), std::io::stderr());
+    if let Some(path) = &args.input_file {
+        return observe_file(path, &request, args.unanswered, flush_each, &mut printer);
+    }
+
     let connect = ctx.connect_options()?;
     if ctx.global.debug {
         let _ = writeln!(
@@ -392,6 +538,8 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
     let mut observer = ObserverClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
 
     let mut grpc_request = tonic::Request::new(request);
+    // Always asked for: the text formats print what it carries (the kernel's drop reason);
+    // the JSON formats leave it out unless --print-extensions.
     grpc_request.metadata_mut().insert(
         EXTENSIONS_HEADER,
         tonic::metadata::MetadataValue::from_static("true"),
@@ -400,19 +548,12 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
         .await?
         .into_inner();
 
-    // Lines must show up as they come when someone watches (follow mode, a
-    // terminal); otherwise a buffer saves a write per line.
-    let flush_each = args.follow || stdout_is_terminal;
-    let mut printer = Printer::new(opts, BufWriter::new(std::io::stdout()), std::io::stderr());
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(response)) => {
-                    if args.unanswered && !is_unanswered(&response) {
-                        continue;
-                    }
                     printer.write(&response).context("writing to stdout")?;
                     if flush_each {
                         printer.flush().context("writing to stdout")?;
@@ -432,16 +573,40 @@ pub async fn run(args: &ObserveArgs, matches: &ArgMatches, ctx: &Context) -> any
     printer.finish().context("writing to stdout")
 }
 
-/// Is this the agent's report of a connection that got no reply?
-fn is_unanswered(response: &flowscope_proto::observer::GetFlowsResponse) -> bool {
-    use flowscope_proto::flowscope::v1::FlowExtension;
-    use flowscope_proto::observer::get_flows_response::ResponseTypes;
-    match &response.response_types {
-        Some(ResponseTypes::Flow(f)) => f
-            .extensions
-            .as_ref()
-            .and_then(|a| a.to_msg::<FlowExtension>().ok().flatten())
-            .is_some_and(|e| e.unanswered),
-        _ => false,
-    }
+/// `--input-file`: the request's selection applied to Hubble JSON lines (see [`offline`]).
+fn observe_file<W: Write, E: Write>(
+    path: &str,
+    request: &GetFlowsRequest,
+    unanswered: bool,
+    flush_each: bool,
+    printer: &mut Printer<W, E>,
+) -> anyhow::Result<()> {
+    let selection = offline::Selection::new(request)?;
+    let (input, name): (Box<dyn BufRead>, &str) = if path == "-" {
+        (Box::new(std::io::stdin().lock()), "standard input")
+    } else {
+        let file = File::open(path).with_context(|| format!("opening --input-file {path}"))?;
+        (Box::new(BufReader::new(file)), path)
+    };
+    let warn = |message: &str| {
+        let _ = writeln!(std::io::stderr(), "warning: {message}");
+    };
+    let emit = |response: &GetFlowsResponse| -> std::io::Result<()> {
+        // A file holds whatever was saved: with --unanswered only the reports of
+        // connections that got no reply, without it only flows of packets.
+        let report = matches!(
+            &response.response_types,
+            Some(ResponseTypes::Flow(f)) if crate::output::is_unanswered(f)
+        );
+        if unanswered != report {
+            return Ok(());
+        }
+        printer.write(response)?;
+        if flush_each {
+            printer.flush()?;
+        }
+        Ok(())
+    };
+    offline::read(input, name, &selection, warn, emit)?;
+    printer.finish().context("writing to stdout")
 }

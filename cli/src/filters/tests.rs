@@ -3,7 +3,9 @@
 //! real clap definition.
 
 use clap::CommandFactory as _;
-use flowscope_proto::flow::{EventTypeFilter, FlowFilter, NetworkInterface, TcpFlags, Verdict};
+use flowscope_proto::flow::{
+    EventTypeFilter, FlowFilter, NetworkInterface, TcpFlags, Verdict, Workload,
+};
 
 use super::*;
 use crate::Cli;
@@ -547,4 +549,82 @@ fn raw_filters() {
         .to_string();
     assert!(err.starts_with("invalid --denylist"), "{err}");
     assert!(err.contains("expected a JSON FlowFilter"), "{err}");
+}
+
+#[test]
+fn uuid_node_label_workload_and_cluster_as_hubble() {
+    // Flags without direction on both sides collapse into one filter.
+    assert_eq!(
+        whitelist(&["--uuid", "u-1", "--uuid", "u-2"]),
+        vec![FlowFilter {
+            uuid: strings(&["u-1", "u-2"]),
+            ..Default::default()
+        }]
+    );
+    assert_eq!(
+        whitelist(&["--node-label", "kubernetes.io/os=linux"]),
+        vec![FlowFilter {
+            node_labels: strings(&["kubernetes.io/os=linux"]),
+            ..Default::default()
+        }]
+    );
+    // Hubble's TestCluster: --cluster is either end's cluster.
+    assert_eq!(
+        whitelist(&["--cluster", "foo", "--cluster", "bar"]),
+        vec![
+            FlowFilter {
+                source_cluster_name: strings(&["foo", "bar"]),
+                ..Default::default()
+            },
+            FlowFilter {
+                destination_cluster_name: strings(&["foo", "bar"]),
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        whitelist(&["--from-cluster", "foo", "--to-cluster", "bar"]),
+        vec![FlowFilter {
+            source_cluster_name: strings(&["foo"]),
+            destination_cluster_name: strings(&["bar"]),
+            ..Default::default()
+        }]
+    );
+    // Workloads are [KIND/]NAME.
+    let workload = |kind: &str, name: &str| Workload {
+        name: name.into(),
+        kind: kind.into(),
+    };
+    assert_eq!(
+        whitelist(&["--workload", "Deployment/web"]),
+        vec![
+            FlowFilter {
+                source_workload: vec![workload("Deployment", "web")],
+                ..Default::default()
+            },
+            FlowFilter {
+                destination_workload: vec![workload("Deployment", "web")],
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        whitelist(&["--from-workload", "web", "--to-workload", "DaemonSet/"]),
+        vec![FlowFilter {
+            source_workload: vec![workload("", "web")],
+            destination_workload: vec![workload("DaemonSet", "")],
+            ..Default::default()
+        }]
+    );
+    // Hubble's conflicts, and its refusal of an empty cluster name.
+    assert_eq!(
+        lists(&["--workload", "a", "--to-workload", "b"]).unwrap_err(),
+        "filters --workload and --to-workload cannot be combined"
+    );
+    let err = lists(&["--cluster", ""]).unwrap_err();
+    assert!(err.contains("expected a cluster name"), "{err}");
+    // --not works on them like on any filter flag.
+    let (white, black) = lists(&["--not", "--uuid", "u-1"]).unwrap();
+    assert!(white.is_empty());
+    assert_eq!(black[0].uuid, strings(&["u-1"]));
 }

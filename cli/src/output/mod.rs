@@ -48,6 +48,20 @@ pub enum Format {
     Monitor,
 }
 
+impl Format {
+    /// The name `-o` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::Dict => "dict",
+            Self::Table => "table",
+            Self::Json => "json",
+            Self::Jsonpb => "jsonpb",
+            Self::Monitor => "monitor",
+        }
+    }
+}
+
 /// How timestamps are printed (`--time-format`), with Hubble's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
 pub enum TimeFormat {
@@ -159,6 +173,9 @@ pub struct Options {
     /// `--debug`: also print informational node status events
     /// (NODE_CONNECTED, NODE_GONE), which Hubble hides otherwise.
     pub debug: bool,
+    /// `--print-extensions`: keep flowscope's `Flow.extensions` in JSON output. Off, the JSON
+    /// holds only what Hubble's own tools can read.
+    pub extensions: bool,
 }
 
 impl Default for Options {
@@ -170,6 +187,7 @@ impl Default for Options {
             numeric: false,
             color: false,
             debug: false,
+            extensions: false,
         }
     }
 }
@@ -248,7 +266,9 @@ impl<W: Write, E: Write> Printer<W, E> {
                 let row = table::flow_row(self, flow);
                 self.rows.push(row);
             }
-            Format::Json | Format::Jsonpb => json::write_line(&mut self.out, res)?,
+            Format::Json | Format::Jsonpb => {
+                json::write_line(&mut self.out, res, self.opts.extensions)?;
+            }
             Format::Monitor => {
                 let line = monitor::flow_line(self, flow);
                 if self.opts.node_name {
@@ -303,7 +323,9 @@ impl<W: Write, E: Write> Printer<W, E> {
                 ]);
                 self.rows.push(row);
             }
-            Format::Json | Format::Jsonpb => json::write_line(&mut self.out, res)?,
+            Format::Json | Format::Jsonpb => {
+                json::write_line(&mut self.out, res, self.opts.extensions)?;
+            }
             // `cilium monitor`'s own words for lost perf events.
             Format::Monitor => writeln!(self.out, "CPU {cpu:02}: Lost {count} events ({source})")?,
         }
@@ -333,7 +355,9 @@ impl<W: Write, E: Write> Printer<W, E> {
         let node_names = join_with_cut_off(&names, ", ", NODE_NAMES_CUT_OFF);
         let time = self.opts.time_format.format(res.time.as_ref());
         match self.opts.format {
-            Format::Json | Format::Jsonpb => json::write_line(&mut self.err, res),
+            Format::Json | Format::Jsonpb => {
+                json::write_line(&mut self.err, res, self.opts.extensions)
+            }
             Format::Dict => {
                 if self.line != 0 {
                     writeln!(self.err, "{DICT_SEPARATOR}")?;
@@ -671,6 +695,10 @@ impl<W: Write, E: Write> Printer<W, E> {
 
     /// The verdict, with Hubble's words for policy verdict events.
     fn verdict(&self, flow: &Flow) -> String {
+        // A connection that got no reply is no packet and has no verdict: say what it is.
+        if is_unanswered(flow) {
+            return self.colors.yellow("UNANSWERED");
+        }
         let verdict = flow::Verdict::try_from(flow.verdict).ok();
         let mut msg = enum_name(verdict, flow.verdict, |v| v.as_str_name());
         let policy = event_type(flow) == Some(msg_type::POLICY_VERDICT);
@@ -732,6 +760,11 @@ impl<W: Write, E: Write> Printer<W, E> {
     }
 }
 
+/// Is this the agent's report of a connection that got no reply (not a packet)?
+pub(crate) fn is_unanswered(flow: &Flow) -> bool {
+    extension(flow).is_some_and(|e| e.unanswered)
+}
+
 fn event_type(flow: &Flow) -> Option<i32> {
     flow.event_type.as_ref().map(|t| t.r#type)
 }
@@ -761,7 +794,8 @@ pub(crate) fn drop_reason(flow: &Flow) -> String {
         );
     }
     let sub = flow.event_type.as_ref().map_or(0, |t| t.sub_type);
-    if sub != 0 {
+    // A flowscope agent's drop whose kernel reason Hubble has no word for.
+    if sub != 0 && sub != flowscope_proto::drop_reason::UNMAPPED_DROP_SUB_TYPE {
         sub.to_string()
     } else {
         "UNKNOWN".into()
@@ -787,6 +821,9 @@ pub(crate) fn flow_type(flow: &Flow) -> String {
             None => "l7",
         };
         return format!("{protocol}-{l7_type}");
+    }
+    if is_unanswered(flow) {
+        return "no-reply".into();
     }
     let Some(et) = &flow.event_type else {
         return "UNKNOWN".into();

@@ -1,5 +1,5 @@
 //! `-o monitor`: the lines `cilium monitor` prints, so that what the lab
-//! (shared/seed) read from the Cilium agent reads the same from flowscope:
+//! (docs/reference-scenario.md) read from the Cilium agent reads the same from flowscope:
 //!
 //! ```text
 //! -> stack flow 0x8958dbda identity 42837->world state new ifindex 0 orig-ip 0.0.0.0: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN
@@ -9,7 +9,10 @@
 //! The flow hash is the skb hash from flowscope's FlowExtension (`0x0` for a
 //! flow without one). `orig-ip` is the source before SNAT for translated
 //! packets (the wire then shows the translated address, as the kernel sent
-//! it), the unspecified address otherwise.
+//! it); for a delivery to an endpoint, the source as it arrived (Cilium's
+//! to-container program reports the address it saw before any reverse
+//! translation: `-> endpoint 762 … orig-ip 1.0.0.1`); the unspecified address
+//! otherwise.
 
 use std::io::Write;
 
@@ -31,7 +34,12 @@ pub(super) fn flow_line<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) -> S
         clean(&ip.destination).into_owned(),
     );
     let v6 = src_ip.contains(':') || dst_ip.contains(':');
-    let mut orig_ip = if v6 { "::" } else { "0.0.0.0" }.to_string();
+    let point = observation_point(flow);
+    let mut orig_ip = if point == TraceObservationPoint::ToEndpoint && !src_ip.is_empty() {
+        src_ip.clone()
+    } else {
+        if v6 { "::" } else { "0.0.0.0" }.to_string()
+    };
     let mut flow_for_summary = std::borrow::Cow::Borrowed(flow);
     if !ip.source_xlated.is_empty() {
         // The packet left with the translated source; the pod's address is
@@ -60,9 +68,22 @@ pub(super) fn flow_line<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) -> S
     }
     format!(
         "{} flow {hash:#x} identity {identities} state {} ifindex {ifname} orig-ip {orig_ip}: {conn}",
-        trace_summary(flow),
+        trace_summary(flow, point),
         state(flow)
     )
+}
+
+/// The flow's observation point; for a flow without one, the datapath number in its event
+/// sub type.
+fn observation_point(flow: &Flow) -> TraceObservationPoint {
+    match TraceObservationPoint::try_from(flow.trace_observation_point) {
+        Ok(TraceObservationPoint::UnknownPoint) | Err(_) => {
+            let sub = flow.event_type.as_ref().map_or(-1, |t| t.sub_type);
+            let sub = u8::try_from(sub).unwrap_or(u8::MAX);
+            TraceObservationPoint::from_datapath(sub)
+        }
+        Ok(point) => point,
+    }
 }
 
 /// A reserved identity by name, any other by number (`--numeric`: all by
@@ -84,16 +105,7 @@ fn interface(flow: &Flow) -> String {
 }
 
 /// `-> stack`, `-> endpoint 762`, `<- network`, … (Cilium's traceSummary).
-fn trace_summary(flow: &Flow) -> String {
-    let point = match TraceObservationPoint::try_from(flow.trace_observation_point) {
-        Ok(TraceObservationPoint::UnknownPoint) | Err(_) => {
-            // Fall back to the datapath number in the event sub type.
-            let sub = flow.event_type.as_ref().map_or(-1, |t| t.sub_type);
-            let sub = u8::try_from(sub).unwrap_or(u8::MAX);
-            TraceObservationPoint::from_datapath(sub)
-        }
-        Ok(point) => point,
-    };
+fn trace_summary(flow: &Flow, point: TraceObservationPoint) -> String {
     let src_ep = flow.source.as_ref().map_or(0, |e| e.id);
     let dst_ep = flow.destination.as_ref().map_or(0, |e| e.id);
     match point {

@@ -1,5 +1,5 @@
 //! Golden output per format, on flows shaped like the reference scenario's
-//! (shared/seed): pod-a's TCP connection to 1.0.0.1:80 seen at its veth, at
+//! (docs/reference-scenario.md): pod-a's TCP connection to 1.0.0.1:80 seen at its veth, at
 //! the uplink after MASQUERADE and on the way back; a kernel drop; ICMP; an
 //! IPv6 flow between reserved identities; a lost-events notice and relay node
 //! status events.
@@ -171,9 +171,10 @@ fn netfilter_drop() -> Flow {
         destination: Some(world()),
         r#type: 1,
         node_name: "node-1".into(),
+        // What the agent sends: no Hubble reason means "dropped by netfilter".
         event_type: Some(CiliumEventType {
             r#type: 1,
-            sub_type: 0,
+            sub_type: flowscope_proto::drop_reason::UNMAPPED_DROP_SUB_TYPE,
         }),
         interface: Some(NetworkInterface {
             index: 2,
@@ -406,6 +407,8 @@ fn names_and_services_win_over_addresses() {
 fn drop_reason_falls_back_to_hubble_names() {
     let mut flow = netfilter_drop();
     flow.extensions = None;
+    let (out, _) = render(Options::default(), &[flow_response(flow.clone())]);
+    assert!(out.contains("(world) UNKNOWN DROPPED (UDP)"), "{out}");
     flow.drop_reason_desc = flowscope_proto::flow::DropReason::PolicyDenied as i32;
     let (out, _) = render(Options::default(), &[flow_response(flow)]);
     assert!(out.contains("(world) POLICY_DENIED DROPPED (UDP)"), "{out}");
@@ -516,8 +519,38 @@ Nov 26 11:00:04.500   node-1   default/pod-a   1.0.0.1       from-endpoint   FOR
 }
 
 #[test]
+fn json_leaves_flowscopes_extension_out_unless_asked() {
+    let (out, _) = render(with_format(Format::Json), &stream());
+    assert!(!out.contains("extensions"), "{out}");
+    let with = Options {
+        extensions: true,
+        ..with_format(Format::Json)
+    };
+    let (out_with, _) = render(with, &stream());
+    assert!(
+        out_with
+            .contains(r#""extensions":{"@type":"type.googleapis.com/flowscope.v1.FlowExtension""#)
+    );
+    // Nothing else differs.
+    for (without, with) in out.lines().zip(out_with.lines()) {
+        let mut a: GetFlowsResponse = flowscope_proto::json::from_json(without).unwrap();
+        let b: GetFlowsResponse = flowscope_proto::json::from_json(with).unwrap();
+        if let (Some(ResponseTypes::Flow(fa)), Some(ResponseTypes::Flow(fb))) =
+            (&mut a.response_types, &b.response_types)
+        {
+            fa.extensions.clone_from(&fb.extensions);
+        }
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
 fn json_golden() {
-    let (out, err) = render(with_format(Format::Json), &stream());
+    let opts = Options {
+        extensions: true,
+        ..with_format(Format::Json)
+    };
+    let (out, err) = render(opts, &stream());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 7, "{out}");
     // Exactly what `hubble observe -o json` prints for these.
@@ -553,7 +586,11 @@ fn json_golden() {
             + "\n"
     );
     // jsonpb is the same thing.
-    assert_eq!(render(with_format(Format::Jsonpb), &stream()).0, out);
+    let jsonpb = Options {
+        extensions: true,
+        ..with_format(Format::Jsonpb)
+    };
+    assert_eq!(render(jsonpb, &stream()).0, out);
 }
 
 #[test]
@@ -564,7 +601,7 @@ fn monitor_golden() {
         "\
 <- endpoint 762 flow 0x8958dbda identity 42837->world state new ifindex lxcf4cd39e34601 orig-ip 0.0.0.0: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN
 -> network flow 0x8958dbda identity 42837->world state new ifindex eth0 orig-ip 10.244.0.213: 198.51.100.10:41708 -> 1.0.0.1:80 tcp SYN
--> endpoint 762 flow 0x0 identity world->42837 state reply ifindex lxcf4cd39e34601 orig-ip 0.0.0.0: 1.0.0.1:80 -> 10.244.0.213:59242 tcp SYN, ACK
+-> endpoint 762 flow 0x0 identity world->42837 state reply ifindex lxcf4cd39e34601 orig-ip 1.0.0.1: 1.0.0.1:80 -> 10.244.0.213:59242 tcp SYN, ACK
 xx drop (NETFILTER_DROP) flow 0x1c2a3b4c to endpoint 0, ifindex 2, identity 42837->world: 10.244.0.213:40000 -> 1.0.0.1:53 udp
 <- endpoint 762 flow 0xabc identity 42837->world state new ifindex lxcf4cd39e34601 orig-ip 0.0.0.0: 10.244.0.213 -> 1.0.0.1 EchoRequest
 -> stack flow 0x0 identity host->remote-node state established ifindex 0 orig-ip ::: [fd00::10]:34567 -> [fd00::20]:4244 tcp ACK
@@ -574,6 +611,29 @@ CPU 00: Lost 42 events (HUBBLE_RING_BUFFER)
     assert_eq!(
         err,
         "Nov 26 11:00:00.000 []: 1 nodes are unavailable: node-3\n"
+    );
+}
+
+/// With the agent's `cilium` observation points, pod-a's SYN is a to-stack flow without an
+/// interface, and its SYN-ACK a to-endpoint flow: the lab's two `cilium monitor` lines, byte for
+/// byte.
+#[test]
+fn monitor_prints_the_lab_lines() {
+    let mut syn = syn_from_endpoint();
+    let (event_type, point) = trace_event(TraceObservationPoint::ToStack, 3);
+    syn.event_type = event_type;
+    syn.trace_observation_point = point;
+    syn.interface = None;
+    let (out, _) = render(
+        with_format(Format::Monitor),
+        &[flow_response(syn), flow_response(synack_to_endpoint())],
+    );
+    assert_eq!(
+        out,
+        "\
+-> stack flow 0x8958dbda identity 42837->world state new ifindex 0 orig-ip 0.0.0.0: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN
+-> endpoint 762 flow 0x0 identity world->42837 state reply ifindex lxcf4cd39e34601 orig-ip 1.0.0.1: 1.0.0.1:80 -> 10.244.0.213:59242 tcp SYN, ACK
+"
     );
 }
 

@@ -10,13 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowscope_proto::flow::{CiliumEventType, Endpoint, Flow, Ip, Layer4, TcpFlags, Verdict};
+use flowscope_proto::flowscope::v1::FlowExtension;
 use flowscope_proto::observer::get_flows_response::ResponseTypes;
 use flowscope_proto::observer::observer_server::{Observer, ObserverServer};
 use flowscope_proto::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
     GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
-    GetNodesRequest, GetNodesResponse, Node, ServerStatusRequest, ServerStatusResponse,
+    GetNodesRequest, GetNodesResponse, Namespace, Node, ServerStatusRequest, ServerStatusResponse,
 };
+use flowscope_proto::peer::peer_server::{Peer, PeerServer};
+use flowscope_proto::peer::{ChangeNotification, NotifyRequest};
 use flowscope_proto::wkt::Timestamp;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
@@ -73,6 +76,27 @@ pub fn flow(i: u32, sport: u16) -> GetFlowsResponse {
     }
 }
 
+/// A kernel drop of pod-a's packet to 1.0.0.1:80, `i` ms after T0, carrying flowscope's
+/// FlowExtension (skb hash, kernel drop reason) in `Flow.extensions`, as the agent sends it to
+/// clients that ask for extensions.
+pub fn dropped_with_extension(i: u32, sport: u16) -> GetFlowsResponse {
+    let mut res = flow(i, sport);
+    if let Some(ResponseTypes::Flow(f)) = &mut res.response_types {
+        f.verdict = Verdict::Dropped as i32;
+        f.event_type = Some(CiliumEventType {
+            r#type: 1,
+            sub_type: 0,
+        });
+        f.extensions = Some(flowscope_proto::wkt::Any::from_msg(&FlowExtension {
+            skb_hash: 0x1c2a_7f4c,
+            kernel_drop_reason: 6,
+            kernel_drop_reason_name: "NETFILTER_DROP".into(),
+            ..Default::default()
+        }));
+    }
+    res
+}
+
 /// GetFlows requests a server received, each with its `flowscope-extensions`
 /// header.
 pub type Received = Arc<Mutex<Vec<(GetFlowsRequest, Option<String>)>>>;
@@ -90,6 +114,41 @@ pub struct Canned {
     pub nodes: Vec<Node>,
     /// GetFlows requests received, with the value of the extensions header.
     pub requests: Received,
+    /// GetNamespaces's answer.
+    pub namespaces: Vec<Namespace>,
+    /// What Peer/Notify sends, each after its delay from the previous one; `None`: the server
+    /// has no Peer service (Unimplemented, as the relay).
+    pub peers: Option<Vec<(Duration, ChangeNotification)>>,
+    /// Whether Notify keeps its stream open after the last notification (until the client
+    /// goes, at most 30 s), as an agent does, rather than ending it.
+    pub peers_hold: bool,
+}
+
+type PeerStream = Pin<Box<dyn Stream<Item = Result<ChangeNotification, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Peer for Canned {
+    type NotifyStream = PeerStream;
+
+    async fn notify(&self, _: Request<NotifyRequest>) -> Result<Response<PeerStream>, Status> {
+        let Some(peers) = self.peers.clone() else {
+            return Err(Status::unimplemented("unknown service peer.Peer"));
+        };
+        let hold = self.peers_hold;
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            for (delay, n) in peers {
+                tokio::time::sleep(delay).await;
+                if tx.send(Ok(n)).await.is_err() {
+                    return;
+                }
+            }
+            if hold {
+                let _ = tokio::time::timeout(Duration::from_secs(30), tx.closed()).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 type FlowStream = Pin<Box<dyn Stream<Item = Result<GetFlowsResponse, Status>> + Send>>;
@@ -180,7 +239,9 @@ impl Observer for Canned {
         &self,
         _: Request<GetNamespacesRequest>,
     ) -> Result<Response<GetNamespacesResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
+        Ok(Response::new(GetNamespacesResponse {
+            namespaces: self.namespaces.clone(),
+        }))
     }
 
     async fn server_status(
@@ -275,6 +336,7 @@ impl TestServer {
             }
             builder
                 .add_service(health)
+                .add_service(PeerServer::new(canned.clone()))
                 .add_service(ObserverServer::new(canned))
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop.await;
@@ -418,5 +480,42 @@ impl Ca {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// What Hubble's own tooling makes of JSON lines: each line parsed by an independent, strict
+/// protojson implementation (Python protobuf's `json_format`) into an observer.GetFlowsResponse,
+/// over a registry of Hubble's packages only (`tests/protojson_check.py`). `Some(Ok(summary))`
+/// when every line parses, `Some(Err(why))` when one does not, `None` when Python's protobuf
+/// is missing outside CI (skipped, and said so); under CI a missing checker fails the test.
+pub fn hubble_protojson_check(lines: &str) -> Option<Result<String, String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let descriptors = dir.path().join("flowscope.binpb");
+    std::fs::write(&descriptors, flowscope_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let input = dir.path().join("lines.json");
+    std::fs::write(&input, lines).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/protojson_check.py");
+    let missing = |why: String| {
+        testbed::skip(
+            "the Hubble protojson check",
+            &format!("{why} (scripts/setup.sh installs it)"),
+        );
+        None
+    };
+    let out = match Command::new("python3")
+        .arg(script)
+        .arg(&descriptors)
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => return missing(format!("cannot run python3: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())),
+        Some(3) => missing(stderr.trim().to_string()),
+        _ => Some(Err(stderr)),
     }
 }

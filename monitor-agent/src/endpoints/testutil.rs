@@ -9,16 +9,7 @@ use std::{
 /// Whether a privileged test can run: true as root. Otherwise it prints why it skips, unless
 /// `CI` is set: there it must run, so it fails.
 pub(crate) fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN) and CI is set: it may not skip"
-    );
-    eprintln!("skipping {test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN)");
-    false
+    testbed::require_root(test)
 }
 
 /// Runs `f` on a dedicated thread that has entered a new, empty network namespace. Only that

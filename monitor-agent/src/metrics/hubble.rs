@@ -10,10 +10,12 @@
 //! | `icmp` | `hubble_icmp_total{family,type}` | ICMP messages, by gopacket type name |
 //! | `flows-to-world` | `hubble_flows_to_world_total{protocol,verdict}` | flows to `reserved:world`, no replies; drops only if denied by policy unless `any-drop` |
 //!
-//! Where flowscope differs, because it runs without Cilium: a drop's `reason` is the Hubble
-//! `DropReason` name when the flow has one, else the running kernel's drop reason name
-//! (`NETFILTER_DROP`, `NO_SOCKET`, …; a closed set read from BTF); and `flows-to-world` treats
-//! `NETFILTER_DROP` (a firewall rule: the policy of a node without Cilium) as a policy denial.
+//! A drop's `reason` is what it is on Cilium, the name of the flow's Hubble `DropReason`: the
+//! Hubble reason that means what the kernel's reason means, `DROP_REASON_UNKNOWN` where none does
+//! (`NETFILTER_DROP` among them: `docs/drop-reasons.md`). `flows-to-world` counts a drop, as
+//! Hubble does, only when it is `POLICY_DENIED` (or with `any-drop`). The kernel's own reason is
+//! in flowscope's series next to it, `flowscope_drops_total{reason,protocol}` (`NETFILTER_DROP`,
+//! `NO_SOCKET`, …: a closed set read from BTF), on whenever `drop` is.
 //!
 //! Context labels (`source`, `destination`, `labelsContext`) name endpoints: their series are
 //! removed when not incremented for the series TTL (see [`FlowMetrics::tick`]), so that pods that
@@ -47,6 +49,12 @@ pub const MAX_SERIES_PER_METRIC: usize = 20_000;
 /// Fixed labels first, then `labelsContext`, `source`, `destination`, plus `port`.
 const MAX_LABELS: usize = 5 + CONTEXT_LABELS.len() + 2;
 
+/// `flowscope_drops_total`: drops by the kernel's reason.
+const KERNEL_DROPS: &str = "flowscope_drops";
+
+/// The label value of a drop whose kernel reason has no name (kernels before 5.17).
+const UNNAMED_KERNEL_REASON: &str = "UNKNOWN";
+
 struct Handler {
     spec: MetricSpec,
     family: CounterFamily,
@@ -57,6 +65,8 @@ struct Handler {
 /// The enabled Hubble metrics. `observe_flow` is called for every flow by the pipeline.
 pub struct FlowMetrics {
     handlers: Vec<Handler>,
+    /// Drops by the kernel's reason, when the `drop` metric is on.
+    kernel_drops: Option<CounterFamily>,
     started: Instant,
     /// Seconds since `started`, advanced by `tick` (the hot path must not read the clock).
     now: AtomicU32,
@@ -122,8 +132,17 @@ impl FlowMetrics {
                 }
             })
             .collect();
+        let kernel_drops = specs.iter().any(|s| s.kind == MetricKind::Drop).then(|| {
+            CounterFamily::new(
+                KERNEL_DROPS,
+                "Number of drops by the kernel's drop reason (enum skb_drop_reason)",
+                vec!["reason", "protocol"],
+                MAX_SERIES_PER_METRIC,
+            )
+        });
         FlowMetrics {
             handlers,
+            kernel_drops,
             started: Instant::now(),
             now: AtomicU32::new(0),
             ttl: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX).max(1),
@@ -139,6 +158,15 @@ impl FlowMetrics {
         let facts = Facts::of(flow);
         for h in &self.handlers {
             h.observe(flow, &facts, now);
+        }
+        if let Some(kernel) = &self.kernel_drops
+            && facts.verdict == Verdict::Dropped
+        {
+            let name = extension(flow)
+                .map(|e| e.kernel_drop_reason_name)
+                .filter(|n| !n.is_empty());
+            let reason = name.as_deref().unwrap_or(UNNAMED_KERNEL_REASON);
+            kernel.inc(&[reason, facts.protocol], now);
         }
     }
 
@@ -167,12 +195,20 @@ impl FlowMetrics {
             .find(|h| h.spec.kind == kind)
             .map(|h| &h.family)
     }
+
+    /// `flowscope_drops_total`, when the `drop` metric is on (tests).
+    pub fn kernel_drops(&self) -> Option<&CounterFamily> {
+        self.kernel_drops.as_ref()
+    }
 }
 
 impl Collector for FlowMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for h in &self.handlers {
             h.family.encode_into(&mut encoder)?;
+        }
+        if let Some(kernel) = &self.kernel_drops {
+            kernel.encode_into(&mut encoder)?;
         }
         // How close each metric is to its bound, by metric name (a closed set).
         let mut series = encoder.encode_descriptor(
@@ -247,7 +283,7 @@ struct Facts<'f> {
     verdict: Verdict,
     l4: Option<&'f Protocol>,
     protocol: &'static str,
-    /// For drops only (it may decode our extension).
+    /// Hubble's drop reason name, for drops only.
     drop_reason: Cow<'static, str>,
 }
 
@@ -268,7 +304,6 @@ impl<'f> Facts<'f> {
 
     fn is_policy_drop(&self, f: &Flow) -> bool {
         f.drop_reason_desc == DropReason::PolicyDenied as i32
-            || self.drop_reason == "NETFILTER_DROP"
     }
 }
 
@@ -468,25 +503,13 @@ fn extension(f: &Flow) -> Option<FlowExtension> {
     f.extensions.as_ref()?.to_msg::<FlowExtension>().ok()?
 }
 
-/// Hubble's drop reason name, else the kernel's (see the module docs).
+/// Hubble's label: the name of `drop_reason_desc` (Go's `String()`, which prints the number of
+/// a value it has no name for).
 fn drop_reason(f: &Flow) -> Cow<'static, str> {
-    #[expect(
-        deprecated,
-        reason = "drop_reason is deprecated in Hubble's proto, but it is where the kernel's number is"
-    )]
-    let kernel_reason = f.drop_reason;
     match DropReason::try_from(f.drop_reason_desc) {
-        Ok(r) if r != DropReason::Unknown => return Cow::Borrowed(r.as_str_name()),
-        _ => {}
+        Ok(r) => Cow::Borrowed(r.as_str_name()),
+        Err(_) => Cow::Owned(f.drop_reason_desc.to_string()),
     }
-    if kernel_reason != 0
-        && let Some(name) = extension(f)
-            .map(|e| e.kernel_drop_reason_name)
-            .filter(|n| !n.is_empty())
-    {
-        return Cow::Owned(name);
-    }
-    Cow::Borrowed(DropReason::Unknown.as_str_name())
 }
 
 /// gopacket's name of the ICMP type and code, as Hubble labels it. flows.rs already writes it
@@ -698,6 +721,7 @@ mod tests {
     use super::*;
     use crate::metrics::options::parse_metrics;
     use flowscope_proto::{
+        drop_reason,
         flow::{CiliumEventType, Ip, Layer4, TcpFlags, Workload},
         wkt::Any,
     };
@@ -758,16 +782,19 @@ mod tests {
         }
     }
 
-    #[expect(deprecated, reason = "drop_reason carries the kernel's number")]
+    /// A drop as the agent builds it (flows.rs), the kernel's reason named `kernel_reason`.
+    #[expect(deprecated, reason = "Hubble's drop_reason, which the agent fills")]
     fn dropped(kernel_reason: &str) -> Flow {
+        let hubble = drop_reason::hubble_drop_reason(Some(kernel_reason));
         let mut f = trace(0, Layer4::udp(40000, 9), false, "UDP");
         f.verdict = Verdict::Dropped as i32;
         f.event_type = Some(CiliumEventType {
             r#type: i32::from(event_type::DROP),
-            sub_type: 0,
+            sub_type: drop_reason::drop_sub_type(hubble),
         });
         f.is_reply = None;
-        f.drop_reason = 2;
+        f.drop_reason = hubble as u32;
+        f.drop_reason_desc = hubble as i32;
         f.extensions = Some(Any::from_msg(&FlowExtension {
             kernel_drop_reason: 2,
             kernel_drop_reason_name: kernel_reason.into(),
@@ -833,14 +860,22 @@ mod tests {
             get(MetricKind::Flow, &["UDP", "Drop", "", "DROPPED"]),
             Some(2)
         );
-        assert_eq!(get(MetricKind::Drop, &["NETFILTER_DROP", "UDP"]), Some(2));
+        // Hubble's reason (none means "dropped by netfilter"); the kernel's next to it.
+        assert_eq!(
+            get(MetricKind::Drop, &["DROP_REASON_UNKNOWN", "UDP"]),
+            Some(2)
+        );
+        assert_eq!(
+            m.kernel_drops().unwrap().get(&["NETFILTER_DROP", "UDP"]),
+            Some(2)
+        );
         assert_eq!(get(MetricKind::Tcp, &["SYN", "IPv4"]), Some(1));
         assert_eq!(get(MetricKind::Tcp, &["SYN-ACK", "IPv4"]), Some(1));
         // The reply's destination port is ephemeral: not counted.
         assert_eq!(get(MetricKind::PortDistribution, &["TCP", "80"]), Some(1));
         assert_eq!(m.family(MetricKind::PortDistribution).unwrap().len(), 2);
         assert_eq!(get(MetricKind::Icmp, &["IPv4", "EchoRequest"]), Some(1));
-        // To world: the SYN, the ping and (a firewall drop being a policy denial) both drops.
+        // To world: the SYN and the ping; not the drops, which are not POLICY_DENIED.
         assert_eq!(
             get(MetricKind::FlowsToWorld, &["TCP", "FORWARDED"]),
             Some(1)
@@ -849,7 +884,36 @@ mod tests {
             get(MetricKind::FlowsToWorld, &["ICMPv4", "FORWARDED"]),
             Some(1)
         );
-        assert_eq!(get(MetricKind::FlowsToWorld, &["UDP", "DROPPED"]), Some(2));
+        assert_eq!(get(MetricKind::FlowsToWorld, &["UDP", "DROPPED"]), None);
+    }
+
+    #[test]
+    fn drop_reasons_are_hubbles_and_the_kernels_are_ours() {
+        let m = metrics(&["drop", "flows-to-world"]);
+        m.observe_flow(&dropped("NO_SOCKET"));
+        let mut denied = dropped("NOT_SPECIFIED");
+        denied.drop_reason_desc = DropReason::PolicyDenied as i32;
+        m.observe_flow(&denied);
+        let mut from_a_newer_server = dropped("NOT_SPECIFIED");
+        from_a_newer_server.drop_reason_desc = 250;
+        m.observe_flow(&from_a_newer_server);
+        let drop = m.family(MetricKind::Drop).unwrap();
+        assert_eq!(drop.get(&["SOCKET_LOOKUP_FAILED", "UDP"]), Some(1));
+        assert_eq!(drop.get(&["POLICY_DENIED", "UDP"]), Some(1));
+        // Go's String() of an enum value it has no name for.
+        assert_eq!(drop.get(&["250", "UDP"]), Some(1));
+        let kernel = m.kernel_drops().unwrap();
+        assert_eq!(kernel.get(&["NO_SOCKET", "UDP"]), Some(1));
+        assert_eq!(kernel.get(&["NOT_SPECIFIED", "UDP"]), Some(2));
+        // Only the policy denial goes to the world's drops.
+        assert_eq!(
+            m.family(MetricKind::FlowsToWorld)
+                .unwrap()
+                .get(&["UDP", "DROPPED"]),
+            Some(1)
+        );
+        // No `drop` metric, no kernel drops either.
+        assert!(metrics(&["flow"]).kernel_drops().is_none());
     }
 
     #[test]
@@ -917,7 +981,7 @@ mod tests {
         );
         assert_eq!(
             m.family(MetricKind::Drop).unwrap().get(&[
-                "NETFILTER_DROP",
+                "DROP_REASON_UNKNOWN",
                 "UDP",
                 "default",
                 "reserved:world"

@@ -14,6 +14,7 @@
 //! | `flowscope_attached_interfaces{role}` | the datapath |
 //! | `flowscope_subscribers` | GetFlows streams being served |
 //! | `flowscope_history_flows`, `flowscope_history_capacity`, `flowscope_flows_seen_total` | the flow history |
+//! | `flowscope_unanswered_connections_total{protocol}`, `flowscope_unanswered_untracked_total` | the unanswered-connection tracker |
 //! | `flowscope_export_flows_total`, `flowscope_export_errors_total`, `flowscope_export_rotations_total` | the exporter |
 //!
 //! The datapath is behind a mutex that the interface follower holds while it attaches: a scrape
@@ -262,6 +263,24 @@ impl Collector for PipelineCollector {
             "flowscope_flows_seen",
             "Flows stored in the history since start",
             s.store.seen_flows(),
+        )?;
+        let un = &s.unanswered_stats;
+        labelled(
+            &mut e,
+            "flowscope_unanswered_connections",
+            "Connections that got no reply before --unanswered-timeout (reported once each; not counted in Hubble's flow metrics, which count packets)",
+            MetricType::Counter,
+            "protocol",
+            &[
+                ("TCP", un.tcp.load(Ordering::Relaxed)),
+                ("UDP", un.udp.load(Ordering::Relaxed)),
+            ],
+        )?;
+        counter(
+            &mut e,
+            "flowscope_unanswered_untracked",
+            "New connections not watched for a reply because the tracker's table was full",
+            un.untracked.load(Ordering::Relaxed),
         )?;
         if let Some(x) = &self.export {
             counter(

@@ -48,6 +48,11 @@ pub struct AgentState {
     pub started_at: SystemTime,
     /// The flow history.
     pub store: Arc<FlowStore>,
+    /// Reports of connections that got no reply (see `unanswered.rs`): their own history,
+    /// served only to clients that select them.
+    pub unanswered: Arc<FlowStore>,
+    /// The unanswered tracker's counters.
+    pub unanswered_stats: Arc<crate::unanswered::UnansweredStats>,
     /// The kernel side.
     pub datapath: Arc<Mutex<Datapath>>,
     /// Endpoint metadata.
@@ -71,6 +76,18 @@ pub struct AgentState {
 }
 
 impl AgentState {
+    /// The history that holds the records a GetFlows request selects.
+    pub fn history(
+        &self,
+        records: flowscope_proto::flowscope::v1::RecordSelection,
+    ) -> &Arc<FlowStore> {
+        use flowscope_proto::flowscope::v1::RecordSelection;
+        match records {
+            RecordSelection::Packets => &self.store,
+            RecordSelection::Unanswered => &self.unanswered,
+        }
+    }
+
     /// Records a sample for `flows_rate` (called once a second by the pipeline).
     pub fn sample_rate(&self) {
         if let Ok(mut s) = self.rate_samples.lock() {

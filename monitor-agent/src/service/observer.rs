@@ -6,6 +6,7 @@ use flowscope_filter::FlowFilterSet;
 use flowscope_proto::{
     SERVER_VERSION_HEADER,
     flow::{Flow, LostEvent, LostEventSource},
+    flowscope::v1::{GetFlowsExtension, RecordSelection},
     observer::{
         GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
         GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
@@ -64,6 +65,9 @@ struct Query {
     until: Option<i64>,
     mask: FieldMask,
     extensions: bool,
+    /// Which records the request selects (`flowscope.v1.GetFlowsExtension`): flows of packets,
+    /// or reports of connections that got no reply, each from its own history.
+    records: RecordSelection,
 }
 
 impl Query {
@@ -108,6 +112,28 @@ fn lost_response(node: &str, source: LostEventSource, n: u64) -> GetFlowsRespons
     }
 }
 
+/// The records a request selects, from `GetFlowsRequest.extensions` when it holds our
+/// `GetFlowsExtension` (any other Any is ignored, as a Hubble server ignores ours).
+fn record_selection(req: &GetFlowsRequest) -> Result<RecordSelection, Status> {
+    let Some(any) = &req.extensions else {
+        return Ok(RecordSelection::Packets);
+    };
+    let ext: Option<GetFlowsExtension> = any.to_msg().map_err(|e| {
+        Status::invalid_argument(format!(
+            "extensions: malformed flowscope.v1.GetFlowsExtension: {e}"
+        ))
+    })?;
+    let Some(ext) = ext else {
+        return Ok(RecordSelection::Packets);
+    };
+    RecordSelection::try_from(ext.records).map_err(|_| {
+        Status::invalid_argument(format!(
+            "extensions: unknown GetFlowsExtension.records value {}",
+            ext.records
+        ))
+    })
+}
+
 /// What a GetFlows stream carries: the generated server's `GetFlowsResponse`s, or the
 /// [`EncodedResponse`]s the agent's own route sends (see `encoded.rs`).
 trait Reply: Send + 'static {
@@ -145,7 +171,11 @@ impl ObserverService {
             .is_some_and(|v| v == "true");
         let req = request.into_inner();
         let filters = FlowFilterSet::compile(&req.whitelist, &req.blacklist)
+            .and_then(|f| {
+                flowscope_filter::refuse_unproduced(&req.whitelist, &req.blacklist).map(|()| f)
+            })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let records = record_selection(&req)?;
         let q = Query {
             filters,
             since: nanos(&req.since),
@@ -158,12 +188,13 @@ impl ObserverService {
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?,
             extensions,
+            records,
         };
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
         let state = self.state.clone();
         // "Follow from now" means from the request, not from whenever the task first runs: a
         // client that sends traffic right after its call returned must see all of it.
-        let now = state.store.bounds().1;
+        let now = state.history(records).bounds().1;
         tokio::spawn(async move {
             stream_flows(state, req, q, now, tx).await;
         });
@@ -369,7 +400,7 @@ async fn stream_flows<R: Reply>(
     now: u64,
     tx: mpsc::Sender<Result<R, Status>>,
 ) {
-    let store = &state.store;
+    let store = state.history(q.records);
     let mut updates = store.subscribe();
     let node = state.node_name.clone();
     let mut scratch = Vec::new();
@@ -443,6 +474,7 @@ mod tests {
             until: nanos(&req.until),
             mask: FieldMask::default(),
             extensions: false,
+            records: RecordSelection::Packets,
         }
     }
 

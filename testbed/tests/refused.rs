@@ -1,0 +1,92 @@
+//! Requests the agent cannot answer truthfully are refused, with the reason, instead of being
+//! accepted and answered with nothing. Privileged; run serially.
+
+use std::{process::Command, time::Duration};
+
+use flowscope_proto::{
+    flow::FlowFilter,
+    observer::{GetFlowsRequest, observer_client::ObserverClient},
+};
+use testbed::{Scenario, bin_path, require_root};
+
+fn flowctl(s: &Scenario, args: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .arg("20")
+        .arg(bin_path("flowctl"))
+        .arg("--server")
+        .arg(format!("unix://{}", s.agent_socket().display()))
+        .args(args)
+        .output()
+        .expect("flowctl")
+}
+
+#[test]
+fn filters_that_can_never_match_are_refused() {
+    if !require_root("filters_that_can_never_match_are_refused") {
+        return;
+    }
+    let s = Scenario::build();
+    let mut agent = s.start_agent(&[]);
+
+    // flowctl, as a user types it: an error that says why, and a failing exit status.
+    for args in [
+        &["observe", "--protocol", "dns"][..],
+        &["observe", "--protocol", "http", "--last", "5"][..],
+        &["observe", "--verdict", "AUDIT"][..],
+    ] {
+        let out = flowctl(&s, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains("can never match"), "{args:?}: {stderr}");
+    }
+    // What the agent produces is still served.
+    let out = flowctl(
+        &s,
+        &["observe", "--protocol", "tcp", "--verdict", "FORWARDED"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A stock client's request with an L7 field: InvalidArgument naming the field.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let ch = testbed::client::unix_channel(&s.agent_socket(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        ObserverClient::new(ch)
+            .get_flows(GetFlowsRequest {
+                whitelist: vec![FlowFilter {
+                    http_method: vec!["GET".into()],
+                    event_type: vec![flowscope_proto::flow::EventTypeFilter {
+                        r#type: 129,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .await
+            .expect_err("accepted")
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("http_method"), "{status:?}");
+    assert!(agent.stop().success());
+
+    // The export's filters too: the agent does not start with one that can never match.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &s.node()])
+        .arg(bin_path("monitor-agent"))
+        .args(["--export-file-path", "/dev/null", "--export-allowlist"])
+        .arg(r#"{"protocol":["kafka"]}"#)
+        .output()
+        .expect("monitor-agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("can never match"), "{stderr}");
+}
