@@ -70,6 +70,8 @@ pub struct AgentOptions {
     pub endpoints_file: Option<PathBuf>,
     /// Addresses / CIDRs of the other nodes (the `remote-node` identity).
     pub remote_nodes: Vec<String>,
+    /// Other nodes' agents, announced by the Peer service (`--peer`).
+    pub peers: Vec<service::peer::StaticPeer>,
     /// Pods, namespaces and nodes from the Kubernetes API server, when asked.
     pub kubernetes: Option<endpoints::kubernetes::KubernetesOptions>,
     /// Prometheus metrics.
@@ -87,6 +89,9 @@ pub struct AgentOptions {
 /// the kernel free packets they have processed that way (MLD reports after the multicast code
 /// handled them, neighbour discovery), so such an event does not mean a packet was lost.
 const UNSPECIFIED_DROP: &str = "NOT_SPECIFIED";
+
+/// The shortest silence after which the reader counts as stalled (gRPC health).
+const READER_STALL_MIN: Duration = Duration::from_secs(5);
 
 /// Unanswered-connection reports kept for clients that ask for them (their own history: they
 /// are not packets and never take a packet's place in the flow history).
@@ -219,6 +224,57 @@ fn refresh_registry(dp: &Datapath, registry: &Registry) {
     }
 }
 
+/// What the Peer service announces. With Kubernetes, the Node list (this node included); else
+/// this node, when it serves TCP, at the listener's address (the default-route interface's
+/// address when it listens on every address). `--peer` entries in both cases.
+fn peer_directory(
+    opts: &AgentOptions,
+    listeners: &service::Listeners,
+    registry: &Registry,
+) -> service::PeerDirectory {
+    let tcp = listeners.tcp_addr();
+    let own = match tcp {
+        Some(addr) if opts.kubernetes.is_none() => {
+            let ip = if addr.ip().is_unspecified() {
+                let addrs: Vec<std::net::IpAddr> = ifaces::default_route_interfaces()
+                    .iter()
+                    .flat_map(|i| ifaces::interface_addresses(i).unwrap_or_default())
+                    .filter(|ip| !ip.is_loopback() && !is_link_local(ip))
+                    .collect();
+                addrs
+                    .iter()
+                    .find(|ip| ip.is_ipv4())
+                    .or(addrs.first())
+                    .copied()
+            } else {
+                Some(addr.ip())
+            };
+            ip.map(|ip| {
+                (
+                    opts.node_name.clone(),
+                    std::net::SocketAddr::new(ip, addr.port()),
+                )
+            })
+        }
+        _ => None,
+    };
+    let port = tcp.map_or(service::peer::HUBBLE_PORT, |a| a.port());
+    service::PeerDirectory::new(
+        &opts.peers,
+        own,
+        registry.cluster_nodes(),
+        port,
+        listeners.tls(),
+    )
+}
+
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
+}
+
 /// Runs the agent until `shutdown` fires; everything attached is detached before returning.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     preflight(&opts)?;
@@ -297,10 +353,14 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         datapath: dp.clone(),
         registry: registry.clone(),
         reader: stats.clone(),
+        // The reader goes round every poll interval: several missed rounds, and never less than
+        // a few seconds (a loaded machine may not schedule it for a while).
+        reader_stall_after: (opts.poll_interval * 4).max(READER_STALL_MIN),
         pipeline: Arc::new(PipelineStats::default()),
         rate_samples: Mutex::default(),
         addresses: listeners.addresses(),
         tls: listeners.tls(),
+        peers: peer_directory(&opts, &listeners, &registry),
         shutdown: shutdown.clone(),
     });
     let server = tokio::spawn(service::serve(state.clone(), listeners, shutdown.clone()));
@@ -367,11 +427,19 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         pipeline: state.pipeline.clone(),
     };
     let mut loss = LossTracker::default();
+    // Set when the reader ends on its own (it only ends when told to, or by a panic).
+    let mut reader_died = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = rx.recv() => {
-                let Some(batch) = batch else { break };
+                let Some(batch) = batch else {
+                    warn!("the ring-buffer reader stopped unexpectedly: shutting down");
+                    reader_died = true;
+                    // Everything else stops as on a signal, in the same order.
+                    shutdown.cancel();
+                    break;
+                };
                 sink.events(&batch, &clock, &names, &builder, &state.store)?;
             }
             Some(changes) = change_rx.recv() => sink.changes(&changes)?,
@@ -443,6 +511,11 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     drop(state);
     drop(dp);
     info!("detached from every interface");
+    if reader_died {
+        // Blind, the agent is of no use: exit with an error so that its supervisor (systemd,
+        // the kubelet) starts it again.
+        bail!("the ring-buffer reader stopped unexpectedly");
+    }
     Ok(())
 }
 

@@ -79,6 +79,9 @@ pub enum ExportError {
     /// A filter of the allow or deny list is invalid.
     #[error("--export-allowlist/--export-denylist")]
     Filter(#[from] FilterError),
+    /// A path of the field mask names no field of `flow.Flow`.
+    #[error("--export-fieldmask")]
+    FieldMask(#[from] flowscope_proto::fieldmask::InvalidPath),
     /// The writer thread could not be started.
     #[error("starting the export writer thread")]
     Thread(#[source] std::io::Error),
@@ -127,7 +130,8 @@ impl Exporter {
         let (tx, rx) = sync_channel(opts.queue_size.max(1));
         info!(path = %opts.path.display(), max_size_bytes = opts.max_size_bytes,
               max_backups = opts.max_backups, compress = opts.compress, "exporting flows");
-        let mut writer = Writer::new(opts, filters, stats.clone());
+        let mask = FieldMask::new(&opts.field_mask)?;
+        let mut writer = Writer::new(opts, filters, mask, stats.clone());
         let thread = std::thread::Builder::new()
             .name("flow-export".into())
             .spawn(move || writer.run(&rx))
@@ -225,13 +229,18 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(opts: ExportOptions, filters: FlowFilterSet, stats: Arc<ExportStats>) -> Self {
+    fn new(
+        opts: ExportOptions,
+        filters: FlowFilterSet,
+        mask: FieldMask,
+        stats: Arc<ExportStats>,
+    ) -> Self {
         let keep_extensions = opts
             .field_mask
             .iter()
             .any(|p| p == "extensions" || p.starts_with("extensions."));
         Writer {
-            mask: FieldMask::new(&opts.field_mask),
+            mask,
             keep_extensions,
             opts,
             filters,
@@ -724,7 +733,7 @@ mod tests {
     fn line_is_hubble_export_event() {
         let f = flow(1, Verdict::Forwarded);
         let mut buf = Vec::new();
-        encode_line(&mut buf, &f, &FieldMask::new(&[]), false).unwrap();
+        encode_line(&mut buf, &f, &FieldMask::default(), false).unwrap();
         let ev = ExportEvent {
             response_types: Some(ResponseTypes::Flow(Flow {
                 extensions: None,
@@ -834,7 +843,7 @@ mod tests {
             encode_line(
                 &mut b,
                 &flow(0, Verdict::Forwarded),
-                &FieldMask::new(&[]),
+                &FieldMask::default(),
                 false,
             )
             .unwrap();

@@ -82,6 +82,20 @@ pub fn list_links() -> io::Result<BTreeMap<u32, String>> {
 /// Every address configured on this namespace's interfaces (the node's own addresses, which
 /// flows show as the `host` identity), loopback excluded.
 pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
+    let mut out = addresses(|_| true)?;
+    out.retain(|ip| !ip.is_loopback());
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The addresses of one interface, in the order the kernel lists them.
+pub fn interface_addresses(name: &str) -> io::Result<Vec<std::net::IpAddr>> {
+    addresses(|n| n == name.as_bytes())
+}
+
+/// The addresses of the interfaces whose name `keep` accepts.
+fn addresses(keep: impl Fn(&[u8]) -> bool) -> io::Result<Vec<std::net::IpAddr>> {
     let mut out = Vec::new();
     // SAFETY: getifaddrs fills a linked list that we walk read-only and free with freeifaddrs.
     unsafe {
@@ -92,7 +106,8 @@ pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
         let mut p = head;
         while !p.is_null() {
             let a = (*p).ifa_addr;
-            if !a.is_null() {
+            let named = !(*p).ifa_name.is_null() && keep(CStr::from_ptr((*p).ifa_name).to_bytes());
+            if !a.is_null() && named {
                 match (*a).sa_family as i32 {
                     libc::AF_INET => {
                         let sin = &*(a as *const libc::sockaddr_in);
@@ -111,9 +126,6 @@ pub fn local_addresses() -> io::Result<Vec<std::net::IpAddr>> {
         }
         libc::freeifaddrs(head);
     }
-    out.retain(|ip| !ip.is_loopback());
-    out.sort();
-    out.dedup();
     Ok(out)
 }
 

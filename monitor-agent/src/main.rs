@@ -72,6 +72,11 @@ struct Cli {
     /// Address or CIDR of another node (identity remote-node); repeat for several.
     #[arg(long = "remote-node", value_name = "CIDR")]
     remote_nodes: Vec<String>,
+    /// Another node's agent for the Peer service: NAME=ADDR[,TLS-SERVER-NAME], ADDR as host:port
+    /// (an IP address alone: port 4244) or unix:///path; repeat for several. With --kubernetes the Node list
+    /// is announced too.
+    #[arg(long = "peer", value_name = "NAME=ADDR")]
+    peers: Vec<monitor_agent::service::peer::StaticPeer>,
     /// Name pods, namespaces, workloads and nodes from the Kubernetes API server (this node's
     /// pods: --node-name must be the Node's name).
     #[arg(long)]
@@ -424,6 +429,7 @@ async fn main() -> ExitCode {
         },
         endpoints_file: cli.endpoints_file.clone(),
         remote_nodes: cli.remote_nodes.clone(),
+        peers: cli.peers.clone(),
         kubernetes: (cli.kubernetes || cli.kubeconfig.is_some()).then(|| {
             monitor_agent::endpoints::kubernetes::KubernetesOptions {
                 node_name: cli.node_name.clone().unwrap_or_else(hostname),

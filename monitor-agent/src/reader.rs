@@ -33,6 +33,21 @@ pub struct ReaderStats {
     pub queue_lost: AtomicU64,
     /// Records of an unexpected size (should stay 0).
     pub malformed: AtomicU64,
+    /// `CLOCK_MONOTONIC` time (ns) of the reader's last round. The reader goes round at least
+    /// every poll interval, and after every batch while it drains: a reader that is stuck or
+    /// gone stops moving it (the health check's input, see `service/health.rs`).
+    pub heartbeat_ns: AtomicU64,
+    /// True from [`spawn`] until the thread ends, however it ends (a panic included).
+    pub running: AtomicBool,
+}
+
+/// Clears [`ReaderStats::running`] when the reader thread ends, also by unwinding.
+struct Running<'a>(&'a ReaderStats);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Starts the reader thread. It stops when `stop` is set (checked at least every
@@ -44,9 +59,23 @@ pub fn spawn(
     stats: Arc<ReaderStats>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
+    stats
+        .heartbeat_ns
+        .store(crate::kernel::Clock::monotonic_ns(), Ordering::Relaxed);
+    stats.running.store(true, Ordering::Relaxed);
+    let spawned = std::thread::Builder::new()
         .name("ring-reader".into())
-        .spawn(move || read_loop(&mut ring, poll_interval, &tx, &stats, &stop))
+        .spawn({
+            let stats = stats.clone();
+            move || {
+                let _running = Running(&stats);
+                read_loop(&mut ring, poll_interval, &tx, &stats, &stop)
+            }
+        });
+    if spawned.is_err() {
+        stats.running.store(false, Ordering::Relaxed);
+    }
+    spawned
 }
 
 fn read_loop(
@@ -60,6 +89,7 @@ fn read_loop(
     let timeout_ms = poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
     let mut batch: Vec<FlowEvent> = Vec::with_capacity(BATCH);
     loop {
+        beat(stats);
         // Read before sleeping, so that the last round after `stop` drains what is left.
         let stopping = stop.load(Ordering::Relaxed);
         if !stopping {
@@ -81,14 +111,24 @@ fn read_loop(
             let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
             drop(item);
             batch.push(ev);
-            if batch.len() == BATCH && !send(tx, &mut batch, stats) {
-                return;
+            if batch.len() == BATCH {
+                if !send(tx, &mut batch, stats) {
+                    return;
+                }
+                // A ring that never runs dry keeps the reader in this loop: still alive.
+                beat(stats);
             }
         }
         if (!batch.is_empty() && !send(tx, &mut batch, stats)) || stopping {
             return;
         }
     }
+}
+
+fn beat(stats: &ReaderStats) {
+    stats
+        .heartbeat_ns
+        .store(crate::kernel::Clock::monotonic_ns(), Ordering::Relaxed);
 }
 
 /// Hands a batch downstream; false when the receiver is gone.

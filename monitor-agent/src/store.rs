@@ -140,30 +140,47 @@ impl FlowStore {
         Read { lost, entries }
     }
 
-    /// Reads backwards from the newest entry, returning (oldest first) the entries from the
-    /// newest `n` for which `keep` holds, scanning at most the whole ring. Used for "the last
-    /// N matching flows". Returns the sequence number following the newest entry examined.
-    pub fn last_matching(
+    /// Where a history query starts, found the way Hubble's observer rewinds its ring buffer
+    /// (`newRingReader` in cilium's `pkg/hubble/observer/local_observer.go`): backwards from the
+    /// newest entry, counting the flows that `keep` accepts (loss notices are passed over:
+    /// nobody asks for them, they come along with the flows around them), it stops
+    /// - with `since`: just after the newest kept flow older than `since`;
+    /// - without: at the `number`-th kept flow (0: never);
+    ///
+    /// and otherwise at the oldest entry held. Reading forward from the sequence number it
+    /// returns gives the last `number` kept flows (or the kept flows since `since`) with every
+    /// loss notice stored among them, in order.
+    pub fn rewind(
         &self,
-        n: usize,
-        mut keep: impl FnMut(&Entry) -> bool,
-    ) -> (Vec<Entry>, u64) {
+        number: u64,
+        since: Option<i64>,
+        mut keep: impl FnMut(&Flow) -> bool,
+    ) -> u64 {
         let Ok(ring) = self.ring.read() else {
-            return (Vec::new(), 0);
+            return 0;
         };
         let oldest = ring.next.saturating_sub(self.capacity);
-        let mut out = Vec::new();
         let mut seq = ring.next;
-        while seq > oldest && out.len() < n {
+        let mut kept = 0u64;
+        while seq > oldest {
             seq -= 1;
-            if let Some(e) = &ring.slots[(seq % self.capacity) as usize]
-                && keep(e)
-            {
-                out.push(e.clone());
+            let Some(Entry::Flow(f)) = &ring.slots[(seq % self.capacity) as usize] else {
+                continue;
+            };
+            if !keep(f) {
+                continue;
+            }
+            kept += 1;
+            match since {
+                Some(since) if f.time.as_ref().is_some_and(|t| t.as_nanos() < since) => {
+                    return seq + 1;
+                }
+                Some(_) => {}
+                None if kept == number => return seq,
+                None => {}
             }
         }
-        out.reverse();
-        (out, ring.next)
+        oldest
     }
 
     /// A receiver that changes whenever entries are written.
@@ -225,16 +242,65 @@ mod tests {
         assert_eq!(ids(&sl.entries), ["6", "7", "8", "9"]);
     }
 
+    fn timed(n: u32, secs: i64) -> Entry {
+        Entry::Flow(Arc::new(Flow {
+            uuid: n.to_string(),
+            time: Some(flowscope_proto::wkt::Timestamp::new(secs, 0)),
+            ..Flow::default()
+        }))
+    }
+
+    fn lost(n: u64) -> Entry {
+        Entry::Lost(Arc::new(LostEvent {
+            num_events_lost: n,
+            ..LostEvent::default()
+        }))
+    }
+
+    fn even(f: &Flow) -> bool {
+        f.uuid.parse::<u32>().unwrap() % 2 == 0
+    }
+
     #[test]
-    fn last_matching_scans_backwards() {
+    fn rewind_stops_at_the_nth_kept_flow_passing_losses() {
         let s = FlowStore::new(10);
-        s.push_batch((0..8).map(flow));
-        let (last, next) = s.last_matching(
-            3,
-            |e| matches!(e, Entry::Flow(f) if f.uuid.parse::<u32>().unwrap() % 2 == 0),
-        );
-        assert_eq!(ids(&last), ["2", "4", "6"]);
-        assert_eq!(next, 8);
+        // 0 1 L 2 3 L 4 5
+        s.push_batch([timed(0, 0), timed(1, 1), lost(7), timed(2, 2), timed(3, 3)]);
+        s.push_batch([lost(9), timed(4, 4), timed(5, 5)]);
+        // The last two even flows are 2 and 4: start at 2, the loss after it comes along.
+        let start = s.rewind(2, None, even);
+        let mut cursor = start;
+        let got = ids(&s.read_from(&mut cursor, 100).entries);
+        assert_eq!(got, ["2", "3", "lost", "4", "5"]);
+        // More than there are: from the oldest entry.
+        assert_eq!(s.rewind(10, None, even), 0);
+        assert_eq!(s.rewind(0, None, even), 0, "no number: the whole history");
+    }
+
+    #[test]
+    fn rewind_with_since_starts_after_the_newest_older_kept_flow() {
+        let s = FlowStore::new(10);
+        s.push_batch([
+            timed(0, 0),
+            timed(1, 1),
+            lost(7),
+            timed(2, 2),
+            timed(3, 3),
+            timed(4, 4),
+        ]);
+        // Since t=3 over even flows: 2 is the newest kept flow before it, start just after.
+        let start = s.rewind(1, Some(3_000_000_000), even);
+        assert_eq!(start, 4, "number does not matter with since");
+        // Since t=2 over all flows: flow 1 is older, the loss after it comes along.
+        assert_eq!(s.rewind(0, Some(2_000_000_000), |_| true), 2);
+    }
+
+    #[test]
+    fn rewind_in_an_overwritten_ring_stops_at_the_oldest_held() {
+        let s = FlowStore::new(4);
+        s.push_batch((0..10).map(|n| timed(n, n as i64)));
+        assert_eq!(s.rewind(0, None, |_| true), 6);
+        assert_eq!(s.rewind(2, None, |_| true), 8);
     }
 
     #[tokio::test]

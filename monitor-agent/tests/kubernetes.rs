@@ -242,6 +242,16 @@ async fn initial_lists_name_pods_namespaces_and_nodes() {
     for other in ["fd00:198:51:100::11", "203.0.113.11"] {
         assert_eq!(s.identity(other), reserved::REMOTE_NODE, "{other}");
     }
+    // Every node, for the Peer service, at the address Cilium would pick: IPv4 first, the
+    // InternalIP before the ExternalIP.
+    let peers = s.registry.cluster_nodes().borrow().clone();
+    assert_eq!(
+        *peers,
+        std::collections::BTreeMap::from([
+            ("node-1".to_owned(), ip("198.51.100.10")),
+            ("node-2".to_owned(), ip("198.51.100.11")),
+        ])
+    );
 
     // Only this node's pods were asked for, page by page.
     let requests = s.api.requests();
@@ -359,11 +369,19 @@ async fn watch_adds_updates_and_deletes() {
         s.identity("198.51.100.12") == reserved::REMOTE_NODE
     })
     .await;
+    let peer = |s: &Setup, name: &str| s.registry.cluster_nodes().borrow().get(name).copied();
+    assert_eq!(
+        peer(&s, "node-3"),
+        Some(ip("198.51.100.12")),
+        "a Peer for node-3"
+    );
     s.api.delete("nodes", "v1", "/node-3");
     s.wait("node-3 gone", |s| {
         s.identity("198.51.100.12") == reserved::WORLD
     })
     .await;
+    assert_eq!(peer(&s, "node-3"), None, "node-3's Peer is deleted");
+    assert!(peer(&s, "node-2").is_some());
     assert_eq!(s.status.relists(Resource::Pods), 0);
     assert_eq!(s.lists("/api/v1/pods"), 3, "no list after the first");
     s.stop().await;

@@ -9,6 +9,7 @@
 //! - [`flowscope::v1`]: our own `Inspector` service (conntrack, NAT, agent
 //!   status) and the `FlowExtension` we put in `Flow.extensions`;
 //! - [`drop_reason`]: the kernel's drop reasons in Hubble's `DropReason` words;
+//! - [`fieldmask`]: field masks on `flow.Flow`, validated as Hubble validates them;
 //! - [`json`]: Hubble's JSON (protojson with proto field names) through
 //!   serde impls on every generated type;
 //! - [`FILE_DESCRIPTOR_SET`] for gRPC server reflection.
@@ -21,6 +22,7 @@
 //! and the CLI use it alone.
 
 pub mod drop_reason;
+pub mod fieldmask;
 pub mod json;
 pub mod route;
 pub mod wkt;

@@ -38,6 +38,17 @@ pub struct Cli {
     #[arg(long, value_name = "SELECTOR", env = "FLOWSCOPE_RELAY_PEER_PODS")]
     pub peer_pods: Option<String>,
 
+    /// Hubble Peer services listing the agents (`host:port` or `unix:///path`): an agent's
+    /// (`peer.Peer` on its API) or Cilium's `hubble-peer`. Nodes it adds and deletes are
+    /// followed. Dialed like the agents (--tls applies).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "FLOWSCOPE_RELAY_PEER_SERVICE",
+        value_name = "ADDR"
+    )]
+    pub peer_service: Vec<crate::config::PeerTarget>,
+
     /// Namespace of the --peer-pods pods (default: the relay's own).
     #[arg(
         long,
@@ -182,6 +193,7 @@ impl Cli {
                     port: self.peer_pods_port,
                     kubeconfig: self.kubeconfig,
                 }),
+            peer_service: self.peer_service,
             sort_buffer_len_max: self.sort_buffer_len_max as usize,
             sort_buffer_drain_timeout: self.sort_buffer_drain_timeout,
             status_aggregation_window: self.error_aggregation_window,

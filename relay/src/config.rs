@@ -275,6 +275,8 @@ pub struct RelayConfig {
     pub dns_refresh_interval: Duration,
     /// Agents found as pods through the Kubernetes API.
     pub peer_pods: Option<crate::kubernetes::PodDiscovery>,
+    /// Hubble Peer services (an agent's, or Cilium's `hubble-peer`) listing the agents.
+    pub peer_service: Vec<PeerTarget>,
     /// Resolver for `peer_dns` (the system's by default; tests inject one).
     pub resolver: Arc<dyn Resolver>,
     /// Maximum flows held in a request's sort window (Hubble: 100).
@@ -320,6 +322,7 @@ impl Default for RelayConfig {
             peer_dns: Vec::new(),
             dns_refresh_interval: Duration::from_secs(10),
             peer_pods: None,
+            peer_service: Vec::new(),
             resolver: Arc::new(SystemResolver),
             sort_buffer_len_max: 100,
             sort_buffer_drain_timeout: Duration::from_secs(1),
@@ -347,6 +350,7 @@ impl fmt::Debug for RelayConfig {
             .field("peer_dns", &self.peer_dns)
             .field("dns_refresh_interval", &self.dns_refresh_interval)
             .field("peer_pods", &self.peer_pods)
+            .field("peer_service", &self.peer_service)
             .field("sort_buffer_len_max", &self.sort_buffer_len_max)
             .field("sort_buffer_drain_timeout", &self.sort_buffer_drain_timeout)
             .field("status_aggregation_window", &self.status_aggregation_window)

@@ -118,6 +118,10 @@ pub enum ObserverError {
     /// A FlowFilter of the request does not compile.
     #[error("invalid filter: {0}")]
     InvalidFilter(#[from] FilterError),
+    /// A path of the field mask names no field of `flow.Flow` (the agents' message, word for
+    /// word: a client sees the same error through the relay as from an agent).
+    #[error(transparent)]
+    InvalidFieldMask(#[from] flowscope_proto::fieldmask::InvalidPath),
     /// The request itself is malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(&'static str),
@@ -133,9 +137,9 @@ impl From<ObserverError> for tonic::Status {
     fn from(err: ObserverError) -> Self {
         let message = err.to_string();
         match err {
-            ObserverError::InvalidFilter(_) | ObserverError::InvalidRequest(_) => {
-                tonic::Status::invalid_argument(message)
-            }
+            ObserverError::InvalidFilter(_)
+            | ObserverError::InvalidFieldMask(_)
+            | ObserverError::InvalidRequest(_) => tonic::Status::invalid_argument(message),
             ObserverError::ShuttingDown => tonic::Status::unavailable(message),
             ObserverError::Unimplemented(_) => tonic::Status::unimplemented(message),
         }

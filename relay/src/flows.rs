@@ -106,6 +106,13 @@ pub(crate) fn get_flows(
     // An invalid filter is one InvalidArgument here, not one NODE_ERROR per node.
     flowscope_filter::FlowFilterSet::compile(&req.whitelist, &req.blacklist)?;
     flowscope_filter::refuse_unproduced(&req.whitelist, &req.blacklist)?;
+    // So is a field mask naming no field of flow.Flow (the agents would each refuse it).
+    flowscope_proto::fieldmask::FlowMask::new(
+        req.field_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default(),
+    )?;
     if let (Some(since), Some(until)) = (&req.since, &req.until)
         && since > until
     {

@@ -102,6 +102,8 @@ pub(crate) enum Source {
     Dns(usize),
     /// `--peer-pods`: the agents' pods, from the Kubernetes API.
     Kubernetes,
+    /// The n-th `--peer-service`: Hubble's Peer service.
+    PeerService(usize),
 }
 
 /// A peer as a source describes it.
@@ -456,6 +458,25 @@ impl PeerPool {
             self.inner.changes.send_modify(|v| *v += 1);
             self.inner.states_changed.notify_one();
         }
+    }
+
+    /// A channel to `target` dialed as the agents are (TCP or unix, TLS when the relay uses
+    /// it towards agents: the configured server name, else the host).
+    pub(crate) fn dial(&self, target: &PeerTarget) -> Result<Channel, crate::error::TlsError> {
+        let tls = match &self.inner.settings.tls {
+            None => None,
+            Some((config, configured)) => {
+                let name = configured
+                    .clone()
+                    .or_else(|| target.host().map(str::to_string))
+                    .unwrap_or_else(|| "localhost".to_string());
+                Some(TlsDial {
+                    config: config.clone(),
+                    server_name: tls::server_name(&name)?,
+                })
+            }
+        };
+        Ok(lazy_channel(target, tls, self.inner.settings.dial_timeout))
     }
 
     fn make_peer(&self, desc: PeerDesc) -> Result<Arc<Peer>, crate::error::TlsError> {

@@ -190,6 +190,21 @@ pub async fn start(
         );
     }
 
+    for (index, target) in config.peer_service.iter().enumerate() {
+        let span = info_span!("peer_service", address = %target);
+        tasks.spawn(
+            crate::discovery::watch_peer_service(
+                pool.clone(),
+                index,
+                target.clone(),
+                config.backoff,
+                shutdown.clone(),
+            )
+            .instrument(span)
+            .then_ok(),
+        );
+    }
+
     if let Some(pods) = &config.peer_pods {
         // A bad kubeconfig stops the relay here; an API server that is down does not.
         let client = crate::kubernetes::client(pods).await?;

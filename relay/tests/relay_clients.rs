@@ -313,3 +313,56 @@ async fn slow_client_gets_lost_events_fast_client_gets_everything() {
     drop(slow);
     relay.stop().await;
 }
+
+/// A field mask naming no field of flow.Flow is refused once by the relay, with the agents'
+/// own message, before any agent is asked; a valid one goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_field_mask_is_one_invalid_argument() {
+    init_tracing();
+    let agents: Vec<FakeAgent> = (0..2)
+        .map(|i| FakeAgent::start(&format!("node-{i}"), AgentOpts::default()))
+        .collect();
+    let peers: Vec<String> = agents.iter().map(FakeAgent::peer).collect();
+    let relay = start_relay(test_config(&peers)).await;
+    wait_connected(&relay, 2).await;
+    let mut c = client(relay.addr).await;
+    let mask = |paths: &[&str]| {
+        Some(flowscope_proto::wkt::FieldMask {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+        })
+    };
+    let err = c
+        .get_flows(GetFlowsRequest {
+            field_mask: mask(&["time", "source.podname"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // Word for word what an agent says (flowscope_proto::fieldmask, shared by both).
+    let agent_says = flowscope_proto::fieldmask::FlowMask::new(&["time", "source.podname"])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err.message(), agent_says);
+    assert!(
+        err.message().contains("\"source.podname\""),
+        "{}",
+        err.message()
+    );
+    for agent in &agents {
+        assert_eq!(agent.calls.get_flows.load(Ordering::SeqCst), 0);
+    }
+    let mut stream = c
+        .get_flows(GetFlowsRequest {
+            field_mask: mask(&["time", "source.pod_name", "ip_trace_id"]),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let _ = read_all(&mut stream).await;
+    for agent in &agents {
+        assert_eq!(agent.calls.get_flows.load(Ordering::SeqCst), 1);
+    }
+    relay.stop().await;
+}

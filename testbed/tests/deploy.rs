@@ -224,6 +224,45 @@ fn manifests_keep_their_promises() {
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         assert!(agent[probe].is_object(), "agent {probe}");
     }
+    // Every kustomization probes the agent's gRPC health, not merely an open port: over TCP
+    // (plain text) or, where TLS is on, over the unix socket with flowctl.
+    for k in KUSTOMIZATIONS {
+        let objs = objects(&render(k), &scratch);
+        let ds = find(&objs, "DaemonSet", "flowscope-agent");
+        let agent = &ds["spec"]["template"]["spec"]["containers"][0];
+        for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+            let p = &agent[probe];
+            assert!(
+                p["tcpSocket"].is_null(),
+                "{k}: agent {probe} checks health: {p}"
+            );
+            if p["grpc"].is_object() {
+                assert_eq!(
+                    p["grpc"]["service"], "hubble.server.Observer",
+                    "{k}: {probe}"
+                );
+            } else {
+                let cmd: Vec<&str> = p["exec"]["command"]
+                    .as_array()
+                    .unwrap_or_else(|| panic!("{k}: agent {probe} is grpc or exec: {p}"))
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                assert_eq!(cmd.first(), Some(&"flowctl"), "{k}: {probe}");
+                assert_eq!(cmd.last(), Some(&"status"), "{k}: {probe}");
+                let socket = cmd
+                    .iter()
+                    .find_map(|a| a.strip_prefix("unix://"))
+                    .unwrap_or_else(|| panic!("{k}: {probe} names the agent's socket"));
+                let config = find(&objs, "ConfigMap", "flowscope-agent-config");
+                let yaml = config["data"]["agent.yaml"].as_str().unwrap();
+                assert!(
+                    yaml.contains(&format!("socket: {socket}")),
+                    "{k}: {probe} asks the socket the agent serves: {yaml}"
+                );
+            }
+        }
+    }
     for r in ["requests", "limits"] {
         assert!(agent["resources"][r]["memory"].is_string(), "agent {r}");
     }

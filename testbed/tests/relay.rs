@@ -99,7 +99,16 @@ fn two_nodes_behind_one_relay() {
     let flows: Vec<_> = loop {
         let (ok, out, err) = flowctl(
             &listen,
-            &["observe", "--ip", WORLD_IP, "--last", "50", "-o", "json"],
+            &[
+                "observe",
+                "--ip",
+                WORLD_IP,
+                "--last",
+                "50",
+                "-o",
+                "json",
+                "--print-extensions",
+            ],
         );
         assert!(ok, "{err}");
         let flows: Vec<_> = out

@@ -28,6 +28,9 @@ struct Shared {
     state: Mutex<State>,
     /// The merged view that lookups read.
     current: RwLock<Arc<Snapshot>>,
+    /// The cluster's nodes (Kubernetes' Node list): name -> the address their agent is reached
+    /// at, for the Peer service. Empty without a source that knows them.
+    cluster_nodes: tokio::sync::watch::Sender<Arc<BTreeMap<String, IpAddr>>>,
 }
 
 #[derive(Default)]
@@ -93,8 +96,26 @@ impl Registry {
             shared: Arc::new(Shared {
                 state: Mutex::new(state),
                 current: RwLock::new(snap),
+                cluster_nodes: tokio::sync::watch::Sender::new(Arc::default()),
             }),
         }
+    }
+
+    /// Puts in force the cluster's nodes and their addresses (Kubernetes' Node list); the
+    /// Peer service's streams follow.
+    pub fn set_cluster_nodes(&self, nodes: BTreeMap<String, IpAddr>) {
+        self.shared.cluster_nodes.send_if_modified(|current| {
+            if **current == nodes {
+                return false;
+            }
+            *current = Arc::new(nodes);
+            true
+        });
+    }
+
+    /// Follows the cluster's nodes (see [`Registry::set_cluster_nodes`]).
+    pub fn cluster_nodes(&self) -> tokio::sync::watch::Receiver<Arc<BTreeMap<String, IpAddr>>> {
+        self.shared.cluster_nodes.subscribe()
     }
 
     /// Replaces the node's own addresses (the agent refreshes them from its interfaces).

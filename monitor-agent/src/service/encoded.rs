@@ -48,12 +48,16 @@ impl EncodedResponse {
     /// the caller keeps between calls.
     pub fn flow(flow: &Flow, mask: &FieldMask, extensions: bool, scratch: &mut Vec<u8>) -> Self {
         if !mask.is_all() {
-            // Rare (clients that send a field mask): the masked copy is built anyway.
-            let mut f = mask.apply(flow);
-            if !extensions {
-                f.extensions = None;
+            // Rare (clients that send a field mask): the mask works on the encoded flow.
+            scratch.clear();
+            flow.encode_raw(scratch);
+            let mut kept = Vec::with_capacity(scratch.len());
+            mask.apply_encoded(scratch, &mut kept)
+                .expect("a flow prost encoded is a valid message");
+            if !extensions && let Some(stripped) = strip_field(&kept, EXTENSIONS_FIELD) {
+                kept = stripped;
             }
-            return Self::with_flow_bytes(&f.encode_to_vec(), flow);
+            return Self::with_flow_bytes(&kept, flow);
         }
         if extensions || flow.extensions.is_none() {
             scratch.clear();
@@ -241,7 +245,7 @@ mod tests {
     fn a_field_mask_keeps_only_its_fields() {
         let mut scratch = Vec::new();
         let f = flow(true);
-        let mask = FieldMask::new(&["IP.source".to_owned()]);
+        let mask = FieldMask::new(&["IP.source".to_owned()]).unwrap();
         let got = decode(&EncodedResponse::flow(&f, &mask, false, &mut scratch));
         let Some(ResponseTypes::Flow(g)) = got.response_types else {
             panic!("not a flow: {got:?}");

@@ -1,69 +1,36 @@
-//! `GetFlowsRequest.field_mask`: keep only the listed fields of each flow.
-//!
-//! Paths use the proto's field names (`time`, `source.pod_name`, `IP.source`), which are also
-//! the keys of our protojson form, so the mask is applied on that form: simple, correct for
-//! nested paths, and only paid by clients that send a mask. Unknown paths are ignored, as Hubble
-//! does (recent CLIs ask for fields we do not carry, such as `ip_trace_id`).
+//! `GetFlowsRequest.field_mask` and `--export-fieldmask`: keep only the listed fields of each
+//! flow. Validation and application are `flowscope_proto::fieldmask`'s (shared with the relay,
+//! which refuses the same paths with the same message); this is the agent's handle on it.
 
-use flowscope_proto::flow::Flow;
-use serde_json::{Map, Value};
+use flowscope_proto::{
+    fieldmask::{FlowMask, InvalidPath},
+    flow::Flow,
+};
 
 /// A compiled field mask.
 #[derive(Debug, Clone, Default)]
-pub struct FieldMask {
-    /// Each path split on '.'.
-    paths: Vec<Vec<String>>,
-}
+pub struct FieldMask(FlowMask);
 
 impl FieldMask {
-    /// From the request's paths; an empty list means "everything".
-    pub fn new(paths: &[String]) -> Self {
-        FieldMask {
-            paths: paths
-                .iter()
-                .filter(|p| !p.is_empty())
-                .map(|p| p.split('.').map(str::to_owned).collect())
-                .collect(),
-        }
+    /// From the request's paths; an empty list means "everything". A path that names no field
+    /// of Hubble's `flow.Flow` is an error naming it, as in Hubble.
+    pub fn new(paths: &[String]) -> Result<Self, InvalidPath> {
+        FlowMask::new(paths).map(FieldMask)
     }
 
     /// True when the mask keeps everything.
     pub fn is_all(&self) -> bool {
-        self.paths.is_empty()
+        self.0.is_all()
     }
 
     /// Keeps only the masked fields of `flow`.
     pub fn apply(&self, flow: &Flow) -> Flow {
-        if self.is_all() {
-            return flow.clone();
-        }
-        let Ok(Value::Object(full)) = serde_json::to_value(flow) else {
-            return flow.clone();
-        };
-        let mut kept = Map::new();
-        for path in &self.paths {
-            copy_path(&full, &mut kept, path);
-        }
-        serde_json::from_value(Value::Object(kept)).unwrap_or_default()
+        self.0.apply(flow)
     }
-}
 
-fn copy_path(src: &Map<String, Value>, dst: &mut Map<String, Value>, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    let Some(v) = src.get(first) else { return };
-    if rest.is_empty() {
-        dst.insert(first.clone(), v.clone());
-        return;
-    }
-    if let Value::Object(inner) = v {
-        let entry = dst
-            .entry(first.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(d) = entry {
-            copy_path(inner, d, rest);
-        }
+    /// Keeps only the masked fields of an encoded flow, appended to `out`.
+    pub fn apply_encoded(&self, flow: &[u8], out: &mut Vec<u8>) -> Result<(), prost::DecodeError> {
+        self.0.apply_encoded(flow, out)
     }
 }
 
@@ -94,7 +61,8 @@ mod tests {
             "IP.source".into(),
             "source.pod_name".into(),
             "ip_trace_id".into(),
-        ]);
+        ])
+        .unwrap();
         let out = m.apply(&f);
         assert_eq!(out.node_name, "n");
         assert_eq!(out.uuid, "");
@@ -108,11 +76,17 @@ mod tests {
     }
 
     #[test]
+    fn unknown_paths_are_refused() {
+        let e = FieldMask::new(&["node_name".into(), "source.podname".into()]).unwrap_err();
+        assert!(e.to_string().contains("\"source.podname\""), "{e}");
+    }
+
+    #[test]
     fn empty_mask_keeps_everything() {
         let f = Flow {
             uuid: "u".into(),
             ..Flow::default()
         };
-        assert_eq!(FieldMask::new(&[]).apply(&f), f);
+        assert_eq!(FieldMask::new(&[]).unwrap().apply(&f), f);
     }
 }

@@ -1,11 +1,14 @@
 //! The agent's gRPC API: Hubble's `observer.Observer` (so flowctl, the relay and stock Hubble
-//! clients all work), our `flowscope.v1.Inspector`, gRPC health and reflection; served on a
+//! clients all work), Hubble's `peer.Peer` (the cluster's nodes), our `flowscope.v1.Inspector`, gRPC health (which follows the datapath and
+//! the reader, see `health.rs`) and reflection; served on a
 //! root-only unix socket and, when asked, on TCP with TLS.
 
 mod encoded;
+mod health;
 pub(crate) mod inspector;
 pub(crate) mod mask; // also the export field mask
 mod observer;
+pub mod peer;
 mod server;
 
 use std::{
@@ -15,6 +18,7 @@ use std::{
 
 pub use inspector::InspectorService;
 pub use observer::ObserverService;
+pub use peer::{PeerDirectory, PeerService};
 pub use server::{ListenOptions, Listeners, TlsFiles, bind, serve};
 
 use crate::{datapath::Datapath, endpoints::Registry, reader::ReaderStats, store::FlowStore};
@@ -58,6 +62,8 @@ pub struct AgentState {
     pub registry: Registry,
     /// Ring-buffer reader counters.
     pub reader: Arc<ReaderStats>,
+    /// A reader silent for longer than this is reported stalled (gRPC health NOT_SERVING).
+    pub reader_stall_after: std::time::Duration,
     /// Pipeline counters.
     pub pipeline: Arc<PipelineStats>,
     /// (time, seen flows) samples of the last minute, for `flows_rate`.
@@ -66,6 +72,8 @@ pub struct AgentState {
     pub addresses: Vec<String>,
     /// TLS on the TCP listener.
     pub tls: bool,
+    /// The cluster's nodes, for the Peer service.
+    pub peers: PeerDirectory,
     /// Fires at shutdown: follow streams end then, so that the server can finish gracefully.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

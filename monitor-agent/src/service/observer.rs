@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{AgentState, EXTENSIONS_HEADER, encoded::EncodedResponse, mask::FieldMask};
-use crate::store::Entry;
+use crate::store::{Entry, FlowStore};
 
 pub(super) type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -185,7 +185,8 @@ impl ObserverService {
                     .as_ref()
                     .map(|m| m.paths.as_slice())
                     .unwrap_or_default(),
-            ),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?,
             extensions,
             records,
         };
@@ -298,8 +299,100 @@ impl Observer for ObserverService {
     }
 }
 
-/// Sends the flows of one request: first from the history, then (with `follow`) new ones as
-/// they come. Ends when the client goes away.
+/// Where a request starts reading the history (Hubble's `newRingReader`): `since` takes
+/// precedence over `number`; `first` starts at the oldest entry, a follow without `number` or
+/// `since` at `now` (the end of the history when the request came); otherwise the history is
+/// rewound to the last `number` matching flows, or to the first one since `since`.
+fn start_of(store: &FlowStore, req: &GetFlowsRequest, q: &Query, now: u64) -> u64 {
+    if req.first && q.since.is_none() {
+        store.bounds().0
+    } else if req.follow && req.number == 0 && q.since.is_none() {
+        now
+    } else {
+        store.rewind(req.number, q.since, |f| q.filters.matches(f))
+    }
+}
+
+/// What the stream sends next, read from the history: Hubble's `eventsReader`.
+#[derive(Debug)]
+enum Next {
+    /// A matching flow, or a loss notice stored in the history (these pass every filter and
+    /// time bound, as in Hubble: nobody asks for them, and they tell what a range misses).
+    Send(Entry),
+    /// Entries this reader lost because the history overwrote them (HUBBLE_RING_BUFFER).
+    Overwritten(u64),
+    /// Nothing more for now (a follow waits for new entries).
+    Idle,
+    /// The request is answered.
+    End,
+}
+
+/// Reads the history forward for one request.
+struct HistoryReader {
+    cursor: u64,
+    /// Without follow: where the history ended when the request came; the answer ends there.
+    end: Option<u64>,
+    /// Without follow: at most this many flows (0: no limit). Loss notices are not counted.
+    number: u64,
+    sent: u64,
+    pending: std::collections::VecDeque<Entry>,
+}
+
+impl HistoryReader {
+    fn new(store: &FlowStore, req: &GetFlowsRequest, q: &Query, now: u64) -> Self {
+        HistoryReader {
+            cursor: start_of(store, req, q, now),
+            end: (!req.follow).then_some(now),
+            number: if req.follow { 0 } else { req.number },
+            sent: 0,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn next(&mut self, store: &FlowStore, q: &Query) -> Next {
+        loop {
+            if self.number > 0 && self.sent >= self.number {
+                return Next::End;
+            }
+            let Some(e) = self.pending.pop_front() else {
+                let max = match self.end {
+                    Some(end) if self.cursor >= end => return Next::End,
+                    Some(end) => (end - self.cursor).min(READ_BATCH as u64) as usize,
+                    None => READ_BATCH,
+                };
+                let read = store.read_from(&mut self.cursor, max);
+                self.pending.extend(read.entries);
+                if read.lost > 0 {
+                    return Next::Overwritten(read.lost);
+                }
+                if self.pending.is_empty() {
+                    return if self.end.is_some() {
+                        Next::End
+                    } else {
+                        Next::Idle
+                    };
+                }
+                continue;
+            };
+            match &e {
+                Entry::Flow(f) => {
+                    if q.past_until(f) {
+                        return Next::End;
+                    }
+                    if !q.matches(f) {
+                        continue;
+                    }
+                    self.sent += 1;
+                }
+                Entry::Lost(_) => {}
+            }
+            return Next::Send(e);
+        }
+    }
+}
+
+/// Sends the flows of one request: from where the history is rewound to, to its end (or, with
+/// `follow`, on as new entries come). Ends when the client goes away.
 async fn stream_flows<R: Reply>(
     state: Arc<AgentState>,
     req: GetFlowsRequest,
@@ -309,113 +402,193 @@ async fn stream_flows<R: Reply>(
 ) {
     let store = state.history(q.records);
     let mut updates = store.subscribe();
-    let number = req.number as usize;
     let node = state.node_name.clone();
-    let send = |r: R| tx.send(Ok(r));
     let mut scratch = Vec::new();
-
-    // 1. History.
-    let mut cursor;
-    if req.first {
-        let (oldest, _) = store.bounds();
-        cursor = oldest;
-        let mut sent = 0usize;
-        'history: loop {
-            let read = store.read_from(&mut cursor, READ_BATCH);
-            if read.entries.is_empty() {
-                break;
-            }
-            for e in &read.entries {
-                if let Entry::Flow(f) = e {
-                    if q.past_until(f) {
-                        return;
-                    }
-                    if q.matches(f) {
-                        if send(R::flow(&q, f, &mut scratch)).await.is_err() {
-                            return;
-                        }
-                        sent += 1;
-                        if number > 0 && sent >= number {
-                            break 'history;
-                        }
-                    }
+    let mut reader = HistoryReader::new(store, &req, &q, now);
+    loop {
+        let resp = match reader.next(store, &q) {
+            Next::End => return,
+            Next::Idle => {
+                tokio::select! {
+                    changed = updates.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = state.shutdown.cancelled() => return,
+                    // Wake up now and then: a follow with `until` must end even if no flow comes.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+                if q.until.is_some_and(|u| Timestamp::now().as_nanos() > u) {
+                    return;
+                }
+                continue;
             }
-        }
-        if !req.follow {
+            Next::Overwritten(n) => {
+                state.pipeline.history_lost.fetch_add(n, Ordering::Relaxed);
+                R::other(lost_response(&node, LostEventSource::HubbleRingBuffer, n))
+            }
+            Next::Send(Entry::Flow(f)) => R::flow(&q, &f, &mut scratch),
+            Next::Send(Entry::Lost(l)) => R::other(GetFlowsResponse {
+                node_name: node.clone(),
+                time: l.last,
+                response_types: Some(ResponseTypes::LostEvents(*l)),
+            }),
+        };
+        if tx.send(Ok(resp)).await.is_err() {
             return;
         }
-    } else if number > 0 || !req.follow || q.since.is_some() {
-        let limit = if number > 0 { number } else { usize::MAX };
-        let (entries, next) =
-            store.last_matching(limit, |e| matches!(e, Entry::Flow(f) if q.matches(f)));
-        for e in &entries {
-            if let Entry::Flow(f) = e
-                && send(R::flow(&q, f, &mut scratch)).await.is_err()
-            {
-                return;
-            }
-        }
-        if !req.follow {
-            return;
-        }
-        cursor = next;
-    } else {
-        cursor = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowscope_proto::flow::FlowFilter;
+
+    fn flow(n: u32, secs: i64) -> Entry {
+        Entry::Flow(Arc::new(Flow {
+            uuid: n.to_string(),
+            time: Some(Timestamp::new(secs, 0)),
+            ..Flow::default()
+        }))
     }
 
-    // 2. Follow.
-    loop {
-        let read = store.read_from(&mut cursor, READ_BATCH);
-        if read.lost > 0 {
-            state
-                .pipeline
-                .history_lost
-                .fetch_add(read.lost, Ordering::Relaxed);
-            if send(R::other(lost_response(
-                &node,
-                LostEventSource::HubbleRingBuffer,
-                read.lost,
-            )))
-            .await
-            .is_err()
-            {
-                return;
+    fn lost(n: u64) -> Entry {
+        Entry::Lost(Arc::new(LostEvent {
+            source: LostEventSource::PerfEventRingBuffer as i32,
+            num_events_lost: n,
+            ..LostEvent::default()
+        }))
+    }
+
+    /// Flows 0..=6 at t = 0..=6 s, with kernel losses stored after flows 1 and 4.
+    fn store() -> FlowStore {
+        let s = FlowStore::new(64);
+        s.push_batch([flow(0, 0), flow(1, 1), lost(10), flow(2, 2), flow(3, 3)]);
+        s.push_batch([flow(4, 4), lost(20), flow(5, 5), flow(6, 6)]);
+        s
+    }
+
+    fn query(req: &GetFlowsRequest) -> Query {
+        Query {
+            filters: FlowFilterSet::compile(&req.whitelist, &req.blacklist).unwrap(),
+            since: nanos(&req.since),
+            until: nanos(&req.until),
+            mask: FieldMask::default(),
+            extensions: false,
+            records: RecordSelection::Packets,
+        }
+    }
+
+    /// What a non-follow request answers, as flow numbers and `lost N`.
+    fn answer(s: &FlowStore, req: GetFlowsRequest) -> Vec<String> {
+        let q = query(&req);
+        let mut r = HistoryReader::new(s, &req, &q, s.bounds().1);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            match r.next(s, &q) {
+                Next::Send(Entry::Flow(f)) => out.push(f.uuid.clone()),
+                Next::Send(Entry::Lost(l)) => out.push(format!("lost {}", l.num_events_lost)),
+                Next::Overwritten(n) => out.push(format!("overwritten {n}")),
+                Next::Idle => panic!("a request without follow never waits"),
+                Next::End => return out,
             }
         }
-        if read.entries.is_empty() {
-            tokio::select! {
-                changed = updates.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
-                _ = state.shutdown.cancelled() => return,
-                // Wake up now and then: a follow with `until` must end even if no flow comes.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            if q.until.is_some_and(|u| Timestamp::now().as_nanos() > u) {
-                return;
-            }
-            continue;
+        panic!("no end: {out:?}")
+    }
+
+    fn only(uuids: &[&str]) -> Vec<FlowFilter> {
+        vec![FlowFilter {
+            uuid: uuids.iter().map(|u| u.to_string()).collect(),
+            ..FlowFilter::default()
+        }]
+    }
+
+    #[test]
+    fn the_whole_history_carries_its_losses_in_order() {
+        let s = store();
+        assert_eq!(
+            answer(&s, GetFlowsRequest::default()),
+            ["0", "1", "lost 10", "2", "3", "4", "lost 20", "5", "6"]
+        );
+    }
+
+    #[test]
+    fn last_n_carries_the_losses_among_them_not_before() {
+        let s = store();
+        let req = GetFlowsRequest {
+            number: 3,
+            ..Default::default()
+        };
+        assert_eq!(answer(&s, req), ["4", "lost 20", "5", "6"]);
+    }
+
+    #[test]
+    fn filters_do_not_apply_to_losses() {
+        let s = store();
+        let req = GetFlowsRequest {
+            number: 2,
+            whitelist: only(&["1", "5"]),
+            ..Default::default()
+        };
+        assert_eq!(answer(&s, req), ["1", "lost 10", "lost 20", "5"]);
+    }
+
+    #[test]
+    fn first_n_stops_after_the_nth_flow() {
+        let s = store();
+        let req = GetFlowsRequest {
+            number: 2,
+            first: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            answer(&s, req),
+            ["0", "1"],
+            "the loss after the 2nd flow is not sent"
+        );
+        let req = GetFlowsRequest {
+            number: 3,
+            first: true,
+            ..Default::default()
+        };
+        assert_eq!(answer(&s, req), ["0", "1", "lost 10", "2"]);
+    }
+
+    #[test]
+    fn since_and_until_bound_the_range_and_its_losses() {
+        let s = store();
+        // Since t=2: from just after flow 1, so the loss stored after it comes along.
+        let req = GetFlowsRequest {
+            since: Some(Timestamp::new(2, 0)),
+            until: Some(Timestamp::new(4, 0)),
+            ..Default::default()
+        };
+        assert_eq!(answer(&s, req), ["lost 10", "2", "3", "4", "lost 20"]);
+        // Since takes precedence over number: the first N since, as Hubble.
+        let req = GetFlowsRequest {
+            since: Some(Timestamp::new(3, 0)),
+            number: 1,
+            ..Default::default()
+        };
+        assert_eq!(answer(&s, req), ["3"]);
+        // Until: the loss stored before the first flow past it comes along.
+        let req = GetFlowsRequest {
+            until: Some(Timestamp::new(1, 0)),
+            ..Default::default()
+        };
+        assert_eq!(answer(&s, req), ["0", "1", "lost 10"]);
+    }
+
+    #[test]
+    fn a_request_ends_where_the_history_ended_when_it_came() {
+        let s = store();
+        let req = GetFlowsRequest::default();
+        let q = query(&req);
+        let mut r = HistoryReader::new(&s, &req, &q, s.bounds().1);
+        s.push_batch([flow(7, 7)]);
+        let mut n = 0;
+        while let Next::Send(_) = r.next(&s, &q) {
+            n += 1;
         }
-        for e in &read.entries {
-            let resp = match e {
-                Entry::Flow(f) => {
-                    if q.past_until(f) {
-                        return;
-                    }
-                    if !q.matches(f) {
-                        continue;
-                    }
-                    R::flow(&q, f, &mut scratch)
-                }
-                Entry::Lost(l) => R::other(GetFlowsResponse {
-                    node_name: node.clone(),
-                    time: l.last,
-                    response_types: Some(ResponseTypes::LostEvents(**l)),
-                }),
-            };
-            if send(resp).await.is_err() {
-                return;
-            }
-        }
+        assert_eq!(n, 9, "7 flows and 2 losses; flow 7 came after the request");
     }
 }

@@ -10,14 +10,15 @@ use std::{
 
 use anyhow::Context as _;
 use flowscope_proto::{
-    FILE_DESCRIPTOR_SET, HUBBLE_HEALTH_SERVICE, flowscope::v1::inspector_server::InspectorServer,
+    FILE_DESCRIPTOR_SET, flowscope::v1::inspector_server::InspectorServer,
+    peer::peer_server::PeerServer,
 };
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::info;
 
-use super::{AgentState, InspectorService, ObserverService, encoded::observer_routes};
+use super::{AgentState, InspectorService, ObserverService, PeerService, encoded::observer_routes};
 
 /// Certificate files for the TCP listener.
 #[derive(Clone, Debug)]
@@ -99,6 +100,11 @@ impl Listeners {
     pub fn tls(&self) -> bool {
         self.tls.is_some()
     }
+
+    /// The TCP listener's address, if any.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().and_then(|t| t.local_addr().ok())
+    }
 }
 
 /// Binds the unix socket and the TCP listener, and reads the TLS files: every error here comes
@@ -135,12 +141,10 @@ pub async fn serve(
         tls,
     } = listeners;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    health
-        .set_service_status(HUBBLE_HEALTH_SERVICE, tonic_health::ServingStatus::Serving)
-        .await;
+    // The first answer is known before the first request can come; then once a second.
+    let mut health = super::health::Watcher::new(state.clone(), health);
+    health.update().await;
+    tokio::spawn(health.run(shutdown.clone()));
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -158,6 +162,10 @@ pub async fn serve(
         Ok(
             b.add_service(observer_routes(ObserverService::new(state.clone())))
                 .add_service(InspectorServer::new(InspectorService::new(state.clone())))
+                .add_service(PeerServer::new(PeerService::new(
+                    state.peers.clone(),
+                    state.shutdown.clone(),
+                )))
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
                 .add_service(reflection_v1alpha.clone()),

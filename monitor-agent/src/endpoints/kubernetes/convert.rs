@@ -286,6 +286,31 @@ pub(crate) fn node_addresses(node: &Node) -> Vec<IpAddr> {
     ips
 }
 
+/// The address a node's agent is reached at, chosen as Cilium chooses a node's IP for Hubble's
+/// peers: IPv4 before IPv6, an InternalIP before an ExternalIP.
+pub(crate) fn node_peer_address(node: &Node) -> Option<IpAddr> {
+    let addresses: Vec<(&str, IpAddr)> = node
+        .status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter_map(|a| Some((a.type_.as_str(), a.address.trim().parse::<IpAddr>().ok()?)))
+        .map(|(t, ip)| (t, ip.to_canonical()))
+        .collect();
+    [
+        ("InternalIP", true),
+        ("ExternalIP", true),
+        ("InternalIP", false),
+        ("ExternalIP", false),
+    ]
+    .into_iter()
+    .find_map(|(kind, v4)| {
+        addresses
+            .iter()
+            .find(|(t, ip)| *t == kind && ip.is_ipv4() == v4)
+            .map(|(_, ip)| *ip)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

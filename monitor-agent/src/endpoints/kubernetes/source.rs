@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use super::{
     KubernetesError, KubernetesStatus, Resource, WatchTuning,
-    convert::{PodInfo, endpoints, node_addresses},
+    convert::{PodInfo, endpoints, node_addresses, node_peer_address},
     listwatch::{ListWatch, Update},
 };
 use crate::endpoints::{Registry, source};
@@ -97,6 +97,7 @@ pub(crate) fn spawn(
             pods: BTreeMap::new(),
             namespaces: HashMap::new(),
             nodes: BTreeMap::new(),
+            peers: BTreeMap::new(),
             published_pods: false,
             namespaces_listed: false,
             grace: tuning.namespace_grace,
@@ -121,6 +122,8 @@ struct State {
     namespaces: HashMap<String, BTreeMap<String, String>>,
     /// Node name -> its addresses.
     nodes: BTreeMap<String, Vec<IpAddr>>,
+    /// Node name -> the address its agent is reached at (the Peer service).
+    peers: BTreeMap<String, IpAddr>,
     /// Pods have been published at least once.
     published_pods: bool,
     /// Namespaces have been listed at least once.
@@ -260,20 +263,34 @@ impl State {
                         self.node_name
                     );
                 }
-                let changed = new != self.nodes;
+                let peers: BTreeMap<_, _> = items
+                    .iter()
+                    .filter_map(|n| Some((name_of(n), node_peer_address(n)?)))
+                    .collect();
+                let changed = new != self.nodes || peers != self.peers;
                 self.nodes = new;
+                self.peers = peers;
                 changed
             }
             // Kubelets update their Node's status every few seconds: only addresses matter.
             Update::Applied(node) => {
                 let (name, ips) = (name_of(&node), node_addresses(&node));
-                if self.nodes.get(&name) == Some(&ips) {
+                let peer = node_peer_address(&node);
+                if self.nodes.get(&name) == Some(&ips) && self.peers.get(&name) == peer.as_ref() {
                     return false;
                 }
+                match peer {
+                    Some(ip) => self.peers.insert(name.clone(), ip),
+                    None => self.peers.remove(&name),
+                };
                 self.nodes.insert(name, ips);
                 true
             }
-            Update::Deleted(node) => self.nodes.remove(&name_of(&node)).is_some(),
+            Update::Deleted(node) => {
+                let name = name_of(&node);
+                let peer = self.peers.remove(&name).is_some();
+                self.nodes.remove(&name).is_some() || peer
+            }
         }
     }
 
@@ -294,7 +311,8 @@ impl State {
         self.registry.replace_source(source::KUBERNETES, eps);
     }
 
-    /// Puts the nodes' addresses in force: this node's are `host`, the others' `remote-node`.
+    /// Puts the nodes' addresses in force: this node's are `host`, the others' `remote-node`;
+    /// and every node, with its agent's address, for the Peer service.
     fn publish_nodes(&mut self) {
         let mut remote: Vec<IpNet> = self
             .nodes
@@ -309,6 +327,7 @@ impl State {
         self.status
             .remote_nodes
             .store(others as u64, Ordering::Relaxed);
+        self.registry.set_cluster_nodes(self.peers.clone());
         self.registry.replace_node_ips(source::KUBERNETES, own);
         self.registry
             .replace_remote_nodes(source::KUBERNETES, remote);
