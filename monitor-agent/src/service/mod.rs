@@ -23,9 +23,8 @@ pub use server::{ListenOptions, Listeners, TlsFiles, bind, serve};
 
 use crate::{datapath::Datapath, endpoints::Registry, reader::ReaderStats, store::FlowStore};
 
-/// Request header by which our own clients ask for `Flow.extensions`. Stock Hubble clients do
-/// not send it and get flows without them: they cannot print an `Any` of a type they don't know.
-pub const EXTENSIONS_HEADER: &str = "flowscope-extensions";
+/// Request header by which our own clients ask for `Flow.extensions` (one definition, in proto).
+pub use flowscope_proto::EXTENSIONS_HEADER;
 
 /// Counters of the flow pipeline (decode task), for status and metrics.
 #[derive(Debug, Default)]
