@@ -807,7 +807,9 @@ fn shutdown_leaves_nothing_behind() {
         8,
         "two programs on each of the four interfaces: {ids:?}"
     );
-    let status = agent.stop();
+    // SIGTERM, what Kubernetes and systemd send (every other test stops the agent with SIGINT).
+    agent.signal(libc::SIGTERM);
+    let status = agent.wait_exit(Duration::from_secs(15));
     assert!(status.success(), "exit {status:?}: {}", agent.stderr());
     // Programs are freed after an RCU grace period: give it a moment.
     let loaded = || -> Vec<u32> {

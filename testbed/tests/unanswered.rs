@@ -207,7 +207,45 @@ fn unanswered_connection_is_reported_once_and_never_as_a_packet() {
     assert!(compact.contains("no reply after 1s"), "{compact}");
     assert_eq!(compact.lines().count(), 1, "{compact}");
 
-    // 3. Once: another check later still finds one report for the connection.
+    // 3. Followed, filtered on the server: a follower of UDP reports gets the unanswered UDP
+    //    request (nothing listens on the world's port 5301, and no reply could come back
+    //    anyway), and not the TCP connection's report.
+    let mut follower = testbed::process::Spawned::spawn({
+        let mut c = Command::new(bin_path("flowctl"));
+        c.args([
+            "--server",
+            &format!("unix://{}", s.agent_socket().display()),
+        ])
+        .args(["observe", "--unanswered", "-f", "--protocol", "udp"])
+        .args(["-o", "json", "--print-extensions"]);
+        c
+    });
+    // The follower starts at its request: give it a moment to be subscribed.
+    std::thread::sleep(Duration::from_millis(500));
+    let udp_port = traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 5301), 2, 16, None).expect("udp");
+    let got = follower.wait_for(Duration::from_secs(15), |lines| {
+        lines
+            .iter()
+            .any(|l| l["flow"]["l4"]["UDP"]["destination_port"] == 5301)
+    });
+    follower.signal(libc::SIGINT);
+    let _ = follower.wait_exit(Duration::from_secs(5));
+    assert!(got, "no UDP report followed: {:?}", follower.raw_lines());
+    let followed = follower.values("flow");
+    assert!(
+        followed.iter().all(|f| f["l4"].get("TCP").is_none()),
+        "the protocol filter let a TCP report through: {followed:#?}"
+    );
+    let udp = followed
+        .iter()
+        .find(|f| f["l4"]["UDP"]["source_port"] == udp_port)
+        .expect("the UDP request's report");
+    assert_eq!(
+        udp["extensions"]["unanswered_connection"]["packets_sent"], "2",
+        "{udp:#?}"
+    );
+
+    // 4. Once: another check later still finds one report for the connection.
     std::thread::sleep(Duration::from_millis(2500));
     let reports: Vec<Flow> = get_flows(&s, 100, true)
         .into_iter()
@@ -215,7 +253,7 @@ fn unanswered_connection_is_reported_once_and_never_as_a_packet() {
         .collect();
     assert_eq!(reports.len(), 1, "{reports:#?}");
 
-    // 4. A stock Hubble client sees the packets that happened and nothing else: one SYN at
+    // 5. A stock Hubble client sees the packets that happened and nothing else: one SYN at
     //    pod-a's veth (aggregation medium reports a connection's first SYN; retransmissions
     //    are counted in conntrack), no copy of it, nothing that says "no reply".
     let stock = get_flows(&s, 10_000, false);
@@ -234,7 +272,7 @@ fn unanswered_connection_is_reported_once_and_never_as_a_packet() {
         .count();
     assert_eq!(syns_at_veth, 1, "{stock:#?}");
 
-    // 5. Its own metric; Hubble's metrics count packets.
+    // 6. Its own metric; Hubble's metrics count packets.
     let text = scrape::wait_metrics(&s.node(), METRICS.parse().unwrap(), Duration::from_secs(5));
     let samples = scrape::parse(&text);
     assert_eq!(
@@ -253,7 +291,7 @@ fn unanswered_connection_is_reported_once_and_never_as_a_packet() {
         .sum();
     assert_eq!(processed as u64, seen_flows(&s), "{text}");
 
-    // 6. Its own export line; the flow lines are packets.
+    // 7. Its own export line; the flow lines are packets.
     assert!(agent.stop().success());
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&export)
         .expect("export file")
@@ -262,7 +300,10 @@ fn unanswered_connection_is_reported_once_and_never_as_a_packet() {
         .collect();
     let own: Vec<&serde_json::Value> = lines
         .iter()
-        .filter(|l| l["flowscope_unanswered"]["IP"]["destination"] == WORLD_IP)
+        .filter(|l| {
+            l["flowscope_unanswered"]["IP"]["destination"] == WORLD_IP
+                && l["flowscope_unanswered"]["l4"].get("TCP").is_some()
+        })
         .collect();
     assert_eq!(own.len(), 1, "{own:#?}");
     assert_eq!(

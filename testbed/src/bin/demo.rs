@@ -88,9 +88,28 @@ fn main() -> anyhow::Result<()> {
         "-I", "FORWARD", "-d", WORLD_IP, "-p", "udp", "--dport", "9", "-j", "DROP",
     ]);
     traffic::udp_send(&s.pod_a(), format!("{WORLD_IP}:9").parse()?, 1, 16, None)?;
-    std::thread::sleep(Duration::from_millis(300));
 
     let server = format!("unix://{}", socket.display());
+    // The agent reads the ring every 50 ms: wait (bounded) until the drop, the last event of
+    // the traffic above, is in its history, rather than sleep and hope.
+    for _ in 0..100 {
+        let out = std::process::Command::new(bin_path("flowctl"))
+            .args([
+                "--server",
+                &server,
+                "observe",
+                "--verdict",
+                "DROPPED",
+                "--port",
+                "9",
+            ])
+            .args(["--last", "1", "-o", "json"])
+            .output()?;
+        if !out.stdout.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let flowctl = |args: &[&str]| -> anyhow::Result<()> {
         println!("\n  $ flowctl {}", args.join(" "));
         let out = std::process::Command::new(bin_path("flowctl"))
