@@ -17,6 +17,7 @@
 
 pub mod client;
 pub mod netns;
+pub mod observe;
 pub mod packets;
 pub mod process;
 pub mod scenario;

@@ -1,7 +1,7 @@
 //! The agent's Observer API, end to end: the real agent in the reference scenario, a real tonic
 //! client on its unix socket. Privileged; run serially.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use flowscope_proto::{
     HUBBLE_HEALTH_SERVICE, SERVER_VERSION_HEADER,
@@ -13,6 +13,7 @@ use flowscope_proto::{
     wkt::Timestamp,
 };
 use futures::StreamExt as _;
+use testbed::observe::{addr, point};
 use testbed::{
     Scenario, bin_path, client,
     process::Spawned,
@@ -21,10 +22,6 @@ use testbed::{
     traffic,
 };
 use tonic::transport::Channel;
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
 
 struct Agent {
     proc: Spawned,
@@ -79,11 +76,6 @@ async fn get_flows(
             Err(_) => panic!("GetFlows without follow did not end within 10 s"),
         }
     }
-}
-
-fn point(f: &Flow) -> TraceObservationPoint {
-    TraceObservationPoint::try_from(f.trace_observation_point)
-        .unwrap_or(TraceObservationPoint::UnknownPoint)
 }
 
 /// The seed's flows through the API: pod names, namespaces and identities from the endpoints

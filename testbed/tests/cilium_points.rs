@@ -2,63 +2,20 @@
 //! lines: the reference scenario's traffic, read back with the real `flowctl observe -o
 //! monitor`. Privileged; run serially.
 
-use std::{
-    net::SocketAddr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use flowscope_proto::{
     flow::{Flow, TraceObservationPoint},
     flowscope::v1::ConntrackEntry,
-    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
+use testbed::observe::{addr, flowctl, flows, point};
 use testbed::{
-    Scenario, bin_path, require_root,
+    Scenario, require_root,
     scenario::{
         LXC_A, LXC_B, NODE_IP, POD_A_IP, POD_A_IP6, POD_B_IP, POD_B_IP6, ROUTER_IP, WORLD_IP,
     },
     traffic,
 };
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
-
-fn flowctl(s: &Scenario, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("20")
-        .arg(bin_path("flowctl"))
-        .arg("--server")
-        .arg(format!("unix://{}", s.agent_socket().display()))
-        .args(args)
-        .output()
-        .expect("flowctl");
-    assert!(
-        out.status.success(),
-        "flowctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn flows(out: &str) -> Vec<Flow> {
-    out.lines()
-        .filter_map(|l| {
-            let r: GetFlowsResponse =
-                flowscope_proto::json::from_json(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            match r.response_types {
-                Some(ResponseTypes::Flow(f)) => Some(f),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn point(f: &Flow) -> TraceObservationPoint {
-    TraceObservationPoint::try_from(f.trace_observation_point)
-        .unwrap_or(TraceObservationPoint::UnknownPoint)
-}
 
 fn is_from(p: TraceObservationPoint) -> bool {
     use TraceObservationPoint::*;

@@ -5,12 +5,12 @@
 //! programs loaded on the whole machine.
 
 use std::{
-    net::SocketAddr,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+use testbed::observe::addr;
 use testbed::{
     Scenario, bin_path,
     process::Spawned,
@@ -23,16 +23,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 
 fn events(agent: &Spawned) -> Vec<Value> {
     agent.values("event")
-}
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-    .parse()
-    .unwrap()
 }
 
 /// Field accessors on an event.

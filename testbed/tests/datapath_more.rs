@@ -19,6 +19,7 @@ use flowscope_proto::{
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 use serde_json::Value;
+use testbed::observe::addr;
 use testbed::{
     Scenario, bin_path,
     netns::run,
@@ -38,16 +39,6 @@ const SETTLE: Duration = Duration::from_secs(10);
 const WORLD_IP6: &str = "2001:db8:100::1";
 /// The node's IPv6 address on the uplink.
 const NODE_IP6: &str = "2001:db8:100::10";
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
-    }
-    .parse()
-    .unwrap()
-}
 
 /// Field accessors on an event or a conntrack entry of the dump.
 trait Ev {

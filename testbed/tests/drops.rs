@@ -1,64 +1,18 @@
 //! Drops as Hubble clients read them: the real agent in the reference scenario, two packets the
 //! kernel drops for two reasons, and the flows `flowctl` gets for them. Privileged; run serially.
 
-use std::{
-    net::SocketAddr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use flowscope_proto::{
     drop_reason::UNMAPPED_DROP_SUB_TYPE,
     flow::{CiliumEventType, DropReason, Flow, Verdict},
-    flowscope::v1::FlowExtension,
-    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
+use testbed::observe::{addr, ext, flowctl, flows};
 use testbed::{
-    Scenario, bin_path, require_root,
+    Scenario, require_root,
     scenario::{GATEWAY_IP, WORLD_IP},
     traffic,
 };
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
-
-fn flowctl(s: &Scenario, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("20")
-        .arg(bin_path("flowctl"))
-        .arg("--server")
-        .arg(format!("unix://{}", s.agent_socket().display()))
-        .args(args)
-        .output()
-        .expect("flowctl");
-    assert!(
-        out.status.success(),
-        "flowctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn flows(out: &str) -> Vec<Flow> {
-    out.lines()
-        .map(|l| {
-            flowscope_proto::json::from_json::<GetFlowsResponse>(l)
-                .unwrap_or_else(|e| panic!("{e}: {l}"))
-        })
-        .filter_map(|r| match r.response_types {
-            Some(ResponseTypes::Flow(f)) => Some(f),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ext(f: &Flow) -> FlowExtension {
-    f.extensions
-        .as_ref()
-        .and_then(|a| a.to_msg::<FlowExtension>().ok().flatten())
-        .unwrap_or_else(|| panic!("no flowscope extension in {f:#?}"))
-}
 
 /// The drop of a UDP datagram to `ip:9`, if there is one.
 fn drop_to<'f>(flows: &'f [Flow], ip: &str) -> Option<&'f Flow> {

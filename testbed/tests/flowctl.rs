@@ -2,7 +2,6 @@
 //! Privileged; run serially.
 
 use std::{
-    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
@@ -11,6 +10,7 @@ use flowscope_proto::{
     flow::{Flow, TraceObservationPoint},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
+use testbed::observe::{addr, point};
 use testbed::{
     Scenario, bin_path,
     process::Spawned,
@@ -18,10 +18,6 @@ use testbed::{
     scenario::{NODE_IP, POD_A_IP, WORLD_IP},
     traffic,
 };
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
 
 fn server(s: &Scenario) -> String {
     format!("unix://{}", s.agent_socket().display())
@@ -37,11 +33,6 @@ fn flowctl(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn point(f: &Flow) -> TraceObservationPoint {
-    TraceObservationPoint::try_from(f.trace_observation_point)
-        .unwrap_or(TraceObservationPoint::UnknownPoint)
 }
 
 fn parse_json_lines(out: &str) -> Vec<GetFlowsResponse> {

@@ -1,71 +1,18 @@
 //! NAT, conntrack and the path of a connection (what the seed lab stitched together by hand),
 //! through `flowctl` against the real agent. Privileged; run serially.
 
-use std::{
-    net::SocketAddr,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use flowscope_proto::{
     flow::{Flow, TraceObservationPoint, Verdict},
-    flowscope::v1::{ConntrackEntry, FlowExtension, FlowPath, NatEntry},
-    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+    flowscope::v1::{ConntrackEntry, FlowPath, NatEntry},
 };
+use testbed::observe::{addr, ext, flowctl, flows, json_lines, point};
 use testbed::{
-    Scenario, bin_path, require_root,
+    Scenario, require_root,
     scenario::{NODE_IP, POD_A_IP, WORLD_IP},
     traffic,
 };
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
-
-fn flowctl(s: &Scenario, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("20")
-        .arg(bin_path("flowctl"))
-        .arg("--server")
-        .arg(format!("unix://{}", s.agent_socket().display()))
-        .args(args)
-        .output()
-        .expect("flowctl");
-    assert!(
-        out.status.success(),
-        "flowctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json_lines<T: serde::de::DeserializeOwned>(out: &str) -> Vec<T> {
-    out.lines()
-        .map(|l| flowscope_proto::json::from_json(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect()
-}
-
-fn flows(out: &str) -> Vec<Flow> {
-    json_lines::<GetFlowsResponse>(out)
-        .into_iter()
-        .filter_map(|r| match r.response_types {
-            Some(ResponseTypes::Flow(f)) => Some(f),
-            _ => None,
-        })
-        .collect()
-}
-
-fn ext(f: &Flow) -> FlowExtension {
-    f.extensions
-        .as_ref()
-        .and_then(|a| a.to_msg().ok().flatten())
-        .unwrap_or_default()
-}
-
-fn point(f: &Flow) -> TraceObservationPoint {
-    TraceObservationPoint::try_from(f.trace_observation_point)
-        .unwrap_or(TraceObservationPoint::UnknownPoint)
-}
 
 /// The kernel's own accounting of a connection: (orig packets, orig bytes, reply packets, reply
 /// bytes), from `conntrack -L` in the node (accounting switched on by the test).

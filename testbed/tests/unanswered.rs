@@ -5,7 +5,6 @@
 //! own address and the world has no route back, so the connection is never answered.
 
 use std::{
-    net::SocketAddr,
     process::Command,
     time::{Duration, Instant},
 };
@@ -13,13 +12,14 @@ use std::{
 use flowscope_proto::{
     EXTENSIONS_HEADER,
     flow::{Flow, TraceObservationPoint, Verdict, layer4::Protocol},
-    flowscope::v1::{FlowExtension, GetFlowsExtension, RecordSelection},
+    flowscope::v1::{GetFlowsExtension, RecordSelection},
     observer::{
         GetFlowsRequest, ServerStatusRequest, get_flows_response::ResponseTypes,
         observer_client::ObserverClient,
     },
     wkt::Any,
 };
+use testbed::observe::{addr, ext, flowctl};
 use testbed::{
     Scenario, bin_path, require_root,
     scenario::{POD_A_IP, POD_B_IP, WORLD_IP},
@@ -27,27 +27,6 @@ use testbed::{
 };
 
 const METRICS: &str = "127.0.0.1:9967";
-
-fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().unwrap()
-}
-
-fn flowctl(s: &Scenario, args: &[&str]) -> String {
-    let out = Command::new("timeout")
-        .arg("20")
-        .arg(bin_path("flowctl"))
-        .arg("--server")
-        .arg(format!("unix://{}", s.agent_socket().display()))
-        .args(args)
-        .output()
-        .expect("flowctl");
-    assert!(
-        out.status.success(),
-        "flowctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// GetFlows over the agent's socket. `ours` = the request of a flowscope client (extensions
 /// header, and the unanswered records selected); otherwise a stock Hubble client's request.
@@ -105,13 +84,6 @@ fn seen_flows(s: &Scenario) -> u64 {
             .into_inner()
             .seen_flows
     })
-}
-
-fn ext(f: &Flow) -> FlowExtension {
-    f.extensions
-        .as_ref()
-        .and_then(|a| a.to_msg().ok().flatten())
-        .unwrap_or_default()
 }
 
 fn ports(f: &Flow) -> Option<(u32, u32)> {

@@ -1,0 +1,69 @@
+//! Reading what flowscope reports, for the tests: `flowctl` against a scenario's agent, its JSON
+//! lines, and the parts of a flow the assertions look at. One copy for every test file.
+
+use std::{net::SocketAddr, process::Command};
+
+use flowscope_proto::{
+    flow::{Flow, TraceObservationPoint},
+    flowscope::v1::FlowExtension,
+    observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
+};
+
+use crate::{Scenario, bin_path};
+
+/// `ip:port` as a socket address.
+pub fn addr(ip: &str, port: u16) -> SocketAddr {
+    format!("{ip}:{port}").parse().expect("ip:port")
+}
+
+/// Runs the real `flowctl` against the scenario's agent (bounded to 20 s) and returns its
+/// standard output; panics with its standard error if it fails.
+pub fn flowctl(s: &Scenario, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .arg("20")
+        .arg(bin_path("flowctl"))
+        .arg("--server")
+        .arg(format!("unix://{}", s.agent_socket().display()))
+        .args(args)
+        .output()
+        .expect("flowctl");
+    assert!(
+        out.status.success(),
+        "flowctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every line of `out` as Hubble's JSON of a `T`; panics on a line that is not.
+pub fn json_lines<T: serde::de::DeserializeOwned>(out: &str) -> Vec<T> {
+    out.lines()
+        .map(|l| flowscope_proto::json::from_json(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The flows among `flowctl observe -o json` lines (node status and loss notices left out).
+pub fn flows(out: &str) -> Vec<Flow> {
+    json_lines::<GetFlowsResponse>(out)
+        .into_iter()
+        .filter_map(|r| match r.response_types {
+            Some(ResponseTypes::Flow(f)) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+/// flowscope's extension of a flow; panics when there is none (flowctl prints it in JSON only
+/// with `--print-extensions`).
+pub fn ext(f: &Flow) -> FlowExtension {
+    f.extensions
+        .as_ref()
+        .and_then(|a| a.to_msg::<FlowExtension>().ok().flatten())
+        .unwrap_or_else(|| panic!("no flowscope extension in {f:#?}"))
+}
+
+/// The flow's observation point.
+pub fn point(f: &Flow) -> TraceObservationPoint {
+    TraceObservationPoint::try_from(f.trace_observation_point)
+        .unwrap_or(TraceObservationPoint::UnknownPoint)
+}
