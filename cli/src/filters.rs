@@ -262,12 +262,7 @@ pub fn parse_event_type(s: &str) -> Result<EventTypeFilter, String> {
     };
     if let Some(sub) = sub {
         let named = (number == 4)
-            .then(|| {
-                TRACE_POINTS
-                    .iter()
-                    .find(|(_, name)| *name == sub)
-                    .map(|(n, _)| *n)
-            })
+            .then(|| flowscope_proto::names::trace_point_number(sub))
             .flatten();
         let sub_type = match named {
             Some(n) => n,
@@ -276,7 +271,7 @@ pub fn parse_event_type(s: &str) -> Result<EventTypeFilter, String> {
                 .ok()
                 .and_then(|n| i32::try_from(n).ok())
                 .ok_or_else(|| {
-                    let points: Vec<&str> = TRACE_POINTS.iter().map(|(_, name)| *name).collect();
+                    let points = TRACE_POINTS;
                     format!(
                         "unknown event sub-type {sub:?}: expected a number, or for trace one of {}",
                         points.join(", ")

@@ -69,16 +69,7 @@ impl ObsPoint {
 
     /// Hubble's name, as `hubble observe` prints it (`to-network`, …).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::FromEndpoint => "from-endpoint",
-            Self::ToEndpoint => "to-endpoint",
-            Self::FromNetwork => "from-network",
-            Self::ToNetwork => "to-network",
-            Self::FromHost => "from-host",
-            Self::ToHost => "to-host",
-            Self::ToStack => "to-stack",
-            Self::Unknown => "unknown",
-        }
+        flowscope_proto::names::trace_point_name(i32::from(self.raw())).unwrap_or("unknown")
     }
 }
 

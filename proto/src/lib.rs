@@ -24,6 +24,7 @@
 pub mod drop_reason;
 pub mod fieldmask;
 pub mod json;
+pub mod names;
 pub mod route;
 pub mod wkt;
 

@@ -232,7 +232,7 @@ fn event_types() {
     );
     let all_points: Vec<i32> = TRACE_POINTS
         .iter()
-        .map(|(_, name)| parse_event_type(&format!("trace:{name}")).unwrap().sub_type)
+        .map(|name| parse_event_type(&format!("trace:{name}")).unwrap().sub_type)
         .collect();
     assert_eq!(all_points, (0..14).collect::<Vec<_>>());
 }

@@ -516,24 +516,7 @@ pub(crate) mod msg_type {
     pub const TRACE_SOCK: i32 = 7;
 }
 
-/// Datapath observation points and their names (`to-endpoint` is 0 here,
-/// 101 in the API's TraceObservationPoint).
-pub(crate) const TRACE_POINTS: [(i32, &str); 14] = [
-    (0, "to-endpoint"),
-    (1, "to-proxy"),
-    (2, "to-host"),
-    (3, "to-stack"),
-    (4, "to-overlay"),
-    (5, "from-endpoint"),
-    (6, "from-proxy"),
-    (7, "from-host"),
-    (8, "from-stack"),
-    (9, "from-overlay"),
-    (10, "from-network"),
-    (11, "to-network"),
-    (12, "from-crypto"),
-    (13, "to-crypto"),
-];
+pub(crate) use flowscope_proto::names::{TRACE_POINTS, trace_point_name};
 
 /// Reserved security identities by number and name.
 pub(crate) const RESERVED_IDENTITIES: [(u32, &str); 11] = [
@@ -767,14 +750,6 @@ pub(crate) fn is_unanswered(flow: &Flow) -> bool {
 
 fn event_type(flow: &Flow) -> Option<i32> {
     flow.event_type.as_ref().map(|t| t.r#type)
-}
-
-/// The name of a datapath observation point number.
-pub(crate) fn trace_point_name(point: i32) -> Option<&'static str> {
-    TRACE_POINTS
-        .iter()
-        .find(|(n, _)| *n == point)
-        .map(|(_, name)| *name)
 }
 
 /// Why a packet was dropped, best name first: the kernel's reason from our

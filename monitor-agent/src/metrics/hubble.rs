@@ -454,24 +454,6 @@ fn protocol(f: &Flow) -> &'static str {
     }
 }
 
-/// Cilium's trace observation point names, by datapath number (the event's sub-type).
-const TRACE_POINTS: [&str; 14] = [
-    "to-endpoint",
-    "to-proxy",
-    "to-host",
-    "to-stack",
-    "to-overlay",
-    "from-endpoint",
-    "from-proxy",
-    "from-host",
-    "from-stack",
-    "from-overlay",
-    "from-network",
-    "to-network",
-    "from-crypto",
-    "to-crypto",
-];
-
 /// `type` and `subtype` of `hubble_flows_processed_total`.
 fn type_and_subtype(f: &Flow) -> (&'static str, &'static str) {
     let Some(et) = f.event_type.as_ref() else {
@@ -480,11 +462,7 @@ fn type_and_subtype(f: &Flow) -> (&'static str, &'static str) {
     match u8::try_from(et.r#type) {
         Ok(event_type::TRACE) => (
             "Trace",
-            usize::try_from(et.sub_type)
-                .ok()
-                .and_then(|i| TRACE_POINTS.get(i))
-                .copied()
-                .unwrap_or(""),
+            flowscope_proto::names::trace_point_name(et.sub_type).unwrap_or(""),
         ),
         Ok(event_type::DROP) => ("Drop", ""),
         // Hubble prints the number of other types; we emit no other type, so one value is
