@@ -148,18 +148,14 @@ pub fn parse_protocol(s: &str) -> Result<String, String> {
 
 /// A security identity: a number or a reserved name (`world` is 2).
 pub fn parse_identity(s: &str) -> Result<u32, String> {
-    if let Some((id, _)) = RESERVED_IDENTITIES
-        .iter()
-        .find(|(id, name)| *id != 0 && *name == s)
+    // `unknown` (0) is not a name a user filters on; no `reserved:` prefix either.
+    if let Some(id) = flowscope_proto::names::reserved_identity_number(s)
+        .filter(|id| *id != 0 && !s.starts_with("reserved:"))
     {
-        return Ok(*id);
+        return Ok(id);
     }
     s.parse::<u32>().map_err(|_| {
-        let names: Vec<&str> = RESERVED_IDENTITIES
-            .iter()
-            .filter(|(id, _)| *id != 0)
-            .map(|(_, name)| *name)
-            .collect();
+        let names: Vec<&str> = RESERVED_IDENTITIES[1..].to_vec();
         format!("expected a numeric identity or one of {}", names.join(", "))
     })
 }

@@ -36,6 +36,39 @@ pub fn trace_point_number(name: &str) -> Option<i32> {
         .and_then(|i| i32::try_from(i).ok())
 }
 
+/// Cilium's reserved security identities, indexed by number (`world` is 2).
+pub const RESERVED_IDENTITIES: [&str; 11] = [
+    "unknown",
+    "host",
+    "world",
+    "unmanaged",
+    "health",
+    "init",
+    "remote-node",
+    "kube-apiserver",
+    "ingress",
+    "world-ipv4",
+    "world-ipv6",
+];
+
+/// The name of reserved identity `id` (`6` → `remote-node`), if it is one.
+pub fn reserved_identity_name(id: u32) -> Option<&'static str> {
+    usize::try_from(id)
+        .ok()
+        .and_then(|i| RESERVED_IDENTITIES.get(i))
+        .copied()
+}
+
+/// The number of a reserved identity by name, with or without the `reserved:` prefix
+/// (`world` and `reserved:world` both give 2).
+pub fn reserved_identity_number(name: &str) -> Option<u32> {
+    let name = name.strip_prefix("reserved:").unwrap_or(name);
+    RESERVED_IDENTITIES
+        .iter()
+        .position(|n| *n == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +84,14 @@ mod tests {
         assert_eq!(trace_point_name(14), None);
         assert_eq!(trace_point_name(-1), None);
         assert_eq!(trace_point_number("nowhere"), None);
+    }
+
+    #[test]
+    fn reserved_identities() {
+        assert_eq!(reserved_identity_name(2), Some("world"));
+        assert_eq!(reserved_identity_name(11), None);
+        assert_eq!(reserved_identity_number("reserved:remote-node"), Some(6));
+        assert_eq!(reserved_identity_number("host"), Some(1));
+        assert_eq!(reserved_identity_number("cluster"), None);
     }
 }

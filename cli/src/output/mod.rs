@@ -518,28 +518,7 @@ pub(crate) mod msg_type {
 
 pub(crate) use flowscope_proto::names::{TRACE_POINTS, trace_point_name};
 
-/// Reserved security identities by number and name.
-pub(crate) const RESERVED_IDENTITIES: [(u32, &str); 11] = [
-    (0, "unknown"),
-    (1, "host"),
-    (2, "world"),
-    (3, "unmanaged"),
-    (4, "health"),
-    (5, "init"),
-    (6, "remote-node"),
-    (7, "kube-apiserver"),
-    (8, "ingress"),
-    (9, "world-ipv4"),
-    (10, "world-ipv6"),
-];
-
-/// The name of a reserved identity, `None` for other numbers.
-pub(crate) fn reserved_identity_name(id: u32) -> Option<&'static str> {
-    RESERVED_IDENTITIES
-        .iter()
-        .find(|(n, _)| *n == id)
-        .map(|(_, name)| *name)
-}
+pub(crate) use flowscope_proto::names::{RESERVED_IDENTITIES, reserved_identity_name};
 
 /// flowscope's extension of the flow, when present and readable.
 pub(crate) fn extension(flow: &Flow) -> Option<FlowExtension> {

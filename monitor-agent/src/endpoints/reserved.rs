@@ -28,21 +28,6 @@ pub const WORLD_IPV4: u32 = 9;
 /// Outside the cluster, IPv6 (dual-stack clusters).
 pub const WORLD_IPV6: u32 = 10;
 
-/// Names, indexed by number.
-const NAMES: [&str; 11] = [
-    "unknown",
-    "host",
-    "world",
-    "unmanaged",
-    "health",
-    "init",
-    "remote-node",
-    "kube-apiserver",
-    "ingress",
-    "world-ipv4",
-    "world-ipv6",
-];
-
 /// Labels, indexed by number; `unknown` has none (as in Hubble's flows).
 const LABELS: [&[&str]; 11] = [
     &[],
@@ -66,14 +51,13 @@ pub fn labels(id: u32) -> &'static [&'static str] {
 
 /// The name of reserved identity `id` (`"remote-node"`), if it is one.
 pub fn name(id: u32) -> Option<&'static str> {
-    NAMES.get(id as usize).copied()
+    flowscope_proto::names::reserved_identity_name(id)
 }
 
 /// The number of a reserved identity by name, with or without the `reserved:` prefix
 /// (`"world"` and `"reserved:world"` both give 2).
 pub fn by_name(name: &str) -> Option<u32> {
-    let name = name.strip_prefix("reserved:").unwrap_or(name);
-    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+    flowscope_proto::names::reserved_identity_number(name)
 }
 
 /// The labels of each reserved identity as shared slices, built once, so that lookups hand out
