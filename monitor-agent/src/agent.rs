@@ -730,11 +730,10 @@ impl Sink {
         let list: Vec<serde_json::Value> = entries
             .iter()
             .map(|(k, e)| {
-                let addr = |raw: &[u8; 16]| match k.family {
-                    monitor_common::family::V4 => {
-                        std::net::Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]).to_string()
-                    }
-                    _ => std::net::Ipv6Addr::from(*raw).to_string(),
+                let addr = |raw: &[u8; 16]| {
+                    monitor_common::addr_from_raw(k.family, raw)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
                 };
                 json!({
                     "proto": k.proto, "src": addr(&k.src_addr), "dst": addr(&k.dst_addr),

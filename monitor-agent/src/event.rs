@@ -3,15 +3,9 @@
 //! This is the agent's internal currency between the ring-buffer reader and everything that
 //! consumes events (the flow builder, the event dump). It carries facts, not presentation.
 
-use std::{
-    fmt::Write as _,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    time::SystemTime,
-};
+use std::{fmt::Write as _, net::IpAddr, time::SystemTime};
 
-use monitor_common::{
-    FlowEvent, ct_state, direction, event_flags, event_type, family, obs, proto, tcp,
-};
+use monitor_common::{FlowEvent, ct_state, direction, event_flags, event_type, obs, proto, tcp};
 use serde::Serialize;
 
 use crate::kernel::Clock;
@@ -228,11 +222,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn addr(fam: u8, raw: &[u8; 16]) -> Option<IpAddr> {
-    match fam {
-        family::V4 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
-        family::V6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
-        _ => None,
-    }
+    monitor_common::addr_from_raw(fam, raw)
 }
 
 impl Event {
@@ -392,6 +382,8 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monitor_common::family;
+    use std::net::Ipv6Addr;
 
     fn syn_event() -> FlowEvent {
         let mut ev = FlowEvent {

@@ -19,7 +19,7 @@ use flowscope_proto::{
     flowscope::v1::{FlowExtension, Tuple as PbTuple},
     wkt::{Any, Timestamp},
 };
-use monitor_common::{CtKey, event_type, family, proto as ipproto};
+use monitor_common::{CtKey, event_type, proto as ipproto};
 
 use crate::{
     endpoints::{Identity, Registry, reserved},
@@ -240,27 +240,11 @@ fn reply_of(t: &Tuple) -> Tuple {
 
 /// Our BPF conntrack key for a connection's original tuple (for `ct_id`).
 fn ct_key(t: &Tuple) -> CtKey {
-    let mut k = CtKey {
-        proto: t.proto,
-        ..CtKey::default()
-    };
-    let put = |dst: &mut [u8; 16], ip: IpAddr| match ip {
-        IpAddr::V4(a) => dst[..4].copy_from_slice(&a.octets()),
-        IpAddr::V6(a) => *dst = a.octets(),
-    };
-    put(&mut k.src_addr, t.src);
-    put(&mut k.dst_addr, t.dst);
-    k.family = if t.src.is_ipv4() {
-        family::V4
-    } else {
-        family::V6
-    };
     if matches!(t.proto, ipproto::ICMP | ipproto::ICMPV6) {
-        k.src_port = t.icmp_id;
+        CtKey::new(t.proto, t.src, t.icmp_id, t.dst, 0)
     } else {
-        (k.src_port, k.dst_port) = (t.sport, t.dport);
+        CtKey::new(t.proto, t.src, t.sport, t.dst, t.dport)
     }
-    k
 }
 
 fn pb_tuple(t: &Tuple) -> PbTuple {

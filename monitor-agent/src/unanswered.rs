@@ -26,7 +26,7 @@ use flowscope_proto::{
     flowscope::v1::{FlowExtension, UnansweredConnection},
     wkt::{Any, Timestamp},
 };
-use monitor_common::{CtEntry, CtKey, ct_flags, family, proto, tcp};
+use monitor_common::{CtEntry, CtKey, ct_flags, proto, tcp};
 
 use crate::{
     datapath::Datapath,
@@ -60,25 +60,13 @@ pub struct Unanswered {
 }
 
 fn key_of(ev: &Event) -> Option<CtKey> {
-    let (src, dst) = (ev.src?, ev.dst?);
-    let mut k = CtKey {
-        proto: ev.proto,
-        src_port: ev.src_port,
-        dst_port: ev.dst_port,
-        ..CtKey::default()
-    };
-    let put = |d: &mut [u8; 16], ip: std::net::IpAddr| match ip {
-        std::net::IpAddr::V4(a) => d[..4].copy_from_slice(&a.octets()),
-        std::net::IpAddr::V6(a) => *d = a.octets(),
-    };
-    put(&mut k.src_addr, src);
-    put(&mut k.dst_addr, dst);
-    k.family = if src.is_ipv4() {
-        family::V4
-    } else {
-        family::V6
-    };
-    Some(k)
+    Some(CtKey::new(
+        ev.proto,
+        ev.src?,
+        ev.src_port,
+        ev.dst?,
+        ev.dst_port,
+    ))
 }
 
 impl Unanswered {

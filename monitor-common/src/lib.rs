@@ -190,6 +190,29 @@ pub mod family {
     pub const V6: u8 = 6;
 }
 
+/// An address as the kernel programs store it (in events and conntrack keys): IPv4 in the
+/// first 4 bytes, IPv6 in all 16; `None` for an unknown family. The one decoder user space uses.
+pub fn addr_from_raw(fam: u8, raw: &[u8; 16]) -> Option<core::net::IpAddr> {
+    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match fam {
+        family::V4 => Some(IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))),
+        family::V6 => Some(IpAddr::V6(Ipv6Addr::from(*raw))),
+        _ => None,
+    }
+}
+
+/// The kernel's form of an address: the bytes and the [`family`].
+pub fn addr_to_raw(ip: core::net::IpAddr) -> ([u8; 16], u8) {
+    let mut raw = [0u8; 16];
+    match ip {
+        core::net::IpAddr::V4(a) => {
+            raw[..4].copy_from_slice(&a.octets());
+            (raw, family::V4)
+        }
+        core::net::IpAddr::V6(a) => (a.octets(), family::V6),
+    }
+}
+
 /// One observed (or dropped) packet, as the kernel reports it through the ring buffer.
 ///
 /// The kernel parses the headers itself rather than shipping raw bytes: it must parse the
@@ -280,6 +303,39 @@ pub const CT_KEY_SIZE: usize = 40;
 const _: () = assert!(core::mem::size_of::<CtKey>() == CT_KEY_SIZE);
 
 impl CtKey {
+    /// The key of a connection's original tuple, as the kernel programs build it (for ICMP
+    /// echo, `src_port` is the identifier and `dst_port` 0). Both addresses are of one family;
+    /// the source's decides.
+    pub fn new(
+        proto: u8,
+        src: core::net::IpAddr,
+        src_port: u16,
+        dst: core::net::IpAddr,
+        dst_port: u16,
+    ) -> CtKey {
+        let (src_addr, family) = addr_to_raw(src);
+        let (dst_addr, _) = addr_to_raw(dst);
+        CtKey {
+            src_addr,
+            dst_addr,
+            src_port,
+            dst_port,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
+
+    /// The source address (`None` for an unknown family).
+    pub fn src(&self) -> Option<core::net::IpAddr> {
+        addr_from_raw(self.family, &self.src_addr)
+    }
+
+    /// The destination address.
+    pub fn dst(&self) -> Option<core::net::IpAddr> {
+        addr_from_raw(self.family, &self.dst_addr)
+    }
+
     /// The same connection seen from the other side.
     pub const fn reversed(&self) -> CtKey {
         CtKey {

@@ -2,7 +2,7 @@
 //! NAT table and the agent's own status.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    net::IpAddr,
     sync::{Arc, atomic::Ordering},
 };
 
@@ -171,11 +171,9 @@ impl TupleFilter {
 }
 
 fn key_addr(fam: u8, raw: &[u8; 16]) -> IpAddr {
-    if fam == family::V4 {
-        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*raw))
-    }
+    // The kernel writes only the two families; anything else reads as IPv6, as before.
+    monitor_common::addr_from_raw(fam, raw)
+        .unwrap_or_else(|| monitor_common::addr_from_raw(family::V6, raw).expect("IPv6"))
 }
 
 /// A stable identifier for a conntrack key (FNV-1a of its bytes): the same on every listing.
