@@ -113,6 +113,12 @@ pub(crate) fn get_flows(
             .map(|m| m.paths.as_slice())
             .unwrap_or_default(),
     )?;
+    if req.first && req.follow {
+        // As Hubble's agents and relay refuse it.
+        return Err(ObserverError::InvalidRequest(
+            "first cannot be specified with follow",
+        ));
+    }
     if let (Some(since), Some(until)) = (&req.since, &req.until)
         && since > until
     {

@@ -154,6 +154,21 @@ async fn filter_that_can_never_match_is_refused_before_any_agent_is_asked() {
     for agent in &agents {
         assert_eq!(agent.calls.get_flows.load(Ordering::SeqCst), 0);
     }
+    // Hubble's rule: first and follow do not go together.
+    let err = c
+        .get_flows(GetFlowsRequest {
+            number: 3,
+            first: true,
+            follow: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("first cannot be specified with follow")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

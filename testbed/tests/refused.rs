@@ -76,6 +76,23 @@ fn filters_that_can_never_match_are_refused() {
     });
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("http_method"), "{status:?}");
+    // Hubble's rule on the request: first and follow do not go together.
+    let status = rt.block_on(async {
+        let ch = testbed::client::unix_channel(&s.agent_socket(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        ObserverClient::new(ch)
+            .get_flows(GetFlowsRequest {
+                number: 1,
+                first: true,
+                follow: true,
+                ..Default::default()
+            })
+            .await
+            .expect_err("accepted")
+    });
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert_eq!(status.message(), "first cannot be specified with follow");
     assert!(agent.stop().success());
 
     // The export's filters too: the agent does not start with one that can never match.

@@ -176,6 +176,12 @@ impl ObserverService {
             })
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let records = record_selection(&req)?;
+        // Hubble's one rule on the request itself (local_observer.go validateRequest).
+        if req.first && req.follow {
+            return Err(Status::invalid_argument(
+                "first cannot be specified with follow",
+            ));
+        }
         let q = Query {
             filters,
             since: nanos(&req.since),
