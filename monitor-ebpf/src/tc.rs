@@ -68,9 +68,7 @@ struct Seen {
 
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
-    let Some(cfg) = config() else {
-        return TC_ACT_UNSPEC;
-    };
+    let cfg = config();
     count(counter::PACKETS_SEEN);
     let Some(pkt) = PKT_SCRATCH.get_ptr_mut(0) else {
         return TC_ACT_UNSPEC;
