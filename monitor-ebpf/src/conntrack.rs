@@ -15,7 +15,7 @@ use monitor_common::{
 };
 
 use crate::{
-    maps::{CONNTRACK, CT_SCRATCH, count},
+    maps::{CONNTRACK, CT_SCRATCH, Count},
     parse::Packet,
 };
 
@@ -71,6 +71,7 @@ pub fn track(
     transit: impl FnOnce() -> u8,
     cfg: &Config,
     now: u64,
+    cnt: Count,
 ) -> Verdict {
     let arrival = obs::is_arrival(point);
     let visible = visible(cfg, point);
@@ -114,7 +115,7 @@ pub fn track(
                 };
             }
         }
-        return create(pkt, point, ifindex, len, arrival, visible, now);
+        return create(pkt, point, ifindex, len, arrival, visible, now, cnt);
     };
 
     // SAFETY: `e` points into the map value; concurrent writers on other CPUs can only make
@@ -198,7 +199,7 @@ pub fn track(
     }
     entry.flags_seen[dir] |= flags;
     if !report {
-        count(counter::AGGREGATED);
+        cnt.add(counter::AGGREGATED);
     }
     let mut out = if dup { event_flags::TRANSIT_DUP } else { 0 };
     if new_flags & ct_flags::CLOSING != 0 {
@@ -223,6 +224,7 @@ fn create(
     arrival: bool,
     visible: bool,
     now: u64,
+    cnt: Count,
 ) -> Verdict {
     let flags = pkt.tcp_flags;
     let Some(scratch) = CT_SCRATCH.get_ptr_mut(0) else {
@@ -249,7 +251,7 @@ fn create(
         entry.last_report_ns[DIR_ORIG] = now;
     } else {
         entry.flags |= ct_flags::NEW_UNREPORTED;
-        count(counter::AGGREGATED);
+        cnt.add(counter::AGGREGATED);
     }
     if arrival {
         entry.flags |= ct_flags::ARRIVAL_SEEN_ORIG;
@@ -265,7 +267,7 @@ fn create(
     let out = match CONNTRACK.insert(&pkt.key, &*entry, BPF_ANY as u64) {
         Ok(()) => 0,
         Err(_) => {
-            count(counter::CT_INSERT_FAILED);
+            cnt.add(counter::CT_INSERT_FAILED);
             event_flags::CT_FAILED
         }
     };

@@ -20,7 +20,7 @@ use monitor_common::{
 
 use crate::{
     conntrack::{self, Verdict},
-    maps::{PKT_SCRATCH, config, count, emit, iface_role},
+    maps::{Count, PKT_SCRATCH, config, emit, iface_role},
     parse::{self, Packet, ParseError},
 };
 
@@ -69,7 +69,8 @@ struct Seen {
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     let cfg = config();
-    count(counter::PACKETS_SEEN);
+    let cnt = Count::get();
+    cnt.add(counter::PACKETS_SEEN);
     let Some(pkt) = PKT_SCRATCH.get_ptr_mut(0) else {
         return TC_ACT_UNSPEC;
     };
@@ -78,11 +79,11 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     match parse::parse(ctx, pkt) {
         Ok(()) => {}
         Err(ParseError::NotIp) => {
-            count(counter::NON_IP);
+            cnt.add(counter::NON_IP);
             return TC_ACT_UNSPEC;
         }
         Err(ParseError::Truncated) => {
-            count(counter::PARSE_ERRORS);
+            cnt.add(counter::PARSE_ERRORS);
             return TC_ACT_UNSPEC;
         }
     }
@@ -97,7 +98,7 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     // SAFETY: plain helpers without memory arguments beyond the context.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let transit = || iface_role(ingress_ifindex);
-    let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now);
+    let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now, cnt);
     if !verdict.report {
         return TC_ACT_UNSPEC;
     }
@@ -115,12 +116,12 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
         // Cilium's from-container program: FROM_LXC, reported at `none` only, then where the
         // packet goes, under the same conntrack verdict.
         if cfg.aggregation == aggregation::NONE {
-            emit_trace(cfg, pkt, &verdict, &seen, point, ifindex);
+            emit_trace(cfg, cnt, pkt, &verdict, &seen, point, ifindex);
         }
         let (next, next_ifindex) = next_hop(ctx, pkt, ifindex);
-        emit_trace(cfg, pkt, &verdict, &seen, next, next_ifindex);
+        emit_trace(cfg, cnt, pkt, &verdict, &seen, next, next_ifindex);
     } else {
-        emit_trace(cfg, pkt, &verdict, &seen, point, ifindex);
+        emit_trace(cfg, cnt, pkt, &verdict, &seen, point, ifindex);
     }
     TC_ACT_UNSPEC
 }
@@ -175,8 +176,16 @@ const AF_INET6: u8 = 10;
 
 /// Writes one trace event for `pkt` at `point` on `ifindex`.
 #[inline(always)]
-fn emit_trace(cfg: &Config, pkt: &Packet, verdict: &Verdict, seen: &Seen, point: u8, ifindex: u32) {
-    let _ = emit(cfg, |ev| {
+fn emit_trace(
+    cfg: &Config,
+    cnt: Count,
+    pkt: &Packet,
+    verdict: &Verdict,
+    seen: &Seen,
+    point: u8,
+    ifindex: u32,
+) {
+    let _ = emit(cfg, cnt, |ev| {
         ev.ts_ns = seen.ts;
         ev.src_addr = pkt.key.src_addr;
         ev.dst_addr = pkt.key.dst_addr;
