@@ -48,9 +48,20 @@ pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(IFACES_MA
 #[map(name = "CT_SCRATCH")]
 pub static CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU scratch space for the packet being parsed (same reason).
+/// Per-CPU state of the TC programs: the packet being parsed (in a map for the same reason),
+/// and which conntrack direction each hook found last on this CPU.
+#[repr(C)]
+pub struct TcScratch {
+    /// The packet being parsed.
+    pub pkt: Packet,
+    /// Per observation point (an `obs` value, below 16): non-zero if the last packet whose
+    /// entry that hook found was a reply. See `conntrack::track`.
+    pub reply_first: [u8; 16],
+}
+
+/// See [`TcScratch`].
 #[map(name = "PKT_SCRATCH")]
-pub static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+pub static PKT_SCRATCH: PerCpuArray<TcScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The drop tracepoint's own scratch packet (see drop.rs).
 #[map(name = "DROP_PKT_SCRATCH")]
