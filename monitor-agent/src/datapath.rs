@@ -19,8 +19,8 @@ use aya::{
     util::KernelVersion,
 };
 use monitor_common::{
-    CONFIG_GLOBAL, CONNTRACK_MAP, COUNTERS_MAP, Config, Counters, CtEntry, CtKey, EVENTS_MAP,
-    IFACES_MAP, IfaceInfo, aggregation, counter, ct_flags, prog, proto,
+    CONFIG_GLOBAL, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
+    IfaceInfo, aggregation, counter, ct_flags, prog, proto,
 };
 
 use crate::{ifaces::Role, kernel};
@@ -213,7 +213,7 @@ pub struct Datapath {
     /// The links of each attachment (not Clone, so kept apart from [`Attached`]).
     links: BTreeMap<u32, Vec<(&'static str, SchedClassifierLinkId)>>,
     ifaces: BpfHashMap<MapData, u32, IfaceInfo>,
-    counters: PerCpuArray<MapData, Counters>,
+    counters: PerCpuArray<MapData, u64>,
     conntrack: BpfHashMap<MapData, CtKey, CtEntry>,
     config: Config,
     conntrack_capacity: u32,
@@ -480,11 +480,9 @@ impl Datapath {
     /// Sums the per-CPU counters: indexed like `monitor_common::counter`.
     pub fn counters(&self) -> [u64; counter::COUNT as usize] {
         let mut out = [0u64; counter::COUNT as usize];
-        if let Ok(per_cpu) = self.counters.get(&0, 0) {
-            for cpu in per_cpu.iter() {
-                for (sum, v) in out.iter_mut().zip(cpu.0) {
-                    *sum += v;
-                }
+        for (i, slot) in out.iter_mut().enumerate() {
+            if let Ok(values) = self.counters.get(&(i as u32), 0) {
+                *slot = values.iter().sum();
             }
         }
         out
@@ -493,13 +491,8 @@ impl Datapath {
     /// One counter, per CPU (for LostEvents, which Hubble reports per CPU).
     pub fn counter_per_cpu(&self, index: u32) -> Vec<u64> {
         self.counters
-            .get(&0, 0)
-            .map(|per_cpu| {
-                per_cpu
-                    .iter()
-                    .map(|c| c.0.get(index as usize).copied().unwrap_or(0))
-                    .collect()
-            })
+            .get(&index, 0)
+            .map(|v| v.iter().copied().collect())
             .unwrap_or_default()
     }
 

@@ -14,7 +14,7 @@
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the LRU hash map holding the conntrack table ([`CtKey`] -> [`CtEntry`]).
 pub const CONNTRACK_MAP: &str = "CONNTRACK";
-/// Name of the per-CPU array holding one [`Counters`] per CPU (indices in [`counter`]).
+/// Name of the per-CPU array of counters (indices in [`counter`]).
 pub const COUNTERS_MAP: &str = "COUNTERS";
 /// Name of the programs' read-only global holding the [`Config`], set by the agent at load.
 pub const CONFIG_GLOBAL: &str = "CONFIG";
@@ -466,15 +466,7 @@ pub struct IfaceInfo {
     pub _pad: [u8; 3],
 }
 
-/// The counters of one CPU: the one value of [`COUNTERS_MAP`], indexed by [`counter`].
-///
-/// One struct rather than one map slot per counter, so that a program looks its counters up
-/// once per run instead of once per increment.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters(pub [u64; counter::COUNT as usize]);
-
-/// Indices of the per-CPU counters in [`Counters`].
+/// Indices of the per-CPU counters in [`COUNTERS_MAP`].
 pub mod counter {
     /// Packets the TC programs looked at.
     pub const PACKETS_SEEN: u32 = 0;
@@ -525,8 +517,6 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for IfaceInfo {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for Counters {}
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use monitor_common::{
 };
 
 use crate::{
-    maps::{CONNTRACK, CT_SCRATCH, Count},
+    maps::{CONNTRACK, CT_SCRATCH, count},
     parse::Packet,
 };
 
@@ -71,7 +71,6 @@ pub fn track(
     transit: impl FnOnce() -> u8,
     cfg: &Config,
     now: u64,
-    cnt: Count,
     reply_first: &mut u8,
 ) -> Verdict {
     let arrival = obs::is_arrival(point);
@@ -124,7 +123,7 @@ pub fn track(
                 };
             }
         }
-        return create(pkt, point, ifindex, len, arrival, visible, now, cnt);
+        return create(pkt, point, ifindex, len, arrival, visible, now);
     };
 
     // SAFETY: `e` points into the map value; concurrent writers on other CPUs can only make
@@ -208,7 +207,7 @@ pub fn track(
     }
     entry.flags_seen[dir] |= flags;
     if !report {
-        cnt.add(counter::AGGREGATED);
+        count(counter::AGGREGATED);
     }
     let mut out = if dup { event_flags::TRANSIT_DUP } else { 0 };
     if new_flags & ct_flags::CLOSING != 0 {
@@ -233,7 +232,6 @@ fn create(
     arrival: bool,
     visible: bool,
     now: u64,
-    cnt: Count,
 ) -> Verdict {
     let flags = pkt.tcp_flags;
     let Some(scratch) = CT_SCRATCH.get_ptr_mut(0) else {
@@ -260,7 +258,7 @@ fn create(
         entry.last_report_ns[DIR_ORIG] = now;
     } else {
         entry.flags |= ct_flags::NEW_UNREPORTED;
-        cnt.add(counter::AGGREGATED);
+        count(counter::AGGREGATED);
     }
     if arrival {
         entry.flags |= ct_flags::ARRIVAL_SEEN_ORIG;
@@ -276,7 +274,7 @@ fn create(
     let out = match CONNTRACK.insert(&pkt.key, &*entry, BPF_ANY as u64) {
         Ok(()) => 0,
         Err(_) => {
-            cnt.add(counter::CT_INSERT_FAILED);
+            count(counter::CT_INSERT_FAILED);
             event_flags::CT_FAILED
         }
     };

@@ -16,7 +16,7 @@ use aya_ebpf::{
 use monitor_common::{Config, counter, ct_state, direction, event_type, obs};
 use monitor_parse::{PacketBytes, ParseError};
 
-use crate::maps::{Count, DROP_PKT_SCRATCH, config, emit, is_monitored};
+use crate::maps::{DROP_PKT_SCRATCH, config, count, emit, is_monitored};
 
 /// `enum skb_drop_reason`: 0 = not dropped yet, 1 = consumed (a normal free).
 const SKB_CONSUMED: u32 = 1;
@@ -30,7 +30,7 @@ pub fn fs_kfree_skb(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if try_drop(&ctx, cfg).is_err() {
-        Count::get().add(counter::DROP_READ_ERRORS);
+        count(counter::DROP_READ_ERRORS);
     }
     0
 }
@@ -76,8 +76,7 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
     if !is_monitored(ifindex) && !is_monitored(iif) {
         return Ok(());
     }
-    let cnt = Count::get();
-    cnt.add(counter::DROPS_SEEN);
+    count(counter::DROPS_SEEN);
 
     let head: u64 = rd(skb + off.skb_head as u64)?;
     let nh: u16 = rd(skb + off.skb_network_header as u64)?;
@@ -107,7 +106,7 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
     let now = unsafe { bpf_ktime_get_ns() };
 
     // The event is filled in place in the ring buffer: the stack is too small for a copy.
-    emit(cfg, cnt, |ev| {
+    emit(cfg, |ev| {
         ev.ts_ns = now;
         ev.drop_location = location;
         ev.hash = rd(skb + off.skb_hash as u64)?;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    CONNTRACK_MAX_ENTRIES, Config, Counters, CtEntry, CtKey, DEFAULT_RING_BYTES, FlowEvent,
+    CONNTRACK_MAX_ENTRIES, Config, CtEntry, CtKey, DEFAULT_RING_BYTES, FlowEvent,
     IFACES_MAX_ENTRIES, IfaceInfo, counter,
 };
 
@@ -20,9 +20,9 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 pub static CONNTRACK: LruHashMap<CtKey, CtEntry> =
     LruHashMap::with_max_entries(CONNTRACK_MAX_ENTRIES, 0);
 
-/// Counters, one [`Counters`] per CPU (no atomics needed). See [`Count`].
+/// Counters, one slot per [`counter`] index, per CPU (no atomics needed).
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(1, 0);
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 /// The configuration, set by the agent at load (`EbpfLoader::override_global`).
 ///
@@ -88,27 +88,12 @@ pub unsafe fn zero_words<T>(p: *mut T) {
     }
 }
 
-/// This CPU's counters, looked up once per program run (a map lookup per increment was two or
-/// three lookups per packet).
-#[derive(Clone, Copy)]
-pub struct Count(*mut Counters);
-
-impl Count {
-    /// Looks this CPU's counters up.
-    #[inline(always)]
-    pub fn get() -> Count {
-        Count(COUNTERS.get_ptr_mut(0).unwrap_or(core::ptr::null_mut()))
-    }
-
-    /// Adds one to the counter at `index` (a [`counter`] constant).
-    #[inline(always)]
-    pub fn add(self, index: u32) {
-        if self.0.is_null() || index >= counter::COUNT {
-            return;
-        }
-        // SAFETY: a per-CPU map value, only this CPU writes it while the program runs; the index
-        // is in bounds (checked above).
-        unsafe { (*self.0).0[index as usize] += 1 };
+/// Adds one to a per-CPU counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *slot += 1 };
     }
 }
 
@@ -148,11 +133,7 @@ pub fn iface_role(ifindex: u32) -> u8 {
 ///
 /// If `fill` fails, the reservation is discarded and the error returned.
 #[inline(always)]
-pub fn emit(
-    cfg: &Config,
-    cnt: Count,
-    fill: impl FnOnce(&mut FlowEvent) -> Result<(), i32>,
-) -> Result<(), i32> {
+pub fn emit(cfg: &Config, fill: impl FnOnce(&mut FlowEvent) -> Result<(), i32>) -> Result<(), i32> {
     match EVENTS.reserve::<FlowEvent>(0) {
         Some(mut slot) => {
             let ev = slot.as_mut_ptr();
@@ -174,9 +155,9 @@ pub fn emit(
                 BPF_RB_NO_WAKEUP
             };
             slot.submit(flags as u64);
-            cnt.add(counter::EVENTS_EMITTED);
+            count(counter::EVENTS_EMITTED);
         }
-        None => cnt.add(counter::RING_LOST),
+        None => count(counter::RING_LOST),
     }
     Ok(())
 }

@@ -20,7 +20,7 @@ use monitor_common::{
 
 use crate::{
     conntrack::{self, Verdict},
-    maps::{Count, PKT_SCRATCH, config, emit, iface_role},
+    maps::{PKT_SCRATCH, config, count, emit, iface_role},
     parse::{self, Packet, ParseError},
 };
 
@@ -69,8 +69,7 @@ struct Seen {
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     let cfg = config();
-    let cnt = Count::get();
-    cnt.add(counter::PACKETS_SEEN);
+    count(counter::PACKETS_SEEN);
     let Some(scratch) = PKT_SCRATCH.get_ptr_mut(0) else {
         return TC_ACT_UNSPEC;
     };
@@ -81,11 +80,11 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     match parse::parse(ctx, pkt) {
         Ok(()) => {}
         Err(ParseError::NotIp) => {
-            cnt.add(counter::NON_IP);
+            count(counter::NON_IP);
             return TC_ACT_UNSPEC;
         }
         Err(ParseError::Truncated) => {
-            cnt.add(counter::PARSE_ERRORS);
+            count(counter::PARSE_ERRORS);
             return TC_ACT_UNSPEC;
         }
     }
@@ -100,17 +99,7 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     // SAFETY: plain helpers without memory arguments beyond the context.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let transit = || iface_role(ingress_ifindex);
-    let verdict = conntrack::track(
-        pkt,
-        point,
-        ifindex,
-        len,
-        transit,
-        cfg,
-        now,
-        cnt,
-        reply_first,
-    );
+    let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now, reply_first);
     if !verdict.report {
         return TC_ACT_UNSPEC;
     }
@@ -128,12 +117,12 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
         // Cilium's from-container program: FROM_LXC, reported at `none` only, then where the
         // packet goes, under the same conntrack verdict.
         if cfg.aggregation == aggregation::NONE {
-            emit_trace(cfg, cnt, pkt, &verdict, &seen, point, ifindex);
+            emit_trace(cfg, pkt, &verdict, &seen, point, ifindex);
         }
         let (next, next_ifindex) = next_hop(ctx, pkt, ifindex);
-        emit_trace(cfg, cnt, pkt, &verdict, &seen, next, next_ifindex);
+        emit_trace(cfg, pkt, &verdict, &seen, next, next_ifindex);
     } else {
-        emit_trace(cfg, cnt, pkt, &verdict, &seen, point, ifindex);
+        emit_trace(cfg, pkt, &verdict, &seen, point, ifindex);
     }
     TC_ACT_UNSPEC
 }
@@ -188,16 +177,8 @@ const AF_INET6: u8 = 10;
 
 /// Writes one trace event for `pkt` at `point` on `ifindex`.
 #[inline(always)]
-fn emit_trace(
-    cfg: &Config,
-    cnt: Count,
-    pkt: &Packet,
-    verdict: &Verdict,
-    seen: &Seen,
-    point: u8,
-    ifindex: u32,
-) {
-    let _ = emit(cfg, cnt, |ev| {
+fn emit_trace(cfg: &Config, pkt: &Packet, verdict: &Verdict, seen: &Seen, point: u8, ifindex: u32) {
+    let _ = emit(cfg, |ev| {
         ev.ts_ns = seen.ts;
         ev.src_addr = pkt.key.src_addr;
         ev.dst_addr = pkt.key.dst_addr;
