@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TracePoint,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcAttachType},
@@ -19,7 +19,7 @@ use aya::{
     util::KernelVersion,
 };
 use monitor_common::{
-    CONFIG_MAP, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
+    CONFIG_GLOBAL, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
     IfaceInfo, aggregation, counter, ct_flags, prog, proto,
 };
 
@@ -263,12 +263,6 @@ impl Datapath {
     /// Loads the object, writes the configuration and loads every program (nothing is attached
     /// yet). Returns the ring buffer for the reader.
     pub fn load(opts: &DatapathOptions) -> Result<(Datapath, RingBuf<MapData>), DatapathError> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(EVENTS_MAP, opts.ring_bytes)
-            .map_max_entries(CONNTRACK_MAP, opts.conntrack_entries)
-            .load(EBPF_OBJECT)
-            .map_err(DatapathError::Load)?;
-
         let mode = match opts.attach_mode {
             AttachMode::Auto
                 if KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)) =>
@@ -297,22 +291,14 @@ impl Datapath {
             config.drops_enabled = 1;
             drop_reasons = support.reasons;
         }
-        {
-            let map = ebpf
-                .map_mut(CONFIG_MAP)
-                .ok_or(DatapathError::MissingMap(CONFIG_MAP))?;
-            let mut array: Array<&mut MapData, Config> =
-                Array::try_from(map).map_err(|source| DatapathError::Map {
-                    name: CONFIG_MAP,
-                    source,
-                })?;
-            array
-                .set(0, config, 0)
-                .map_err(|source| DatapathError::Map {
-                    name: CONFIG_MAP,
-                    source,
-                })?;
-        }
+        // The configuration is a read-only global of the programs (`.rodata`, frozen at load):
+        // the verifier sees its values as constants and drops the code of the other modes.
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(EVENTS_MAP, opts.ring_bytes)
+            .map_max_entries(CONNTRACK_MAP, opts.conntrack_entries)
+            .override_global(CONFIG_GLOBAL, &config, true)
+            .load(EBPF_OBJECT)
+            .map_err(DatapathError::Load)?;
 
         for name in prog::ALL_TC {
             let p: &mut SchedClassifier = ebpf

@@ -16,8 +16,8 @@ pub const EVENTS_MAP: &str = "EVENTS";
 pub const CONNTRACK_MAP: &str = "CONNTRACK";
 /// Name of the per-CPU array of counters (indices in [`counter`]).
 pub const COUNTERS_MAP: &str = "COUNTERS";
-/// Name of the one-entry array holding the [`Config`] written by the agent before attaching.
-pub const CONFIG_MAP: &str = "CONFIG";
+/// Name of the programs' read-only global holding the [`Config`], set by the agent at load.
+pub const CONFIG_GLOBAL: &str = "CONFIG";
 /// Name of the hash map of monitored interfaces (ifindex -> [`IfaceInfo`]).
 pub const IFACES_MAP: &str = "IFACES";
 
@@ -467,7 +467,8 @@ pub struct KernelOffsets {
     pub tp_reason: u32,
 }
 
-/// Runtime configuration, written by the agent into [`CONFIG_MAP`] before attaching.
+/// Runtime configuration, set by the agent at load as the programs' read-only global
+/// [`CONFIG_GLOBAL`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {

@@ -71,6 +71,7 @@ pub fn track(
     transit: impl FnOnce() -> u8,
     cfg: &Config,
     now: u64,
+    reply_first: &mut u8,
 ) -> Verdict {
     let arrival = obs::is_arrival(point);
     let visible = visible(cfg, point);
@@ -78,27 +79,35 @@ pub fn track(
     let key = &pkt.key;
 
     // Original direction?
-    let mut found = None;
-    if let Some(e) = CONNTRACK.get_ptr_mut(key) {
+    let orig = || {
+        let e = CONNTRACK.get_ptr_mut(key)?;
         // SAFETY: a valid map value pointer for the duration of the program.
         let live = is_live(cfg, key, unsafe { &*e }, now);
         let closed_reopen = key.proto == proto::TCP
             && flags & (tcp::SYN | tcp::ACK) == tcp::SYN
             && unsafe { (*e).flags } & ct_flags::CLOSING != 0;
-        if live && !closed_reopen {
-            found = Some((e, DIR_ORIG));
-        }
-    }
+        (live && !closed_reopen).then_some((e, DIR_ORIG))
+    };
     // Reply direction?
     // One reversed-key buffer, reused: stack space is scarce.
     let mut rev = key.reversed();
-    if found.is_none() {
-        if let Some(e) = CONNTRACK.get_ptr_mut(&rev) {
-            // SAFETY: as above.
-            if is_live(cfg, &rev, unsafe { &*e }, now) {
-                found = Some((e, DIR_REPLY));
-            }
-        }
+    let reply = |rev: &CtKey| {
+        let e = CONNTRACK.get_ptr_mut(rev)?;
+        // SAFETY: as above.
+        is_live(cfg, rev, unsafe { &*e }, now).then_some((e, DIR_REPLY))
+    };
+    // Which first? The direction this hook found last on this CPU: a hook sees runs of one
+    // direction (an uplink's ingress mostly replies to the pods' connections), and a miss is a
+    // hash of the 40-byte key and a bucket walk. The order changes only the cost, not the
+    // answer: at most one of the two keys has a live entry (an entry is created only when
+    // neither direction has one, and one that is no longer live never becomes live again).
+    let found = if *reply_first != 0 {
+        reply(&rev).or_else(orig)
+    } else {
+        orig().or_else(|| reply(&rev))
+    };
+    if let Some((_, d)) = found {
+        *reply_first = u8::from(d == DIR_REPLY);
     }
 
     let Some((e, dir)) = found else {

@@ -25,7 +25,7 @@ const HEADER_UNSET: u16 = 0xffff;
 
 #[tracepoint]
 pub fn fs_kfree_skb(ctx: TracePointContext) -> u32 {
-    let Some(cfg) = config() else { return 0 };
+    let cfg = config();
     if cfg.drops_enabled == 0 {
         return 0;
     }

@@ -4,7 +4,7 @@ use crate::parse::Packet;
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     CONNTRACK_MAX_ENTRIES, Config, CtEntry, CtKey, DEFAULT_RING_BYTES, FlowEvent,
@@ -24,9 +24,20 @@ pub static CONNTRACK: LruHashMap<CtKey, CtEntry> =
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
-/// Runtime configuration written by the agent.
-#[map(name = "CONFIG")]
-pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+/// The configuration, set by the agent at load (`EbpfLoader::override_global`).
+///
+/// An immutable global lands in `.rodata`, which the loader freezes before the programs are
+/// verified: reading it is a plain load rather than a map lookup with its null check, and the
+/// verifier knows the values, so the branches of the modes not configured (aggregation,
+/// observation points, drops) are removed from the program before it is JIT-compiled.
+/// Never read directly: see [`config`].
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config {
+    // Not all zeroes, so that the compiler keeps it in `.rodata` rather than `.bss`.
+    report_interval_ns: u64::MAX,
+    // SAFETY: plain integers, for which all-zero bytes are valid.
+    ..unsafe { core::mem::zeroed() }
+};
 
 /// Interfaces the agent monitors, with their role.
 #[map(name = "IFACES")]
@@ -37,9 +48,20 @@ pub static IFACES: HashMap<u32, IfaceInfo> = HashMap::with_max_entries(IFACES_MA
 #[map(name = "CT_SCRATCH")]
 pub static CT_SCRATCH: PerCpuArray<CtEntry> = PerCpuArray::with_max_entries(1, 0);
 
-/// Per-CPU scratch space for the packet being parsed (same reason).
+/// Per-CPU state of the TC programs: the packet being parsed (in a map for the same reason),
+/// and which conntrack direction each hook found last on this CPU.
+#[repr(C)]
+pub struct TcScratch {
+    /// The packet being parsed.
+    pub pkt: Packet,
+    /// Per observation point (an `obs` value, below 16): non-zero if the last packet whose
+    /// entry that hook found was a reply. See `conntrack::track`.
+    pub reply_first: [u8; 16],
+}
+
+/// See [`TcScratch`].
 #[map(name = "PKT_SCRATCH")]
-pub static PKT_SCRATCH: PerCpuArray<Packet> = PerCpuArray::with_max_entries(1, 0);
+pub static PKT_SCRATCH: PerCpuArray<TcScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// The drop tracepoint's own scratch packet (see drop.rs).
 #[map(name = "DROP_PKT_SCRATCH")]
@@ -75,10 +97,16 @@ pub fn count(index: u32) {
     }
 }
 
-/// The configuration, or `None` before the agent wrote it (the programs then stay silent).
+/// The configuration the agent set at load.
+///
+/// The address goes through a volatile read so that the compiler cannot fold the fields to the
+/// placeholder values compiled into the object; the loads that follow read the loaded values
+/// (which the verifier, in turn, sees as constants).
 #[inline(always)]
-pub fn config() -> Option<&'static Config> {
-    CONFIG.get(0)
+pub fn config() -> &'static Config {
+    let p: *const Config = &raw const CONFIG;
+    // SAFETY: reading a local; the result points to the static, valid for the program's life.
+    unsafe { &*core::ptr::read_volatile(&p) }
 }
 
 /// Is this interface one the agent monitors (in the agent's namespace)?

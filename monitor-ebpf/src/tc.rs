@@ -68,15 +68,15 @@ struct Seen {
 
 #[inline(always)]
 fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
-    let Some(cfg) = config() else {
-        return TC_ACT_UNSPEC;
-    };
+    let cfg = config();
     count(counter::PACKETS_SEEN);
-    let Some(pkt) = PKT_SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = PKT_SCRATCH.get_ptr_mut(0) else {
         return TC_ACT_UNSPEC;
     };
     // SAFETY: per-CPU scratch slot, exclusively ours while the program runs.
-    let pkt = unsafe { &mut *pkt };
+    let scratch = unsafe { &mut *scratch };
+    let pkt = &mut scratch.pkt;
+    let reply_first = &mut scratch.reply_first[usize::from(point) & 15];
     match parse::parse(ctx, pkt) {
         Ok(()) => {}
         Err(ParseError::NotIp) => {
@@ -99,7 +99,7 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     // SAFETY: plain helpers without memory arguments beyond the context.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let transit = || iface_role(ingress_ifindex);
-    let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now);
+    let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now, reply_first);
     if !verdict.report {
         return TC_ACT_UNSPEC;
     }
