@@ -1,7 +1,11 @@
 //! Reading what flowscope reports, for the tests: `flowctl` against a scenario's agent, its JSON
 //! lines, and the parts of a flow the assertions look at. One copy for every test file.
 
-use std::{net::SocketAddr, process::Command};
+use std::{
+    net::SocketAddr,
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use flowscope_proto::{
     flow::{Flow, TraceObservationPoint},
@@ -66,4 +70,44 @@ pub fn ext(f: &Flow) -> FlowExtension {
 pub fn point(f: &Flow) -> TraceObservationPoint {
     TraceObservationPoint::try_from(f.trace_observation_point)
         .unwrap_or(TraceObservationPoint::UnknownPoint)
+}
+
+/// What Hubble's own tooling makes of JSON lines: each line parsed by an independent, strict
+/// protojson implementation (Python protobuf's `json_format`, `cli/tests/protojson_check.py`)
+/// into an observer.GetFlowsResponse, over a registry of Hubble's packages only; `dir` holds
+/// its input files. `Some(Ok(summary))` when every line parses, `Some(Err(why))` when one does
+/// not, `None` when Python's protobuf is missing outside CI ([`crate::skip`]; under CI that
+/// fails the test).
+pub fn hubble_protojson_check(dir: &Path, lines: &str) -> Option<Result<String, String>> {
+    let descriptors = dir.join("flowscope.binpb");
+    std::fs::write(&descriptors, flowscope_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+    let input = dir.join("lines.json");
+    std::fs::write(&input, lines).expect("lines");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cli/tests/protojson_check.py"
+    );
+    let missing = |why: String| {
+        crate::skip(
+            "the Hubble protojson check",
+            &format!("{why} (scripts/setup.sh installs it)"),
+        );
+        None
+    };
+    let out = match Command::new("python3")
+        .arg(script)
+        .arg(&descriptors)
+        .arg(&input)
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => return missing(format!("cannot run python3: {e}")),
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    match out.status.code() {
+        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())),
+        Some(3) => missing(stderr.trim().to_string()),
+        _ => Some(Err(stderr)),
+    }
 }

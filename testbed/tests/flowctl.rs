@@ -10,7 +10,7 @@ use flowscope_proto::{
     flow::{Flow, TraceObservationPoint},
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
-use testbed::observe::{addr, point};
+use testbed::observe::{addr, hubble_protojson_check, point};
 use testbed::{
     Scenario, bin_path,
     process::Spawned,
@@ -307,42 +307,6 @@ fn follow_pipes_and_errors() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Flows"), "{out}");
     assert!(agent.stop().success());
-}
-
-/// What Hubble's own tooling makes of JSON lines (`cli/tests/protojson_check.py`: Python
-/// protobuf's strict protojson over a registry of Hubble's packages only). `None` when Python's
-/// protobuf is missing outside CI (skipped, and said so); under CI that fails the test.
-fn hubble_protojson_check(dir: &std::path::Path, lines: &str) -> Option<Result<String, String>> {
-    let descriptors = dir.join("flowscope.binpb");
-    std::fs::write(&descriptors, flowscope_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let input = dir.join("lines.json");
-    std::fs::write(&input, lines).unwrap();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../cli/tests/protojson_check.py"
-    );
-    let missing = |why: String| {
-        testbed::skip(
-            "the Hubble protojson check",
-            &format!("{why} (scripts/setup.sh installs it)"),
-        );
-        None
-    };
-    let out = match Command::new("python3")
-        .arg(script)
-        .arg(&descriptors)
-        .arg(&input)
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => return missing(format!("cannot run python3: {e}")),
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    match out.status.code() {
-        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())),
-        Some(3) => missing(stderr.trim().to_string()),
-        _ => Some(Err(stderr)),
-    }
 }
 
 fn uuids(out: &str) -> Vec<String> {

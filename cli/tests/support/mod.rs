@@ -483,39 +483,8 @@ impl Ca {
     }
 }
 
-/// What Hubble's own tooling makes of JSON lines: each line parsed by an independent, strict
-/// protojson implementation (Python protobuf's `json_format`) into an observer.GetFlowsResponse,
-/// over a registry of Hubble's packages only (`tests/protojson_check.py`). `Some(Ok(summary))`
-/// when every line parses, `Some(Err(why))` when one does not, `None` when Python's protobuf
-/// is missing outside CI (skipped, and said so); under CI a missing checker fails the test.
+/// What Hubble's own tooling makes of JSON lines (see `testbed::observe::hubble_protojson_check`).
 pub fn hubble_protojson_check(lines: &str) -> Option<Result<String, String>> {
     let dir = tempfile::tempdir().unwrap();
-    let descriptors = dir.path().join("flowscope.binpb");
-    std::fs::write(&descriptors, flowscope_proto::FILE_DESCRIPTOR_SET).unwrap();
-    let input = dir.path().join("lines.json");
-    std::fs::write(&input, lines).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/protojson_check.py");
-    let missing = |why: String| {
-        testbed::skip(
-            "the Hubble protojson check",
-            &format!("{why} (scripts/setup.sh installs it)"),
-        );
-        None
-    };
-    let out = match Command::new("python3")
-        .arg(script)
-        .arg(&descriptors)
-        .arg(&input)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => out,
-        Err(e) => return missing(format!("cannot run python3: {e}")),
-    };
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    match out.status.code() {
-        Some(0) => Some(Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())),
-        Some(3) => missing(stderr.trim().to_string()),
-        _ => Some(Err(stderr)),
-    }
+    testbed::observe::hubble_protojson_check(dir.path(), lines)
 }
