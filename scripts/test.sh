@@ -14,7 +14,8 @@ cargo fmt --all -- --check
 echo "== lints"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== tests"
-cargo test --locked -- --test-threads=1
+# --no-fail-fast: one failing test binary must not hide the results of the others.
+cargo test --locked --no-fail-fast -- --test-threads=1
 echo "== benchmark harness (smoke: checks that every benchmark can measure; numbers meaningless)"
 # Debug build: the harness starts the agent and relay built next to it (target/debug).
 cargo build --locked -p bench

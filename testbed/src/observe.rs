@@ -15,9 +15,9 @@ use flowscope_proto::{
 
 use crate::{Scenario, bin_path};
 
-/// `ip:port` as a socket address.
+/// `ip` (IPv4 or IPv6) and `port` as a socket address.
 pub fn addr(ip: &str, port: u16) -> SocketAddr {
-    format!("{ip}:{port}").parse().expect("ip:port")
+    SocketAddr::new(ip.parse().expect("an IP address"), port)
 }
 
 /// Runs the real `flowctl` against the scenario's agent (bounded to 20 s) and returns its
