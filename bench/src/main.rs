@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     let header = vec![
         format!(
             "### flowscope benchmarks, {}",
-            monitor_agent::event::format_rfc3339(started)
+            monitor_agent::decode::event::format_rfc3339(started)
                 .split('.')
                 .next()
                 .unwrap_or_default()

@@ -14,10 +14,9 @@ use flowscope_proto::{
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 use monitor_agent::{
+    decode::{event::Event, flows::FlowBuilder},
     endpoints::{Registry, file},
-    event::Event,
-    flows::FlowBuilder,
-    kernel::Clock,
+    kernel::facts::Clock,
 };
 use monitor_common::{FlowEvent, ct_state, event_flags, event_type, family, obs, proto, tcp};
 use prost::Message as _;

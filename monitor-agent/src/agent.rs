@@ -18,15 +18,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    datapath::{Attached, Datapath, DatapathOptions},
+    decode::{event::Event, flows::FlowBuilder},
     endpoints::{self, Registry},
-    event::Event,
-    flows::FlowBuilder,
-    ifaces::{self, LinkWatcher, Role, Selector},
-    kernel::{self, Clock},
-    reader::{self, ReaderStats},
+    history::{Entry, FlowStore},
+    kernel::{
+        datapath::{Attached, Datapath, DatapathOptions},
+        facts::{self as kernel, Clock},
+        ifaces::{self, LinkWatcher, Role, Selector},
+        reader::{self, ReaderStats},
+    },
     service::{self, AgentState, ListenOptions, PipelineStats},
-    store::{Entry, FlowStore},
 };
 use flowscope_proto::{
     flow::{LostEvent, LostEventSource},
@@ -342,7 +343,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.clone())
         .context("starting the ring-buffer reader")?;
 
-    let unanswered = crate::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536);
+    let unanswered = crate::decode::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536);
     let state = Arc::new(AgentState {
         node_name: opts.node_name.clone(),
         started: std::time::Instant::now(),
@@ -414,7 +415,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let mut second = tokio::time::interval(Duration::from_secs(1));
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
     let builder = FlowBuilder::new(opts.node_name.clone(), registry.clone())
-        .with_nat(Arc::new(crate::nat::NatCache::default()));
+        .with_nat(Arc::new(crate::decode::nat::NatCache::default()));
     let mut sink = Sink {
         dump: opts.dump,
         out,
@@ -615,7 +616,7 @@ struct Sink {
     /// The node's name, for the export's loss notices.
     node: Arc<str>,
     /// New connections waiting for a reply.
-    unanswered: crate::unanswered::Unanswered,
+    unanswered: crate::decode::unanswered::Unanswered,
     /// See [`AgentOptions::report_unspecified_drops`].
     report_unspecified_drops: bool,
     /// Pipeline counters (unspecified drops left out).
@@ -644,7 +645,7 @@ impl Sink {
         let mut flows = Vec::with_capacity(batch.len());
         for raw in batch {
             let ev = Event::decode(raw, clock, |r| reasons.get(&r).cloned());
-            if ev.kind == crate::event::Kind::Drop
+            if ev.kind == crate::decode::event::Kind::Drop
                 && !self.report_unspecified_drops
                 && ev.drop_reason_name.as_deref() == Some(UNSPECIFIED_DROP)
             {

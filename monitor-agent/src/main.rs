@@ -6,9 +6,11 @@ use anyhow::{Context as _, bail};
 use clap::{CommandFactory as _, Parser};
 use monitor_agent::{
     agent::{self, AgentOptions, DumpFormat},
-    datapath::{Aggregation, AttachMode, DatapathOptions, ObservationPoints},
     export::{self, ExportOptions, FilterList},
-    ifaces::Selector,
+    kernel::{
+        datapath::{Aggregation, AttachMode, DatapathOptions, ObservationPoints},
+        ifaces::Selector,
+    },
     metrics::{self, MetricsOptions},
     service::{ListenOptions, TlsFiles},
 };

@@ -456,7 +456,7 @@ mod tests {
             ] {
                 ip_cmd(args);
             }
-            let links = crate::ifaces::list_links().expect("links");
+            let links = crate::kernel::ifaces::list_links().expect("links");
             let idx = |name: &str| *links.iter().find(|(_, n)| *n == name).expect(name).0;
             let ifaces = vec![
                 (idx("lxca"), "lxca".to_owned()),

@@ -31,7 +31,7 @@ use prometheus_client::{
 };
 
 use super::ring::RingFill;
-use crate::{export::ExportStats, ifaces::Role, service::AgentState};
+use crate::{export::ExportStats, kernel::ifaces::Role, service::AgentState};
 
 /// What was last read from the datapath.
 #[derive(Clone, Debug, Default)]

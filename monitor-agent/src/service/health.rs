@@ -24,7 +24,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use super::AgentState;
-use crate::{kernel::Clock, reader::ReaderStats};
+use crate::kernel::{facts::Clock, reader::ReaderStats};
 
 /// How often the watcher looks.
 const PERIOD: Duration = Duration::from_secs(1);

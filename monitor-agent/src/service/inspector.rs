@@ -24,10 +24,12 @@ use tonic::{Request, Response, Status};
 
 use super::AgentState;
 use crate::{
-    datapath::{AttachMode, lifetime_ns},
-    ifaces::Role,
-    kernel::Clock,
-    nat,
+    decode::nat,
+    kernel::{
+        datapath::{AttachMode, lifetime_ns},
+        facts::Clock,
+        ifaces::Role,
+    },
 };
 
 /// The Inspector service.

@@ -21,7 +21,11 @@ pub use observer::ObserverService;
 pub use peer::{PeerDirectory, PeerService};
 pub use server::{ListenOptions, Listeners, TlsFiles, bind, serve};
 
-use crate::{datapath::Datapath, endpoints::Registry, reader::ReaderStats, store::FlowStore};
+use crate::{
+    endpoints::Registry,
+    history::FlowStore,
+    kernel::{datapath::Datapath, reader::ReaderStats},
+};
 
 /// Request header by which our own clients ask for `Flow.extensions` (one definition, in proto).
 pub use flowscope_proto::EXTENSIONS_HEADER;
@@ -54,7 +58,7 @@ pub struct AgentState {
     /// served only to clients that select them.
     pub unanswered: Arc<FlowStore>,
     /// The unanswered tracker's counters.
-    pub unanswered_stats: Arc<crate::unanswered::UnansweredStats>,
+    pub unanswered_stats: Arc<crate::decode::unanswered::UnansweredStats>,
     /// The kernel side.
     pub datapath: Arc<Mutex<Datapath>>,
     /// Endpoint metadata.

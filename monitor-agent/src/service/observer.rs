@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
 use super::{AgentState, EXTENSIONS_HEADER, encoded::EncodedResponse, mask::FieldMask};
-use crate::store::{Entry, FlowStore};
+use crate::history::{Entry, FlowStore};
 
 pub(super) type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 

@@ -122,7 +122,7 @@ fn readme_states_the_oldest_kernel_the_programs_load_on() {
     let ((major, minor), why) = needs;
     println!("the programs need Linux {major}.{minor}: {why}; helpers: {helpers:?}");
     assert_eq!((major, minor), (5, 11), "the newest thing used: {why}");
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     let claim = format!("Linux {major}.{minor} or later");
     assert!(
         readme.contains(&claim),

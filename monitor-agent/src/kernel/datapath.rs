@@ -23,7 +23,7 @@ use monitor_common::{
     IfaceInfo, aggregation, counter, ct_flags, prog, proto,
 };
 
-use crate::{ifaces::Role, kernel};
+use crate::kernel::{facts as kernel, ifaces::Role};
 
 /// The kernel object, built by build.rs from the monitor-ebpf crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor-ebpf"));

@@ -8,7 +8,7 @@ use std::{fmt::Write as _, net::IpAddr, time::SystemTime};
 use monitor_common::{FlowEvent, ct_state, direction, event_flags, event_type, obs, proto, tcp};
 use serde::Serialize;
 
-use crate::kernel::Clock;
+use crate::kernel::facts::Clock;
 
 /// Where a packet was seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -22,9 +22,11 @@ use flowscope_proto::{
 use monitor_common::{CtKey, event_type, proto as ipproto};
 
 use crate::{
+    decode::{
+        event::{CtState, Event, Kind, ObsPoint, format_mac},
+        nat::{NatCache, Translation, Tuple},
+    },
     endpoints::{Identity, Registry, reserved},
-    event::{CtState, Event, Kind, ObsPoint, format_mac},
-    nat::{NatCache, Translation, Tuple},
     service::inspector::ct_id,
 };
 
@@ -414,7 +416,7 @@ fn icmpv6_name(t: u8, c: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::Clock;
+    use crate::kernel::facts::Clock;
     use flowscope_proto::flow::DropReason;
     use monitor_common::{FlowEvent, ct_state, event_flags, family, obs, tcp};
 

@@ -6,7 +6,7 @@ use std::{collections::HashMap, os::unix::fs::MetadataExt as _, path::Path, time
 
 use monitor_common::KernelOffsets;
 
-use crate::btf::{Btf, BtfError};
+use crate::kernel::btf::{Btf, BtfError};
 
 /// Errors discovering kernel facts.
 #[derive(Debug, thiserror::Error)]

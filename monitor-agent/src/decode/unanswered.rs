@@ -29,8 +29,8 @@ use flowscope_proto::{
 use monitor_common::{CtEntry, CtKey, ct_flags, proto, tcp};
 
 use crate::{
-    datapath::Datapath,
-    event::{CtState, Event, Kind, ObsPoint},
+    decode::event::{CtState, Event, Kind, ObsPoint},
+    kernel::datapath::Datapath,
 };
 
 /// Counters of the tracker, read by the metrics at scrape time.

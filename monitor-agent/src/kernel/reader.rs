@@ -59,9 +59,10 @@ pub fn spawn(
     stats: Arc<ReaderStats>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
-    stats
-        .heartbeat_ns
-        .store(crate::kernel::Clock::monotonic_ns(), Ordering::Relaxed);
+    stats.heartbeat_ns.store(
+        crate::kernel::facts::Clock::monotonic_ns(),
+        Ordering::Relaxed,
+    );
     stats.running.store(true, Ordering::Relaxed);
     let spawned = std::thread::Builder::new()
         .name("ring-reader".into())
@@ -126,9 +127,10 @@ fn read_loop(
 }
 
 fn beat(stats: &ReaderStats) {
-    stats
-        .heartbeat_ns
-        .store(crate::kernel::Clock::monotonic_ns(), Ordering::Relaxed);
+    stats.heartbeat_ns.store(
+        crate::kernel::facts::Clock::monotonic_ns(),
+        Ordering::Relaxed,
+    );
 }
 
 /// Hands a batch downstream; false when the receiver is gone.

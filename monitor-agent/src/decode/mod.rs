@@ -1,0 +1,11 @@
+//! Stage 2, decode and enrich: a kernel record becomes a Hubble flow.
+//!
+//! - [`event`]: the ring's records, decoded (no allocation, no enrichment);
+//! - [`flows`]: an event plus endpoints ([`crate::endpoints`]) and NAT to a `flow.Flow`;
+//! - [`nat`]: the kernel conntrack's translations, joined to our hops;
+//! - [`unanswered`]: connections that never got a reply, found by walking our conntrack.
+
+pub mod event;
+pub mod flows;
+pub mod nat;
+pub mod unanswered;
