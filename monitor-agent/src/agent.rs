@@ -98,8 +98,9 @@ const READER_STALL_MIN: Duration = Duration::from_secs(5);
 /// are not packets and never take a packet's place in the flow history).
 const UNANSWERED_HISTORY: usize = 4096;
 
-/// Interface index -> name, for every interface of the namespace (not only attached ones).
-type Names = Arc<RwLock<BTreeMap<u32, String>>>;
+/// Interface index -> name, for every interface of the namespace (not only attached ones);
+/// shared, so that every record of an interface holds the same name.
+type Names = Arc<RwLock<BTreeMap<u32, Arc<str>>>>;
 
 /// A change of attachments, reported by [`sync_interfaces`].
 enum Change {
@@ -151,7 +152,16 @@ fn sync_interfaces(dp: &mut Datapath, sel: &Selector, names: &Names) -> Vec<Chan
         }
     }
     if let Ok(mut n) = names.write() {
-        *n = links;
+        // Keep the shared name of an interface that did not change.
+        let mut next = BTreeMap::new();
+        for (index, name) in links {
+            let shared = match n.get(&index) {
+                Some(old) if **old == *name => old.clone(),
+                _ => Arc::from(name),
+            };
+            next.insert(index, shared);
+        }
+        *n = next;
     }
     changes
 }
@@ -654,28 +664,32 @@ impl Sink {
                     .fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            let ifname = names.get(&ev.ifindex).map(String::as_str);
-            let flow = Arc::new(builder.build(&ev, ifname));
-            // Both are cheap and never wait (see metrics/ and export.rs).
+            let ifname = names.get(&ev.ifindex).cloned();
+            let rec = Arc::new(builder.record(ev, ifname));
+            // The hooks after decode, in order. Each is cheap and never waits (see metrics/
+            // and export/); only the export file needs the `flow.Flow` built.
             if let Some(m) = &self.metrics {
-                m.observe_flow(&flow);
+                m.observe_flow(rec.as_ref());
             }
             if let Some(x) = &self.exporter {
-                x.push(&flow);
+                x.push_record(&rec);
             }
-            self.unanswered.observe(&ev, &flow);
-            flows.push(Entry::Flow(flow));
-            let Some(dump) = self.dump else { continue };
-            match dump {
-                DumpFormat::Json => {
-                    let mut v = serde_json::to_value(&ev)?;
-                    v["ifname"] = json!(names.get(&ev.ifindex));
-                    writeln!(self.out, "{}", json!({ "event": v }))?;
-                }
-                DumpFormat::Text => {
-                    writeln!(self.out, "{}", ev.monitor_line(ifname.unwrap_or("?")))?;
+            self.unanswered.observe(&rec);
+            if let Some(dump) = self.dump {
+                let ev = &rec.event;
+                match dump {
+                    DumpFormat::Json => {
+                        let mut v = serde_json::to_value(ev)?;
+                        v["ifname"] = json!(rec.ifname.as_deref());
+                        writeln!(self.out, "{}", json!({ "event": v }))?;
+                    }
+                    DumpFormat::Text => {
+                        let ifname = rec.ifname.as_deref().unwrap_or("?");
+                        writeln!(self.out, "{}", ev.monitor_line(ifname))?;
+                    }
                 }
             }
+            flows.push(Entry::Record(rec));
         }
         store.push_batch(flows);
         if self.dump.is_some() {

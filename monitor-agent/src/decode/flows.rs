@@ -8,32 +8,22 @@
 //! `flowscope.v1.FlowExtension`; the service strips them for clients that did not ask, since a
 //! stock Hubble client cannot print an `Any` of a type it does not know.
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
-use flowscope_proto::{
-    drop_reason,
-    flow::{
-        self, CiliumEventType, Emitter, Ethernet, Flow, FlowType, IpVersion, Layer4,
-        NetworkInterface, TcpFlags, TraceObservationPoint, TraceReason, TrafficDirection, Verdict,
-    },
-    flowscope::v1::{FlowExtension, Tuple as PbTuple},
-    wkt::{Any, Timestamp},
-};
-use monitor_common::{CtKey, event_type, proto as ipproto};
+use flowscope_proto::flow::Flow;
 
 use crate::{
     decode::{
-        event::{CtState, Event, Kind, ObsPoint, format_mac},
-        nat::{NatCache, Translation, Tuple},
+        event::{Event, ObsPoint},
+        nat::{NatCache, Translation},
+        record::{FlowRecord, NodeFacts, reply_of, wire_tuple},
     },
     endpoints::{Identity, Registry, reserved},
-    service::inspector::ct_id,
 };
 
-/// Builds flows for one node.
+/// Builds flow records (and, where asked, flows) for one node.
 pub struct FlowBuilder {
-    node_name: String,
-    emitter: Emitter,
+    node: Arc<NodeFacts>,
     registry: Registry,
     /// The kernel's NAT table, to join uplink flows to the pod behind the node's address.
     nat: Option<Arc<NatCache>>,
@@ -43,17 +33,13 @@ impl FlowBuilder {
     /// A builder for flows of `node_name`.
     pub fn new(node_name: String, registry: Registry) -> Self {
         FlowBuilder {
-            node_name,
-            emitter: Emitter {
-                name: "flowscope".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-            },
+            node: Arc::new(NodeFacts::new(node_name)),
             registry,
             nat: None,
         }
     }
 
-    /// Joins uplink flows to the kernel's NAT translations (see [`crate::nat`]).
+    /// Joins uplink flows to the kernel's NAT translations (see [`crate::decode::nat`]).
     pub fn with_nat(mut self, nat: Arc<NatCache>) -> Self {
         self.nat = Some(nat);
         self
@@ -82,18 +68,15 @@ impl FlowBuilder {
 
     /// The node name put into every flow.
     pub fn node_name(&self) -> &str {
-        &self.node_name
+        &self.node.node_name
     }
 
-    /// The flow for one event. `ifname` is the name of `ev.ifindex`, when known.
-    #[expect(
-        deprecated,
-        reason = "Hubble's Summary and drop_reason are deprecated but clients still read them"
-    )]
-    pub fn build(&self, ev: &Event, ifname: Option<&str>) -> Flow {
+    /// The record of one event: the event with its endpoints and NAT join. `ifname` is the name
+    /// of `ev.ifindex`, when known.
+    pub fn record(&self, ev: Event, ifname: Option<Arc<str>>) -> FlowRecord {
         let mut src = ev.src.map(|ip| self.registry.lookup(ip));
         let mut dst = ev.dst.map(|ip| self.registry.lookup(ip));
-        let xlat = self.translation(ev, &src, &dst).filter(|t| t.snat);
+        let xlat = self.translation(&ev, &src, &dst).filter(|t| t.snat);
         // A masqueraded connection: the node's address stands for the pod behind it.
         if let Some(t) = &xlat {
             match ev.point {
@@ -102,322 +85,51 @@ impl FlowBuilder {
                 _ => {}
             }
         }
-        let is_drop = ev.kind == Kind::Drop;
-        // Hubble's words for the kernel's reason; Cilium puts the same code in drop_reason,
-        // drop_reason_desc and the event sub type, which `hubble observe` prints.
-        let hubble_reason =
-            is_drop.then(|| drop_reason::hubble_drop_reason(ev.drop_reason_name.as_deref()));
-        let reply = match ev.ct_state {
-            Some(CtState::Reply) => Some(true),
-            Some(CtState::New | CtState::Established | CtState::Related) => Some(false),
-            None => None,
-        };
-        let mut f = Flow {
-            time: Some(Timestamp::from(ev.time)),
-            uuid: uuid::Uuid::new_v4().to_string(),
-            emitter: Some(self.emitter.clone()),
-            verdict: if is_drop {
-                Verdict::Dropped
-            } else {
-                Verdict::Forwarded
-            } as i32,
-            ethernet: Some(Ethernet {
-                source: format_mac(&ev.src_mac),
-                destination: format_mac(&ev.dst_mac),
-            }),
-            ip: ip_of(ev),
-            l4: l4_of(ev),
-            source: src.as_ref().map(endpoint_of),
-            destination: dst.as_ref().map(endpoint_of),
-            r#type: FlowType::L3L4 as i32,
-            node_name: self.node_name.clone(),
-            event_type: Some(CiliumEventType {
-                r#type: if is_drop {
-                    event_type::DROP
-                } else {
-                    event_type::TRACE
-                } as i32,
-                sub_type: match hubble_reason {
-                    Some(r) => drop_reason::drop_sub_type(r),
-                    None => ev.point.raw() as i32,
-                },
-            }),
-            traffic_direction: direction(ev) as i32,
-            trace_observation_point: if is_drop {
-                TraceObservationPoint::UnknownPoint as i32
-            } else {
-                TraceObservationPoint::from_datapath(ev.point.raw()) as i32
-            },
-            trace_reason: match ev.ct_state {
-                Some(CtState::New) => TraceReason::New,
-                Some(CtState::Established) => TraceReason::Established,
-                Some(CtState::Reply) => TraceReason::Reply,
-                Some(CtState::Related) => TraceReason::Related,
-                None => TraceReason::Unknown,
-            } as i32,
-            is_reply: reply,
-            reply: reply.unwrap_or(false),
-            // No interface for a to-stack trace (index 0), as Hubble leaves it on Cilium's.
-            interface: (ev.ifindex != 0).then(|| NetworkInterface {
-                index: ev.ifindex,
-                name: ifname.unwrap_or_default().to_owned(),
-            }),
-            summary: summary(ev),
-            drop_reason: hubble_reason.map_or(0, |r| r as u32),
-            drop_reason_desc: hubble_reason.map_or(0, |r| r as i32),
-            ..Flow::default()
-        };
-        // The connection's tuple in its original direction, on the pod's side of any NAT: every
-        // hop of the connection carries the same one, so clients can put the hops together.
-        let conn = match &xlat {
-            Some(t) => Some(t.orig),
-            None => wire_tuple(ev).and_then(|w| match ev.ct_state {
-                Some(CtState::New | CtState::Established) => Some(w),
-                Some(CtState::Reply) => Some(reply_of(&w)),
-                _ => None,
-            }),
-        };
-        let mut ext = FlowExtension {
-            skb_hash: ev.hash,
-            kernel_drop_reason: ev.drop_reason.unwrap_or(0),
-            kernel_drop_reason_name: ev.drop_reason_name.clone().unwrap_or_default(),
-            ct_id: conn.as_ref().map(|t| ct_id(&ct_key(t))).unwrap_or(0),
-            ct_tuple: conn.as_ref().map(pb_tuple),
-            ..FlowExtension::default()
-        };
-        if let (Some(t), ObsPoint::ToNetwork) = (&xlat, ev.point)
-            && let Some(ip) = f.ip.as_mut()
-        {
-            // Hubble's convention: `source` is the address before translation, `source_xlated`
-            // the one on the wire.
-            ip.source_xlated = ip.source.clone();
-            ip.source = t.orig.src.to_string();
-            ext.source_xlated_port = ev.src_port as u32;
-            if let Some(l4) = f.l4.as_mut() {
-                set_source_port(l4, t.orig.sport);
-            }
+        FlowRecord {
+            event: ev,
+            ifname,
+            src,
+            dst,
+            xlat,
+            uuid: uuid::Uuid::new_v4(),
+            node: self.node.clone(),
         }
-        f.extensions = Some(Any::from_msg(&ext));
-        f
     }
-}
 
-/// The event's tuple as conntrack writes it (ICMP echo: the identifier, no ports).
-fn wire_tuple(ev: &Event) -> Option<Tuple> {
-    let (src, dst) = (ev.src?, ev.dst?);
-    let icmp = matches!(ev.proto, ipproto::ICMP | ipproto::ICMPV6);
-    if icmp && !ev.is_icmp_echo() {
-        return None;
-    }
-    Some(Tuple {
-        src,
-        dst,
-        proto: ev.proto,
-        sport: if icmp { 0 } else { ev.src_port },
-        dport: if icmp { 0 } else { ev.dst_port },
-        // The datapath puts the echo id in the source port of requests, the destination port
-        // of replies.
-        icmp_id: if icmp {
-            ev.src_port.max(ev.dst_port)
-        } else {
-            0
-        },
-        icmp_type: ev.icmp_type,
-    })
-}
-
-/// The reply-direction tuple of a connection whose original tuple is `t`.
-fn reply_of(t: &Tuple) -> Tuple {
-    let mut r = t.reversed();
-    // An echo request's reply is an echo reply: conntrack's reply tuple carries that type.
-    r.icmp_type = match (t.proto, t.icmp_type) {
-        (ipproto::ICMP, 8) => 0,
-        (ipproto::ICMP, 0) => 8,
-        (ipproto::ICMPV6, 128) => 129,
-        (ipproto::ICMPV6, 129) => 128,
-        (_, ty) => ty,
-    };
-    r
-}
-
-/// Our BPF conntrack key for a connection's original tuple (for `ct_id`).
-fn ct_key(t: &Tuple) -> CtKey {
-    if matches!(t.proto, ipproto::ICMP | ipproto::ICMPV6) {
-        CtKey::new(t.proto, t.src, t.icmp_id, t.dst, 0)
-    } else {
-        CtKey::new(t.proto, t.src, t.sport, t.dst, t.dport)
-    }
-}
-
-fn pb_tuple(t: &Tuple) -> PbTuple {
-    PbTuple {
-        source_ip: t.src.to_string(),
-        destination_ip: t.dst.to_string(),
-        source_port: t.sport as u32,
-        destination_port: t.dport as u32,
-        icmp_id: t.icmp_id as u32,
-    }
-}
-
-fn set_source_port(l4: &mut Layer4, port: u16) {
-    use flowscope_proto::flow::layer4::Protocol;
-    match l4.protocol.as_mut() {
-        Some(Protocol::Tcp(t)) => t.source_port = port as u32,
-        Some(Protocol::Udp(u)) => u.source_port = port as u32,
-        Some(Protocol::Sctp(s)) => s.source_port = port as u32,
-        _ => {}
-    }
-}
-
-fn endpoint_of(id: &Identity) -> flow::Endpoint {
-    let mut e = flow::Endpoint {
-        identity: id.identity,
-        labels: id.labels.to_vec(),
-        ..flow::Endpoint::default()
-    };
-    if let Some(ep) = &id.endpoint {
-        e.id = ep.id;
-        e.namespace = ep.namespace.clone();
-        e.pod_name = ep.pod_name.clone();
-        e.workloads = ep
-            .workloads
-            .iter()
-            .map(|w| flow::Workload {
-                name: w.name.clone(),
-                kind: w.kind.clone(),
-            })
-            .collect();
-    }
-    e
-}
-
-fn ip_of(ev: &Event) -> Option<flow::Ip> {
-    let (src, dst) = (ev.src?, ev.dst?);
-    Some(flow::Ip {
-        source: src.to_string(),
-        destination: dst.to_string(),
-        ip_version: match src {
-            IpAddr::V4(_) => IpVersion::IPv4,
-            IpAddr::V6(_) => IpVersion::IPv6,
-        } as i32,
-        ..flow::Ip::default()
-    })
-}
-
-fn l4_of(ev: &Event) -> Option<Layer4> {
-    if !ev.has_l4 {
-        return None;
-    }
-    Some(match ev.proto {
-        ipproto::TCP => Layer4::tcp(
-            ev.src_port,
-            ev.dst_port,
-            TcpFlags::from_header(ev.tcp_flags, ev.tcp_ns),
-        ),
-        ipproto::UDP => Layer4::udp(ev.src_port, ev.dst_port),
-        ipproto::SCTP => Layer4::sctp(ev.src_port, ev.dst_port),
-        ipproto::ICMP => Layer4::icmpv4(ev.icmp_type, ev.icmp_code),
-        ipproto::ICMPV6 => Layer4::icmpv6(ev.icmp_type, ev.icmp_code),
-        _ => return None,
-    })
-}
-
-/// Direction of the connection from the local endpoint's point of view (as Hubble reports it):
-/// a pod's own connection is EGRESS, including its replies; a connection to the pod is INGRESS.
-fn direction(ev: &Event) -> TrafficDirection {
-    let reply = match ev.ct_state {
-        None => return TrafficDirection::Unknown,
-        Some(CtState::Reply | CtState::Related) => true,
-        Some(_) => false,
-    };
-    let outward = match ev.point {
-        ObsPoint::FromEndpoint | ObsPoint::ToStack | ObsPoint::ToNetwork | ObsPoint::FromHost => {
-            true
-        }
-        ObsPoint::ToEndpoint | ObsPoint::FromNetwork | ObsPoint::ToHost => false,
-        ObsPoint::Unknown => return TrafficDirection::Unknown,
-    };
-    if outward != reply {
-        TrafficDirection::Egress
-    } else {
-        TrafficDirection::Ingress
-    }
-}
-
-/// Hubble's summary line: `TCP Flags: SYN, ACK`, `UDP`, `ICMPv4 EchoRequest`, …
-fn summary(ev: &Event) -> String {
-    if !ev.has_l4 {
-        return match ev.src {
-            Some(IpAddr::V4(_)) => "IPv4".into(),
-            Some(IpAddr::V6(_)) => "IPv6".into(),
-            None => "non-IP".into(),
-        };
-    }
-    match ev.proto {
-        ipproto::TCP => TcpFlags::from_header(ev.tcp_flags, ev.tcp_ns).summary(),
-        ipproto::UDP => "UDP".into(),
-        ipproto::SCTP => "SCTP".into(),
-        ipproto::ICMP => format!("ICMPv4 {}", icmpv4_name(ev.icmp_type, ev.icmp_code)),
-        ipproto::ICMPV6 => format!("ICMPv6 {}", icmpv6_name(ev.icmp_type, ev.icmp_code)),
-        p => format!("IP protocol {p}"),
-    }
-}
-
-/// gopacket's names for ICMPv4 types and codes, which Hubble prints.
-fn icmpv4_name(t: u8, c: u8) -> String {
-    let unreach = [
-        "Net",
-        "Host",
-        "Protocol",
-        "Port",
-        "FragmentationNeeded",
-        "SourceRoutingFailed",
-    ];
-    match t {
-        0 => "EchoReply".into(),
-        3 => match unreach.get(c as usize) {
-            Some(n) => format!("DestinationUnreachable({n})"),
-            None => format!("DestinationUnreachable({c})"),
-        },
-        4 => "SourceQuench".into(),
-        5 => "Redirect".into(),
-        8 => "EchoRequest".into(),
-        11 => {
-            if c == 0 {
-                "TimeExceeded(TTLExceeded)".into()
-            } else {
-                "TimeExceeded(FragmentReassemblyTimeExceeded)".into()
-            }
-        }
-        12 => "ParameterProblem".into(),
-        13 => "TimestampRequest".into(),
-        14 => "TimestampReply".into(),
-        _ => format!("{t}({c})"),
-    }
-}
-
-fn icmpv6_name(t: u8, c: u8) -> String {
-    match t {
-        1 => format!("DestinationUnreachable({c})"),
-        2 => "PacketTooBig".into(),
-        3 => "TimeExceeded".into(),
-        4 => "ParameterProblem".into(),
-        128 => "EchoRequest".into(),
-        129 => "EchoReply".into(),
-        133 => "RouterSolicitation".into(),
-        134 => "RouterAdvertisement".into(),
-        135 => "NeighborSolicitation".into(),
-        136 => "NeighborAdvertisement".into(),
-        143 => "MLDv2MulticastListenerReport".into(),
-        _ => format!("{t}({c})"),
+    /// The flow for one event (its record's [`FlowRecord::to_flow`]).
+    pub fn build(&self, ev: &Event, ifname: Option<&str>) -> Flow {
+        self.record(ev.clone(), ifname.map(Arc::from)).to_flow()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::facts::Clock;
-    use flowscope_proto::flow::DropReason;
+    use crate::{
+        decode::record::{write_icmpv4_name, write_icmpv6_name},
+        kernel::facts::Clock,
+    };
+    use flowscope_proto::{
+        drop_reason,
+        flow::{
+            CiliumEventType, DropReason, TraceObservationPoint, TraceReason, TrafficDirection,
+            Verdict,
+        },
+        flowscope::v1::FlowExtension,
+    };
+    use monitor_common::{event_type, proto as ipproto};
+
+    fn icmpv4_name(t: u8, c: u8) -> String {
+        let mut s = String::new();
+        write_icmpv4_name(&mut s, t, c);
+        s
+    }
+
+    fn icmpv6_name(t: u8, c: u8) -> String {
+        let mut s = String::new();
+        write_icmpv6_name(&mut s, t, c);
+        s
+    }
     use monitor_common::{FlowEvent, ct_state, event_flags, family, obs, tcp};
 
     fn raw(

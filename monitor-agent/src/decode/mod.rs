@@ -2,10 +2,12 @@
 //!
 //! - [`event`]: the ring's records, decoded (no allocation, no enrichment);
 //! - [`flows`]: an event plus endpoints ([`crate::endpoints`]) and NAT to a `flow.Flow`;
+//! - [`record`]: what the history keeps of a flow, and the one place its facts are worked out;
 //! - [`nat`]: the kernel conntrack's translations, joined to our hops;
 //! - [`unanswered`]: connections that never got a reply, found by walking our conntrack.
 
 pub mod event;
 pub mod flows;
 pub mod nat;
+pub mod record;
 pub mod unanswered;

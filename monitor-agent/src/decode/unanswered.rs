@@ -29,7 +29,10 @@ use flowscope_proto::{
 use monitor_common::{CtEntry, CtKey, ct_flags, proto, tcp};
 
 use crate::{
-    decode::event::{CtState, Event, Kind, ObsPoint},
+    decode::{
+        event::{CtState, Event, Kind, ObsPoint},
+        record::FlowRecord,
+    },
     kernel::datapath::Datapath,
 };
 
@@ -47,8 +50,8 @@ pub struct UnansweredStats {
 /// A connection waiting for its first reply.
 struct Pending {
     due: Instant,
-    /// The flow of the connection's first packet, where it left the pod (or the node).
-    first: Arc<Flow>,
+    /// The record of the connection's first packet, where it left the pod (or the node).
+    first: Arc<FlowRecord>,
 }
 
 /// The pending connections.
@@ -85,8 +88,9 @@ impl Unanswered {
         self.stats.clone()
     }
 
-    /// Looks at one event and its flow: remembers it if it opens a connection that expects a reply.
-    pub fn observe(&mut self, ev: &Event, flow: &Arc<Flow>) {
+    /// Looks at one flow: remembers it if it opens a connection that expects a reply.
+    pub fn observe(&mut self, rec: &Arc<FlowRecord>) {
+        let ev = &rec.event;
         if self.timeout.is_zero() || ev.kind != Kind::Trace || ev.ct_state != Some(CtState::New) {
             return;
         }
@@ -114,7 +118,7 @@ impl Unanswered {
         }
         self.pending.entry(key).or_insert_with(|| Pending {
             due: Instant::now() + self.timeout,
-            first: flow.clone(),
+            first: rec.clone(),
         });
     }
 
@@ -148,8 +152,9 @@ impl Unanswered {
             if answered {
                 continue;
             }
-            let report = report(&pending.first, entry.as_ref(), self.timeout, at);
-            match pending.first.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+            let first = pending.first.to_flow();
+            let report = report(&first, entry.as_ref(), self.timeout, at);
+            match first.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
                 Some(Protocol::Tcp(_)) => self.stats.tcp.fetch_add(1, Ordering::Relaxed),
                 _ => self.stats.udp.fetch_add(1, Ordering::Relaxed),
             };

@@ -38,7 +38,7 @@ use flowscope_proto::{
 };
 use tracing::{info, warn};
 
-use crate::service::mask::FieldMask;
+use crate::{decode::record::FlowRecord, service::mask::FieldMask};
 
 /// Flows waiting for the writer; past this, flows are counted as lost.
 pub const DEFAULT_QUEUE: usize = 8192;
@@ -104,6 +104,9 @@ pub struct ExportStats {
 /// What goes to the writer.
 enum Item {
     Flow(Arc<Flow>),
+    /// A flow's record: its `flow.Flow` is built here, on the writer's thread, not on the
+    /// decode path.
+    Record(Arc<FlowRecord>),
     /// Events lost before the history, and the node that lost them.
     Lost(Arc<LostEvent>, Arc<str>),
     /// A report of a connection that got no reply (not a packet: its own line).
@@ -147,6 +150,11 @@ impl Exporter {
     /// Queues a flow for export; never blocks. A full queue counts the flow as lost.
     pub fn push(&self, flow: &Arc<Flow>) {
         self.push_item(Item::Flow(flow.clone()));
+    }
+
+    /// Queues the flow of a record; never blocks.
+    pub fn push_record(&self, rec: &Arc<FlowRecord>) {
+        self.push_item(Item::Record(rec.clone()));
     }
 
     /// Queues a notice of events that `node` lost before its history; never blocks.
@@ -261,6 +269,7 @@ impl Writer {
                 Ok(item) => {
                     match &item {
                         Item::Flow(flow) => self.write(flow),
+                        Item::Record(rec) => self.write(&rec.to_flow()),
                         Item::Lost(lost, node) => self.write_lost(lost, node),
                         Item::Unanswered(report) => self.write_unanswered(report),
                     }

@@ -11,17 +11,41 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use flowscope_proto::flow::{Flow, LostEvent};
+use flowscope_proto::{
+    flow::{Flow, LostEvent},
+    wkt::Timestamp,
+};
 use tokio::sync::watch;
+
+use crate::decode::record::FlowRecord;
 
 /// What the history holds: flows, and loss notices from earlier stages (kernel ring, decode
 /// queue), which every reader sees in order with the flows.
 #[derive(Clone, Debug)]
 pub enum Entry {
-    /// A flow.
+    /// A flow of a packet, as its record (~300 bytes; the `flow.Flow` is built only for a
+    /// reader that needs one).
+    Record(Arc<FlowRecord>),
+    /// A flow built already (the reports of unanswered connections, in their own history).
     Flow(Arc<Flow>),
     /// Events lost before they reached the history.
     Lost(Arc<LostEvent>),
+}
+
+impl Entry {
+    /// A flow's time in ns since the epoch (`None` for loss notices and flows without one).
+    pub fn flow_time_nanos(&self) -> Option<i64> {
+        match self {
+            Entry::Record(r) => Some(Timestamp::from(r.time()).as_nanos()),
+            Entry::Flow(f) => f.time.as_ref().map(|t| t.as_nanos()),
+            Entry::Lost(_) => None,
+        }
+    }
+
+    /// A flow (record or built), not a loss notice.
+    pub fn is_flow(&self) -> bool {
+        !matches!(self, Entry::Lost(_))
+    }
 }
 
 struct Ring {
@@ -96,7 +120,7 @@ impl FlowStore {
             };
             let mut flows = 0;
             for e in entries {
-                if matches!(e, Entry::Flow(_)) {
+                if e.is_flow() {
                     flows += 1;
                 }
                 let idx = (ring.next % self.capacity) as usize;
@@ -154,7 +178,7 @@ impl FlowStore {
         &self,
         number: u64,
         since: Option<i64>,
-        mut keep: impl FnMut(&Flow) -> bool,
+        mut keep: impl FnMut(&Entry) -> bool,
     ) -> u64 {
         let Ok(ring) = self.ring.read() else {
             return 0;
@@ -164,15 +188,15 @@ impl FlowStore {
         let mut kept = 0u64;
         while seq > oldest {
             seq -= 1;
-            let Some(Entry::Flow(f)) = &ring.slots[(seq % self.capacity) as usize] else {
+            let Some(e) = &ring.slots[(seq % self.capacity) as usize] else {
                 continue;
             };
-            if !keep(f) {
+            if !e.is_flow() || !keep(e) {
                 continue;
             }
             kept += 1;
             match since {
-                Some(since) if f.time.as_ref().is_some_and(|t| t.as_nanos() < since) => {
+                Some(since) if e.flow_time_nanos().is_some_and(|t| t < since) => {
                     return seq + 1;
                 }
                 Some(_) => {}
@@ -210,6 +234,7 @@ mod tests {
         es.iter()
             .map(|e| match e {
                 Entry::Flow(f) => f.uuid.clone(),
+                Entry::Record(r) => r.uuid.to_string(),
                 Entry::Lost(_) => "lost".into(),
             })
             .collect()
@@ -257,7 +282,8 @@ mod tests {
         }))
     }
 
-    fn even(f: &Flow) -> bool {
+    fn even(e: &Entry) -> bool {
+        let Entry::Flow(f) = e else { return false };
         f.uuid.parse::<u32>().unwrap() % 2 == 0
     }
 

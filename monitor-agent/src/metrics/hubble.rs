@@ -27,10 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowscope_proto::{
-    flow::{DropReason, Endpoint, Flow, IpVersion, TrafficDirection, Verdict, layer4::Protocol},
-    flowscope::v1::FlowExtension,
-};
+use flowscope_proto::flow::{DropReason, IpVersion, TrafficDirection, Verdict, layer4::Protocol};
 use monitor_common::event_type;
 use prometheus_client::{
     collector::Collector,
@@ -41,6 +38,7 @@ use prometheus_client::{
 use super::{
     family::CounterFamily,
     options::{CONTEXT_LABELS, ContextId, ContextOptions, MetricKind, MetricSpec},
+    view::FlowView,
 };
 
 /// Most series one Hubble metric may hold (see the module docs of `family`).
@@ -153,7 +151,7 @@ impl FlowMetrics {
     /// Counts one flow in every enabled metric. Takes a read lock per metric and allocates
     /// only for a new series or for context labels that are not plain fields (`identity`,
     /// `pod`).
-    pub fn observe_flow(&self, flow: &Flow) {
+    pub fn observe_flow(&self, flow: &impl FlowView) {
         let now = self.now.load(Ordering::Relaxed);
         let facts = Facts::of(flow);
         for h in &self.handlers {
@@ -162,9 +160,7 @@ impl FlowMetrics {
         if let Some(kernel) = &self.kernel_drops
             && facts.verdict == Verdict::Dropped
         {
-            let name = extension(flow)
-                .map(|e| e.kernel_drop_reason_name)
-                .filter(|n| !n.is_empty());
+            let name = flow.kernel_drop_reason_name();
             let reason = name.as_deref().unwrap_or(UNNAMED_KERNEL_REASON);
             kernel.inc(&[reason, facts.protocol], now);
         }
@@ -279,36 +275,37 @@ fn port_str(port: u32, buf: &mut [u8; 10]) -> &str {
 }
 
 /// What every metric asks of a flow, worked out once per flow.
-struct Facts<'f> {
+struct Facts {
     verdict: Verdict,
-    l4: Option<&'f Protocol>,
+    l4: Option<Protocol>,
     protocol: &'static str,
     /// Hubble's drop reason name, for drops only.
     drop_reason: Cow<'static, str>,
 }
 
-impl<'f> Facts<'f> {
-    fn of(f: &'f Flow) -> Self {
-        let verdict = Verdict::try_from(f.verdict).unwrap_or(Verdict::Unknown);
+impl Facts {
+    fn of(f: &impl FlowView) -> Self {
+        let verdict = f.verdict();
+        let l4 = f.protocol();
         Facts {
             verdict,
-            l4: f.l4.as_ref().and_then(|l| l.protocol.as_ref()),
-            protocol: protocol(f),
+            protocol: protocol(f.event_type(), l4.as_ref()),
+            l4,
             drop_reason: if verdict == Verdict::Dropped {
-                drop_reason(f)
+                drop_reason(f.drop_reason_desc())
             } else {
                 Cow::Borrowed("")
             },
         }
     }
 
-    fn is_policy_drop(&self, f: &Flow) -> bool {
-        f.drop_reason_desc == DropReason::PolicyDenied as i32
+    fn is_policy_drop(&self, f: &impl FlowView) -> bool {
+        f.drop_reason_desc() == DropReason::PolicyDenied as i32
     }
 }
 
 impl Handler {
-    fn observe(&self, f: &Flow, facts: &Facts<'_>, now: u32) {
+    fn observe<F: FlowView>(&self, f: &F, facts: &Facts, now: u32) {
         // Context values are worked out only for flows this metric counts, once.
         let mut context: Option<Context<'_>> = None;
         let mut inc = |fixed: &[&str]| {
@@ -326,7 +323,7 @@ impl Handler {
         let mut buf = [0u8; 10];
         match self.spec.kind {
             MetricKind::Flow => {
-                let (kind, subtype) = type_and_subtype(f);
+                let (kind, subtype) = type_and_subtype(f.event_type());
                 inc(&[facts.protocol, kind, subtype, verdict.as_str_name()]);
             }
             MetricKind::Drop => {
@@ -335,7 +332,9 @@ impl Handler {
                 }
             }
             MetricKind::Tcp => {
-                let (Some(Protocol::Tcp(tcp)), Some(ip)) = (facts.l4, f.ip.as_ref()) else {
+                let (Some(Protocol::Tcp(tcp)), Some(ip_version)) =
+                    (facts.l4.as_ref(), f.ip_version())
+                else {
                     return;
                 };
                 let Some(flags) = tcp.flags.as_ref() else {
@@ -344,7 +343,7 @@ impl Handler {
                 if verdict != Verdict::Forwarded {
                     return;
                 }
-                let family = ip_family(ip.ip_version);
+                let family = ip_family(ip_version);
                 if flags.fin {
                     inc(&["FIN", family]);
                 }
@@ -358,11 +357,11 @@ impl Handler {
             MetricKind::PortDistribution => {
                 // A flow not known to be a request would count ephemeral ports.
                 if !matches!(verdict, Verdict::Forwarded | Verdict::Redirected)
-                    || f.is_reply != Some(false)
+                    || f.is_reply() != Some(false)
                 {
                     return;
                 }
-                match facts.l4 {
+                match facts.l4.as_ref() {
                     Some(Protocol::Tcp(t)) => inc(&["TCP", port_str(t.destination_port, &mut buf)]),
                     Some(Protocol::Udp(u)) => inc(&["UDP", port_str(u.destination_port, &mut buf)]),
                     Some(Protocol::Sctp(s)) => {
@@ -376,15 +375,15 @@ impl Handler {
                 }
             }
             MetricKind::Icmp => {
-                let family = match facts.l4 {
+                let family = match facts.l4.as_ref() {
                     Some(Protocol::IcmPv4(_)) => "IPv4",
                     Some(Protocol::IcmPv6(_)) => "IPv6",
                     _ => return,
                 };
-                inc(&[family, &icmp_type(f)]);
+                inc(&[family, &f.icmp_type_name()]);
             }
             MetricKind::FlowsToWorld => {
-                let Some(l4) = facts.l4.filter(|_| self.counts_to_world(f, facts)) else {
+                let Some(l4) = facts.l4.as_ref().filter(|_| self.counts_to_world(f, facts)) else {
                     return;
                 };
                 let verdict = verdict.as_str_name();
@@ -404,8 +403,8 @@ impl Handler {
     }
 
     /// Hubble's rules for `flows-to-world` (see the module docs).
-    fn counts_to_world(&self, f: &Flow, facts: &Facts<'_>) -> bool {
-        let to_world = f.destination.as_ref().is_some_and(|d| {
+    fn counts_to_world(&self, f: &impl FlowView, facts: &Facts) -> bool {
+        let to_world = f.endpoint(false).is_some_and(|d| {
             d.labels.iter().any(|l| {
                 matches!(
                     l.as_str(),
@@ -413,15 +412,17 @@ impl Handler {
                 )
             })
         });
-        let Some(l4) = facts.l4 else { return false };
-        if !to_world || f.event_type.is_none() {
+        let Some(l4) = facts.l4.as_ref() else {
+            return false;
+        };
+        if !to_world || f.event_type().is_none() {
             return false;
         }
         let dropped = facts.verdict == Verdict::Dropped;
         if dropped && !self.spec.any_drop && !facts.is_policy_drop(f) {
             return false;
         }
-        let is_reply = f.is_reply == Some(true);
+        let is_reply = f.is_reply() == Some(true);
         if !dropped && is_reply {
             return false;
         }
@@ -436,13 +437,13 @@ impl Handler {
 }
 
 /// Hubble's `FlowProtocol`: the L4 protocol of trace and drop events.
-fn protocol(f: &Flow) -> &'static str {
-    let ty = f.event_type.as_ref().map(|e| e.r#type);
+fn protocol(event_type: Option<(i32, i32)>, l4: Option<&Protocol>) -> &'static str {
+    let ty = event_type.map(|e| e.0);
     if !matches!(ty, Some(t) if t == i32::from(event_type::TRACE) || t == i32::from(event_type::DROP))
     {
         return "Unknown flow";
     }
-    match f.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+    match l4 {
         Some(Protocol::Tcp(_)) => "TCP",
         Some(Protocol::Udp(_)) => "UDP",
         Some(Protocol::IcmPv4(_)) => "ICMPv4",
@@ -455,14 +456,14 @@ fn protocol(f: &Flow) -> &'static str {
 }
 
 /// `type` and `subtype` of `hubble_flows_processed_total`.
-fn type_and_subtype(f: &Flow) -> (&'static str, &'static str) {
-    let Some(et) = f.event_type.as_ref() else {
+fn type_and_subtype(event_type: Option<(i32, i32)>) -> (&'static str, &'static str) {
+    let Some((ty, sub_type)) = event_type else {
         return ("Unknown", "");
     };
-    match u8::try_from(et.r#type) {
+    match u8::try_from(ty) {
         Ok(event_type::TRACE) => (
             "Trace",
-            flowscope_proto::names::trace_point_name(et.sub_type).unwrap_or(""),
+            flowscope_proto::names::trace_point_name(sub_type).unwrap_or(""),
         ),
         Ok(event_type::DROP) => ("Drop", ""),
         // Hubble prints the number of other types; we emit no other type, so one value is
@@ -477,37 +478,12 @@ fn ip_family(v: i32) -> &'static str {
         .as_str_name()
 }
 
-fn extension(f: &Flow) -> Option<FlowExtension> {
-    f.extensions.as_ref()?.to_msg::<FlowExtension>().ok()?
-}
-
 /// Hubble's label: the name of `drop_reason_desc` (Go's `String()`, which prints the number of
 /// a value it has no name for).
-fn drop_reason(f: &Flow) -> Cow<'static, str> {
-    match DropReason::try_from(f.drop_reason_desc) {
+fn drop_reason(desc: i32) -> Cow<'static, str> {
+    match DropReason::try_from(desc) {
         Ok(r) => Cow::Borrowed(r.as_str_name()),
-        Err(_) => Cow::Owned(f.drop_reason_desc.to_string()),
-    }
-}
-
-/// gopacket's name of the ICMP type and code, as Hubble labels it. flows.rs already writes it
-/// into the summary (`ICMPv4 EchoRequest`): read it from there rather than keep two tables.
-fn icmp_type(f: &Flow) -> Cow<'_, str> {
-    #[expect(
-        deprecated,
-        reason = "Hubble's Summary field is deprecated, but it carries gopacket's ICMP names"
-    )]
-    let summary = f.summary.as_str();
-    if let Some(name) = summary
-        .strip_prefix("ICMPv4 ")
-        .or_else(|| summary.strip_prefix("ICMPv6 "))
-    {
-        return Cow::Borrowed(name);
-    }
-    match f.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
-        Some(Protocol::IcmPv4(i)) => Cow::Owned(format!("{}({})", i.r#type, i.code)),
-        Some(Protocol::IcmPv6(i)) => Cow::Owned(format!("{}({})", i.r#type, i.code)),
-        _ => Cow::Borrowed(""),
+        Err(_) => Cow::Owned(desc.to_string()),
     }
 }
 
@@ -554,18 +530,8 @@ fn reserved_identity(labels: &[String]) -> &str {
         .unwrap_or("")
 }
 
-fn endpoint_value<'f>(id: ContextId, f: &'f Flow, source: bool) -> Cow<'f, str> {
-    static EMPTY: Endpoint = Endpoint {
-        id: 0,
-        identity: 0,
-        cluster_name: String::new(),
-        namespace: String::new(),
-        labels: Vec::new(),
-        pod_name: String::new(),
-        workloads: Vec::new(),
-    };
-    let ep = if source { &f.source } else { &f.destination };
-    let ep = ep.as_ref().unwrap_or(&EMPTY);
+fn endpoint_value<'f, F: FlowView>(id: ContextId, f: &'f F, source: bool) -> Cow<'f, str> {
+    let ep = f.endpoint(source).unwrap_or_default();
     let with_ns = |pod: &str| -> Cow<'f, str> {
         if ep.namespace.is_empty() {
             Cow::Owned(pod.to_owned())
@@ -574,35 +540,21 @@ fn endpoint_value<'f>(id: ContextId, f: &'f Flow, source: bool) -> Cow<'f, str> 
         }
     };
     match id {
-        ContextId::Namespace => Cow::Borrowed(&ep.namespace),
+        ContextId::Namespace => Cow::Borrowed(ep.namespace),
         ContextId::Identity => Cow::Owned(ep.labels.join(",")),
-        ContextId::Pod => with_ns(&ep.pod_name),
-        ContextId::PodShort => with_ns(short_pod_name(&ep.pod_name)),
-        ContextId::PodName => Cow::Borrowed(&ep.pod_name),
-        ContextId::Dns => {
-            let names = if source {
-                &f.source_names
-            } else {
-                &f.destination_names
-            };
-            Cow::Owned(names.join(","))
-        }
-        ContextId::Ip => Cow::Borrowed(
-            f.ip.as_ref()
-                .map(|ip| if source { &ip.source } else { &ip.destination })
-                .map(String::as_str)
-                .unwrap_or(""),
-        ),
-        ContextId::ReservedIdentity => Cow::Borrowed(reserved_identity(&ep.labels)),
-        ContextId::WorkloadName => {
-            Cow::Borrowed(ep.workloads.first().map(|w| w.name.as_str()).unwrap_or(""))
-        }
-        ContextId::App => Cow::Borrowed(app_label(&ep.labels)),
+        ContextId::Pod => with_ns(ep.pod_name),
+        ContextId::PodShort => with_ns(short_pod_name(ep.pod_name)),
+        ContextId::PodName => Cow::Borrowed(ep.pod_name),
+        ContextId::Dns => Cow::Owned(f.names(source).join(",")),
+        ContextId::Ip => f.ip_text(source),
+        ContextId::ReservedIdentity => Cow::Borrowed(reserved_identity(ep.labels)),
+        ContextId::WorkloadName => Cow::Borrowed(ep.workload.unwrap_or("")),
+        ContextId::App => Cow::Borrowed(app_label(ep.labels)),
     }
 }
 
 /// The first non-empty value among the alternatives.
-fn first_of<'f>(ids: &[ContextId], f: &'f Flow, source: bool) -> Cow<'f, str> {
+fn first_of<'f, F: FlowView>(ids: &[ContextId], f: &'f F, source: bool) -> Cow<'f, str> {
     for &id in ids {
         let v = endpoint_value(id, f, source);
         if !v.is_empty() {
@@ -645,7 +597,7 @@ impl<'f> Context<'f> {
         self.v[..self.n].iter().map(|c| &**c)
     }
 
-    fn of(ctx: &ContextOptions, f: &'f Flow) -> Self {
+    fn of<F: FlowView>(ctx: &ContextOptions, f: &'f F) -> Self {
         let mut out = Context {
             v: std::array::from_fn(|_| Cow::Borrowed("")),
             n: 0,
@@ -653,30 +605,30 @@ impl<'f> Context<'f> {
         if ctx.is_empty() {
             return out;
         }
-        let ip = f.ip.as_ref();
-        for &i in &ctx.labels {
-            let e = if i < 5 { &f.source } else { &f.destination }.as_ref();
-            out.push(Cow::Borrowed(match CONTEXT_LABELS[i] {
-                "source_ip" => ip.map(|ip| ip.source.as_str()).unwrap_or(""),
-                "destination_ip" => ip.map(|ip| ip.destination.as_str()).unwrap_or(""),
-                "source_pod" | "destination_pod" => e.map(|e| e.pod_name.as_str()).unwrap_or(""),
-                "source_namespace" | "destination_namespace" => {
-                    e.map(|e| e.namespace.as_str()).unwrap_or("")
-                }
-                "source_workload" | "destination_workload" => e
-                    .and_then(|e| e.workloads.first())
-                    .map(|w| w.name.as_str())
-                    .unwrap_or(""),
-                "source_app" | "destination_app" => e.map(|e| app_label(&e.labels)).unwrap_or(""),
-                _ => match TrafficDirection::try_from(f.traffic_direction) {
-                    Ok(TrafficDirection::Ingress) => "ingress",
-                    Ok(TrafficDirection::Egress) => "egress",
-                    _ => "unknown",
-                },
-            }));
-        }
         let dir =
-            TrafficDirection::try_from(f.traffic_direction).unwrap_or(TrafficDirection::Unknown);
+            TrafficDirection::try_from(f.traffic_direction()).unwrap_or(TrafficDirection::Unknown);
+        for &i in &ctx.labels {
+            let e = f.endpoint(i < 5);
+            out.push(match CONTEXT_LABELS[i] {
+                "source_ip" => f.ip_text(true),
+                "destination_ip" => f.ip_text(false),
+                "source_pod" | "destination_pod" => Cow::Borrowed(e.map_or("", |e| e.pod_name)),
+                "source_namespace" | "destination_namespace" => {
+                    Cow::Borrowed(e.map_or("", |e| e.namespace))
+                }
+                "source_workload" | "destination_workload" => {
+                    Cow::Borrowed(e.and_then(|e| e.workload).unwrap_or(""))
+                }
+                "source_app" | "destination_app" => {
+                    Cow::Borrowed(e.map_or("", |e| app_label(e.labels)))
+                }
+                _ => Cow::Borrowed(match dir {
+                    TrafficDirection::Ingress => "ingress",
+                    TrafficDirection::Egress => "egress",
+                    _ => "unknown",
+                }),
+            });
+        }
         if ctx.has_source() {
             let ids = pick(dir, &ctx.source, &ctx.source_egress, &ctx.source_ingress);
             out.push(first_of(ids, f, true));
@@ -700,7 +652,8 @@ mod tests {
     use crate::metrics::options::parse_metrics;
     use flowscope_proto::{
         drop_reason,
-        flow::{CiliumEventType, Ip, Layer4, TcpFlags, Workload},
+        flow::{CiliumEventType, Endpoint, Flow, Ip, Layer4, TcpFlags, Workload},
+        flowscope::v1::FlowExtension,
         wkt::Any,
     };
 
@@ -918,6 +871,42 @@ mod tests {
                 .get(&["DROP_REASON_UNKNOWN", "UDP"]),
             Some(1)
         );
+    }
+
+    /// The pipeline counts records; a record must count as its `flow.Flow` would, in every
+    /// metric and with every context, over random records.
+    #[test]
+    fn a_record_counts_as_its_flow() {
+        use crate::decode::record::testing::random_records;
+        let specs = [
+            "flow:sourceContext=pod-short;destinationContext=pod|reserved-identity;labelsContext=source_ip,source_pod,source_namespace,source_workload,source_app,destination_ip,destination_pod,destination_namespace,destination_workload,destination_app,traffic_direction",
+            "drop:sourceContext=namespace|ip;destinationContext=identity",
+            "tcp:sourceContext=workload-name;destinationContext=ip",
+            "port-distribution:sourceContext=app|pod-name;destinationContext=dns|namespace",
+            "icmp:sourceEgressContext=pod;destinationIngressContext=identity",
+            "flows-to-world:any-drop;port",
+        ];
+        let encoded = |via_record: bool| {
+            let m = metrics(&specs);
+            for rec in random_records(3_000) {
+                if via_record {
+                    m.observe_flow(&rec);
+                } else {
+                    m.observe_flow(&rec.to_flow());
+                }
+            }
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(m));
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+            text
+        };
+        let (records, flows) = (encoded(true), encoded(false));
+        assert!(
+            records.lines().filter(|l| l.starts_with("hubble_")).count() > 200,
+            "the random records cover many series:\n{records}"
+        );
+        assert_eq!(records, flows);
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod options;
 pub mod pipeline;
 pub mod ring;
 pub mod server;
+pub mod view;
 
 use std::{net::SocketAddr, os::fd::AsFd, sync::Arc, time::Duration};
 

@@ -15,6 +15,7 @@ use flowscope_proto::{
     flow::Flow,
     observer::{GetFlowsRequest, GetFlowsResponse, observer_server::ObserverServer},
     route::StreamingRoute,
+    wkt::Timestamp,
 };
 use prost::{
     Message,
@@ -22,9 +23,11 @@ use prost::{
 };
 
 use super::{
+    flow_encoder::FlowEncoder,
     mask::FieldMask,
     observer::{ObserverService, Stream_},
 };
+use crate::decode::record::FlowRecord;
 
 /// `GetFlowsResponse.flow`, `.node_name`, `.time`.
 const FLOW_FIELD: u32 = 1;
@@ -73,16 +76,40 @@ impl EncodedResponse {
         out
     }
 
+    /// The response carrying the flow of `rec`, written straight from the record (no field
+    /// mask: [`EncodedResponse::flow`] applies masks).
+    pub fn record(
+        rec: &FlowRecord,
+        extensions: bool,
+        enc: &mut FlowEncoder,
+        scratch: &mut Vec<u8>,
+    ) -> Self {
+        scratch.clear();
+        enc.encode(rec, extensions, scratch);
+        Self::framed(
+            scratch,
+            &rec.node.node_name,
+            Some(&Timestamp::from(rec.time())),
+        )
+    }
+
     /// `flow` (already encoded) with the response's `node_name` and `time` taken from `meta`.
     fn with_flow_bytes(flow_bytes: &[u8], meta: &Flow) -> Self {
-        let mut out = Vec::with_capacity(flow_bytes.len() + meta.node_name.len() + 32);
+        Self::framed(flow_bytes, &meta.node_name, meta.time.as_ref())
+    }
+
+    /// A `GetFlowsResponse` of an encoded flow, its node name and time.
+    fn framed(flow_bytes: &[u8], node_name: &str, time: Option<&Timestamp>) -> Self {
+        let mut out = Vec::with_capacity(flow_bytes.len() + node_name.len() + 32);
         encoding::encode_key(FLOW_FIELD, WireType::LengthDelimited, &mut out);
         encoding::encode_varint(flow_bytes.len() as u64, &mut out);
         out.put_slice(flow_bytes);
-        if !meta.node_name.is_empty() {
-            encoding::string::encode(NODE_NAME_FIELD, &meta.node_name, &mut out);
+        if !node_name.is_empty() {
+            encoding::encode_key(NODE_NAME_FIELD, WireType::LengthDelimited, &mut out);
+            encoding::encode_varint(node_name.len() as u64, &mut out);
+            out.put_slice(node_name.as_bytes());
         }
-        if let Some(t) = &meta.time {
+        if let Some(t) = time {
             encoding::message::encode(TIME_FIELD, t, &mut out);
         }
         EncodedResponse(out.into())

@@ -4,6 +4,7 @@
 //! root-only unix socket and, when asked, on TCP with TLS.
 
 mod encoded;
+pub mod flow_encoder;
 mod health;
 pub(crate) mod inspector;
 pub(crate) mod mask; // also the export field mask

@@ -22,8 +22,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, metadata::MetadataValue};
 
-use super::{AgentState, EXTENSIONS_HEADER, encoded::EncodedResponse, mask::FieldMask};
-use crate::history::{Entry, FlowStore};
+use super::{
+    AgentState, EXTENSIONS_HEADER, encoded::EncodedResponse, flow_encoder::FlowEncoder,
+    mask::FieldMask,
+};
+use crate::{
+    decode::record::FlowRecord,
+    history::{Entry, FlowStore},
+};
 
 pub(super) type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -71,17 +77,28 @@ struct Query {
 }
 
 impl Query {
-    fn time_ok(&self, f: &Flow) -> bool {
-        let Some(t) = nanos(&f.time) else { return true };
+    fn time_ok(&self, t: Option<i64>) -> bool {
+        let Some(t) = t else { return true };
         self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
     }
 
-    fn matches(&self, f: &Flow) -> bool {
-        self.time_ok(f) && self.filters.matches(f)
+    fn past_until(&self, t: Option<i64>) -> bool {
+        matches!((t, self.until), (Some(t), Some(u)) if t > u)
     }
 
-    fn past_until(&self, f: &Flow) -> bool {
-        matches!((nanos(&f.time), self.until), (Some(t), Some(u)) if t > u)
+    /// Whether the flow `e` holds passes the request's time bounds and filters.
+    fn keeps(&self, e: &Entry) -> bool {
+        self.time_ok(e.flow_time_nanos()) && self.filtered_in(e)
+    }
+
+    /// Whether the flow `e` holds passes the request's filters. A record is built into a
+    /// `flow.Flow` only when there are filters to run on it.
+    fn filtered_in(&self, e: &Entry) -> bool {
+        match e {
+            Entry::Flow(f) => self.filters.matches(f),
+            Entry::Record(r) => self.filters.is_empty() || self.filters.matches(&r.to_flow()),
+            Entry::Lost(_) => true,
+        }
     }
 
     fn response(&self, f: &Flow) -> GetFlowsResponse {
@@ -138,12 +155,16 @@ fn record_selection(req: &GetFlowsRequest) -> Result<RecordSelection, Status> {
 /// [`EncodedResponse`]s the agent's own route sends (see `encoded.rs`).
 trait Reply: Send + 'static {
     fn flow(q: &Query, f: &Flow, scratch: &mut Vec<u8>) -> Self;
+    fn record(q: &Query, r: &FlowRecord, enc: &mut FlowEncoder, scratch: &mut Vec<u8>) -> Self;
     fn other(r: GetFlowsResponse) -> Self;
 }
 
 impl Reply for GetFlowsResponse {
     fn flow(q: &Query, f: &Flow, _: &mut Vec<u8>) -> Self {
         q.response(f)
+    }
+    fn record(q: &Query, r: &FlowRecord, _: &mut FlowEncoder, _: &mut Vec<u8>) -> Self {
+        q.response(&r.to_flow())
     }
     fn other(r: GetFlowsResponse) -> Self {
         r
@@ -153,6 +174,14 @@ impl Reply for GetFlowsResponse {
 impl Reply for EncodedResponse {
     fn flow(q: &Query, f: &Flow, scratch: &mut Vec<u8>) -> Self {
         EncodedResponse::flow(f, &q.mask, q.extensions, scratch)
+    }
+    fn record(q: &Query, r: &FlowRecord, enc: &mut FlowEncoder, scratch: &mut Vec<u8>) -> Self {
+        if q.mask.is_all() {
+            EncodedResponse::record(r, q.extensions, enc, scratch)
+        } else {
+            // Rare (clients that send a field mask): the mask works on the encoded flow.
+            EncodedResponse::flow(&r.to_flow(), &q.mask, q.extensions, scratch)
+        }
     }
     fn other(r: GetFlowsResponse) -> Self {
         EncodedResponse::of(&r)
@@ -315,7 +344,7 @@ fn start_of(store: &FlowStore, req: &GetFlowsRequest, q: &Query, now: u64) -> u6
     } else if req.follow && req.number == 0 && q.since.is_none() {
         now
     } else {
-        store.rewind(req.number, q.since, |f| q.filters.matches(f))
+        store.rewind(req.number, q.since, |e| q.filtered_in(e))
     }
 }
 
@@ -380,17 +409,14 @@ impl HistoryReader {
                 }
                 continue;
             };
-            match &e {
-                Entry::Flow(f) => {
-                    if q.past_until(f) {
-                        return Next::End;
-                    }
-                    if !q.matches(f) {
-                        continue;
-                    }
-                    self.sent += 1;
+            if e.is_flow() {
+                if q.past_until(e.flow_time_nanos()) {
+                    return Next::End;
                 }
-                Entry::Lost(_) => {}
+                if !q.keeps(&e) {
+                    continue;
+                }
+                self.sent += 1;
             }
             return Next::Send(e);
         }
@@ -410,6 +436,7 @@ async fn stream_flows<R: Reply>(
     let mut updates = store.subscribe();
     let node = state.node_name.clone();
     let mut scratch = Vec::new();
+    let mut encoder = FlowEncoder::default();
     let mut reader = HistoryReader::new(store, &req, &q, now);
     loop {
         let resp = match reader.next(store, &q) {
@@ -431,6 +458,7 @@ async fn stream_flows<R: Reply>(
                 state.pipeline.history_lost.fetch_add(n, Ordering::Relaxed);
                 R::other(lost_response(&node, LostEventSource::HubbleRingBuffer, n))
             }
+            Next::Send(Entry::Record(r)) => R::record(&q, &r, &mut encoder, &mut scratch),
             Next::Send(Entry::Flow(f)) => R::flow(&q, &f, &mut scratch),
             Next::Send(Entry::Lost(l)) => R::other(GetFlowsResponse {
                 node_name: node.clone(),
@@ -492,6 +520,7 @@ mod tests {
         for _ in 0..100 {
             match r.next(s, &q) {
                 Next::Send(Entry::Flow(f)) => out.push(f.uuid.clone()),
+                Next::Send(Entry::Record(r)) => out.push(r.uuid.to_string()),
                 Next::Send(Entry::Lost(l)) => out.push(format!("lost {}", l.num_events_lost)),
                 Next::Overwritten(n) => out.push(format!("overwritten {n}")),
                 Next::Idle => panic!("a request without follow never waits"),
