@@ -42,7 +42,7 @@ fn time_per_op(mut f: impl FnMut()) -> f64 {
             f();
         }
         if t.elapsed() >= Duration::from_millis(50) {
-            n = n * 4;
+            n *= 4;
             break;
         }
         n *= 2;

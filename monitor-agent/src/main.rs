@@ -214,7 +214,7 @@ struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     otlp_timeout: Duration,
     /// Most flows (log records) in one OTLP request.
-    #[arg(long, value_name = "N", default_value_t = export::otlp::config::DEFAULT_BATCH_SIZE, value_parser = clap::value_parser!(u64).range(1..=65_536).map(|v| v as usize))]
+    #[arg(long, value_name = "N", default_value_t = export::otlp::config::DEFAULT_BATCH_SIZE)]
     otlp_batch_size: usize,
     /// Longest time a flow waits for its OTLP batch to fill.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowscope_proto::flow::{Flow, IpVersion, Verdict, layer4::Protocol};
+use flowscope_proto::flow::{Flow, IpVersion, TraceObservationPoint, Verdict, layer4::Protocol};
 use serde_json::Value;
 use testbed::{
     Scenario, observe,
@@ -192,7 +192,8 @@ fn wait_same_flows(s: &Scenario, r: &Spawned) -> (Vec<Flow>, BTreeMap<String, Va
     }
 }
 
-/// The reference scenario's traffic: ping and HTTP to the world, UDP, pod-to-pod TCP.
+/// The reference scenario's traffic: ping and HTTP to the world, UDP, pod-to-pod TCP, and a
+/// datagram the node's firewall drops.
 fn reference_traffic(s: &Scenario) {
     let _http = traffic::http_server(&s.world(), sock(WORLD_IP, 80), "hello");
     let _udp = traffic::udp_server(&s.world(), sock(WORLD_IP, 5353), true);
@@ -201,6 +202,10 @@ fn reference_traffic(s: &Scenario) {
     traffic::http_get(&s.pod_a(), sock(WORLD_IP, 80)).expect("http");
     traffic::udp_request(&s.pod_a(), sock(WORLD_IP, 5353), b"q").expect("udp");
     traffic::tcp_send(&s.pod_a(), sock(POD_B_IP, 9000), b"hi").expect("tcp");
+    s.iptables(&[
+        "-I", "FORWARD", "-d", WORLD_IP, "-p", "udp", "--dport", "9", "-j", "DROP",
+    ]);
+    traffic::udp_send(&s.pod_a(), sock(WORLD_IP, 9), 1, 16, None).expect("udp to be dropped");
 }
 
 /// After the reference scenario's traffic the receiver has exactly the flows of the agent's
@@ -244,8 +249,13 @@ fn otlp_receiver_gets_exactly_the_history() {
             }
             None => assert!(a.get("k8s.pod.name").is_none(), "{rec}"),
         }
-        let point = observe::point(f).as_str_name();
-        assert_eq!(a["flow.observation_point"], point, "{rec}");
+        match observe::point(f) {
+            // Drops come from the kernel's drop tracepoint: no observation point.
+            TraceObservationPoint::UnknownPoint => {
+                assert!(a.get("flow.observation_point").is_none(), "{rec}")
+            }
+            p => assert_eq!(a["flow.observation_point"], p.as_str_name(), "{rec}"),
+        }
         // The body is the flow in Hubble's JSON: it parses back into the same flow (our
         // extension left out, as in the export file).
         let body = rec["body"].as_str().expect("a string body");
@@ -276,6 +286,18 @@ fn otlp_receiver_gets_exactly_the_history() {
                 && a["flow.observation_point"] == "FROM_ENDPOINT"
         }),
         "pod-a's HTTP request"
+    );
+    // The firewall's drop, with Hubble's and the kernel's reasons.
+    assert!(
+        got.values().any(|r| {
+            let a = &r["attributes"];
+            a["flow.verdict"] == "DROPPED"
+                && a["destination.port"] == 9
+                && a["flow.drop_reason"].is_string()
+                && a["flow.kernel_drop_reason"] == "NETFILTER_DROP"
+                && r["severity_text"] == "WARN"
+        }),
+        "the dropped datagram"
     );
     // The metrics: Hubble's series under their names without _total, as cumulative sums.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -478,15 +500,26 @@ fn otlp_slow_receiver_never_blocks() {
     // Two flows per datagram (from-endpoint, to-network): far more than the queue holds while
     // the receiver sleeps.
     traffic::udp_send(&s.pod_a(), sock(WORLD_IP, 5000), 400, 16, None).expect("udp");
-    let t = Instant::now();
-    let flows = history(&s);
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "GetFlows took {:?}",
-        t.elapsed()
-    );
-    let to_5000 = flows.iter().filter(|f| five_tuple(f).4 == 5000).count();
-    assert!(to_5000 >= 800, "the history has every flow: {to_5000}");
+    // The history gets every flow, and GetFlows answers at once, while the receiver sleeps.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let t = Instant::now();
+        let flows = history(&s);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "GetFlows took {:?}",
+            t.elapsed()
+        );
+        let to_5000 = flows.iter().filter(|f| five_tuple(f).4 == 5000).count();
+        if to_5000 >= 800 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the history has {to_5000} of the 800 flows"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
     wait_metric(&s, "queue drops", |m| {
         m("flowscope_otlp_dropped_total", &[("reason", "queue_full")]) >= 100.0
     });

@@ -231,6 +231,9 @@ const FAILED_HELP: &str = "Failed OTLP export requests, each try counted";
 const RETRIES_HELP: &str = "OTLP export requests tried again after a retryable failure";
 const QUEUE_HELP: &str = "Flows waiting to be sent over OTLP";
 
+/// A counter family for the collector: name, help, label name, (label value, count) pairs.
+type Family<'a> = (&'a str, &'a str, &'a str, Vec<(&'a str, u64)>);
+
 /// The `flowscope_otlp_*` series on `/metrics`.
 struct StatsCollector(Arc<OtlpStats>);
 
@@ -244,7 +247,7 @@ impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &str, Vec<(&str, u64)>); 4] = [
+        let counters: [Family<'_>; 4] = [
             (
                 "flowscope_otlp_sent",
                 SENT_HELP,
