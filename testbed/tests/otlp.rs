@@ -483,6 +483,114 @@ fn otlp_unavailable_is_retried() {
     assert!(agent.stop().success(), "{}", agent.stderr());
 }
 
+/// The receiver refuses two records of every request in a partial success: they are counted as
+/// rejected, and delivered + rejected = every flow of the history.
+#[test]
+fn otlp_partial_success_is_counted() {
+    let name = "otlp_partial_success_is_counted";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let s = Scenario::build();
+    let r = start_receiver(&s, &["--reject", "2"]);
+    let mut agent = start_agent(&s, &[]);
+    reference_traffic(&s);
+    wait_metric(&s, "delivered + rejected = the history", |m| {
+        let sent = m("flowscope_otlp_sent_total", &[("signal", "logs")]);
+        let rejected = m("flowscope_otlp_dropped_total", &[("reason", "rejected")]);
+        let requests = r
+            .values("request")
+            .iter()
+            .filter(|q| q["signal"] == "logs")
+            .count() as f64;
+        rejected > 0.0
+            && rejected == 2.0 * requests
+            && sent == r.values("log").len() as f64
+            && sent + rejected == history(&s).len() as f64
+    });
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// OpenTelemetry's environment variables configure the exporter (endpoint, headers, resource
+/// attributes, service name), and a flag wins over its variable.
+#[test]
+fn otlp_environment_variables_and_flags() {
+    let name = "otlp_environment_variables_and_flags";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let s = Scenario::build();
+    let r = start_receiver(&s, &[]);
+    let socket = s.agent_socket();
+    let endpoints = s.endpoints_file();
+    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT=http://{RECEIVER}");
+    let agent_bin = testbed::bin_path("monitor-agent");
+    // `env` sets the variables and execs the agent (its PID is the agent's).
+    let mut agent = Spawned::start(
+        &s.node(),
+        Path::new("env"),
+        &[
+            &endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS=x-tenant=from-env,x-api-key=k%2C1",
+            "OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=lab,deployment.environment.name=test",
+            "OTEL_SERVICE_NAME=flowscope-lab",
+            agent_bin.to_str().expect("utf-8 path"),
+            "--socket",
+            socket.to_str().expect("utf-8 path"),
+            "--endpoints-file",
+            endpoints.to_str().expect("utf-8 path"),
+            "--node-name",
+            "node-1",
+            "--metrics-listen-address",
+            METRICS,
+            "--otlp-batch-interval",
+            "200ms",
+            "--otlp-headers",
+            "x-tenant=from-flag",
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(e) = rt.block_on(testbed::client::wait_for_socket(
+        &socket,
+        Duration::from_secs(30),
+    )) {
+        panic!("{e}; agent stderr:\n{}", agent.stderr());
+    }
+    assert!(traffic::ping(&s.pod_a(), WORLD_IP, 2), "ping");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while r.values("log").is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "nothing arrived: {}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rec = &r.values("log")[0];
+    let res = &rec["resource"];
+    assert_eq!(res["k8s.cluster.name"], "lab", "{res}");
+    assert_eq!(res["deployment.environment.name"], "test", "{res}");
+    assert_eq!(
+        res["service.name"], "flowscope-lab",
+        "OTEL_SERVICE_NAME: {res}"
+    );
+    assert_eq!(res["k8s.node.name"], "node-1", "{res}");
+    let q = r
+        .values("request")
+        .into_iter()
+        .find(|q| q["signal"] == "logs")
+        .expect("a logs request");
+    assert_eq!(q["headers"]["x-tenant"], "from-flag", "the flag wins: {q}");
+    assert!(
+        q["headers"].get("x-api-key").is_none(),
+        "the flag replaces the variable's whole list: {q}"
+    );
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
 /// A slow receiver (3 s per request for its first four requests) behind a small queue: the
 /// pipeline never waits for it (GetFlows answers at once, the history gets every flow), the
 /// flows the queue cannot hold are counted as dropped, and once the receiver is fast again new

@@ -96,8 +96,9 @@ class Logs(logs_service_pb2_grpc.LogsServiceServicer):
                 emit({"request": {"signal": "logs", "records": records, "answer": "abandoned"}})
                 return logs_service_pb2.ExportLogsServiceResponse()
         rejected = min(self.args.reject, records)
+        headers = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         emit({"request": {"signal": "logs", "records": records, "answer": answer,
-                          "rejected": rejected}})
+                          "rejected": rejected, "headers": headers}})
         i = 0
         for rl in request.resource_logs:
             resource = attrs(rl.resource.attributes)
