@@ -28,6 +28,10 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 };
 use prost::Message as _;
 
+/// The agent's allocator (monitor-agent's main.rs), so that allocations cost what they cost there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -564,6 +564,8 @@ struct LogSender {
     encoder: FlowEncoder,
     batch_size: usize,
     batch_interval: Duration,
+    /// The delivery of the previous batch, while it lasts.
+    in_flight: Option<JoinHandle<()>>,
 }
 
 impl LogSender {
@@ -604,8 +606,13 @@ impl LogSender {
             }
         }
         self.send(&mut batch).await;
+        self.finish().await;
     }
 
+    /// Encodes the batch and hands it to a delivery task, after the previous delivery ended:
+    /// the next batch is built while one request is in flight (a receiver's round trip does not
+    /// stop the encoding), and a request being retried holds the next one back (the queue
+    /// fills, and past its size flows are counted as dropped).
     async fn send(&mut self, batch: &mut Vec<LogRecord>) {
         if batch.is_empty() {
             return;
@@ -613,35 +620,50 @@ impl LogSender {
         let n = batch.len() as u64;
         let body = logs_request(&self.resource, std::mem::take(batch));
         batch.reserve(self.batch_size);
-        let stats = &self.client.stats;
-        match self
-            .client
-            .export::<ExportLogsServiceResponse>(Signal::Logs, body)
-            .await
-        {
-            Ok(resp) => {
-                let rejected = resp
-                    .partial_success
-                    .as_ref()
-                    .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0))
-                    .min(n);
-                if rejected > 0 {
-                    stats
-                        .dropped_rejected
-                        .fetch_add(rejected, Ordering::Relaxed);
-                    if let Ok(mut w) = self.client.warn.lock() {
-                        let msg = resp.partial_success.map(|p| p.error_message);
-                        w.warn(format_args!(
-                            "the receiver rejected {rejected} of {n} log records: {}",
-                            msg.unwrap_or_default()
-                        ));
-                    }
+        if let Some(previous) = self.in_flight.take() {
+            let _ = previous.await;
+        }
+        let client = self.client.clone();
+        self.in_flight = Some(tokio::spawn(deliver_logs(client, body, n)));
+    }
+
+    /// Waits for the last delivery.
+    async fn finish(&mut self) {
+        if let Some(previous) = self.in_flight.take() {
+            let _ = previous.await;
+        }
+    }
+}
+
+/// Sends one encoded logs request of `n` records and counts the outcome.
+async fn deliver_logs(client: Client, body: Bytes, n: u64) {
+    let stats = &client.stats;
+    match client
+        .export::<ExportLogsServiceResponse>(Signal::Logs, body)
+        .await
+    {
+        Ok(resp) => {
+            let rejected = resp
+                .partial_success
+                .as_ref()
+                .map_or(0, |p| u64::try_from(p.rejected_log_records).unwrap_or(0))
+                .min(n);
+            if rejected > 0 {
+                stats
+                    .dropped_rejected
+                    .fetch_add(rejected, Ordering::Relaxed);
+                if let Ok(mut w) = client.warn.lock() {
+                    let msg = resp.partial_success.map(|p| p.error_message);
+                    w.warn(format_args!(
+                        "the receiver rejected {rejected} of {n} log records: {}",
+                        msg.unwrap_or_default()
+                    ));
                 }
-                stats.sent_logs.fetch_add(n - rejected, Ordering::Relaxed);
             }
-            Err(_) => {
-                stats.dropped_export_failed.fetch_add(n, Ordering::Relaxed);
-            }
+            stats.sent_logs.fetch_add(n - rejected, Ordering::Relaxed);
+        }
+        Err(_) => {
+            stats.dropped_export_failed.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -790,6 +812,7 @@ impl OtlpExporter {
             encoder,
             batch_size: opts.batch_size.max(1),
             batch_interval: opts.batch_interval,
+            in_flight: None,
         };
         let logs = tokio::spawn(sender.run(rx));
         Ok(OtlpExporter {
