@@ -336,6 +336,7 @@ fn otlp_receiver_gets_exactly_the_history() {
     assert_eq!(metric(&s, "flowscope_otlp_dropped_total", &[]), 0.0);
     assert!(metric(&s, "flowscope_otlp_sent_total", &[("signal", "logs")]) >= flows.len() as f64);
     check_otlp_dashboard(&got, &r.values("metric"));
+    promtool_accepts_the_otlp_series(&s);
     assert!(agent.stop().success(), "{}", agent.stderr());
 }
 
@@ -668,6 +669,53 @@ fn otlp_slow_receiver_never_blocks() {
         "what the receiver got is what the agent counts as sent"
     );
     assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// The `flowscope_otlp_*` series on `/metrics` pass `promtool check metrics` (Debian's
+/// prometheus package, which scripts/setup.sh installs).
+fn promtool_accepts_the_otlp_series(s: &Scenario) {
+    use std::io::Write as _;
+    const PROMTOOL: &str = "/usr/bin/promtool";
+    if !Path::new(PROMTOOL).exists() {
+        skip("promtool_accepts_the_otlp_series", "no /usr/bin/promtool");
+        return;
+    }
+    let text = scrape::wait_metrics(&s.node(), sock("127.0.0.1", 9965), Duration::from_secs(5));
+    let ours: String = text
+        .lines()
+        .filter(|l| l.contains("flowscope_otlp_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for name in [
+        "flowscope_otlp_sent_total",
+        "flowscope_otlp_dropped_total",
+        "flowscope_otlp_requests_failed_total",
+        "flowscope_otlp_retries_total",
+        "flowscope_otlp_queue_length",
+        "flowscope_otlp_queue_capacity",
+    ] {
+        assert!(ours.contains(name), "{name} missing:\n{ours}");
+    }
+    let mut child = Command::new(PROMTOOL)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(ours.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{ours}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn repo_file(path: &str) -> String {
