@@ -77,6 +77,24 @@ if [[ "$(python3 -c 'import google.protobuf as p; print(p.__version__)' 2>/dev/n
       --break-system-packages "protobuf==$pb_version"
 fi
 
-# 6. Kernel features the agent relies on.
+# 6. The OTLP tests' receiver (testbed/tests/otlp_receiver.py), built from the OpenTelemetry
+#    project's own Python packages so that it shares no code with the agent's encoder:
+#    opentelemetry-proto (messages and gRPC stubs; needs protobuf >=5,<7, so 6.33.6 above fits),
+#    grpcio, and googleapis-common-protos (google.rpc.Status and RetryInfo).
+otel_pkgs=("opentelemetry-proto==1.45.2" "grpcio==1.85.3" "googleapis-common-protos==1.72.0")
+if ! python3 - "${otel_pkgs[@]}" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(0 if all(version(p.split("==")[0]) == p.split("==")[1] for p in sys.argv[1:]) else 1)
+PY
+then
+  log "installing ${otel_pkgs[*]} (Python)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      "${otel_pkgs[@]}" "protobuf==$pb_version" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages "${otel_pkgs[@]}" "protobuf==$pb_version"
+fi
+
+# 7. Kernel features the agent relies on.
 [[ -r /sys/kernel/btf/vmlinux ]] || log "warning: no /sys/kernel/btf/vmlinux: drop tracing needs BTF"
 log "ready"

@@ -79,6 +79,8 @@ pub struct AgentOptions {
     pub metrics: crate::metrics::MetricsOptions,
     /// Flow export to files, when asked.
     pub export: Option<crate::export::ExportOptions>,
+    /// Flow and metric export over OTLP/gRPC, when asked.
+    pub otlp: Option<crate::export::otlp::OtlpOptions>,
     /// A new TCP or UDP connection without a reply after this long is reported unanswered
     /// (zero: never).
     pub unanswered_timeout: Duration,
@@ -305,6 +307,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let mut metrics = crate::metrics::Metrics::bind(&opts.metrics).await?;
     let exporter = opts.export.clone().map(crate::export::Exporter::start);
     let exporter = exporter.transpose()?;
+    let mut otlp = (opts.otlp.clone())
+        .map(|o| crate::export::otlp::OtlpExporter::start(o, &opts.node_name))
+        .transpose()?;
 
     let (mut dp, ring) = Datapath::load(&opts.datapath)?;
     metrics.watch_ring(&ring, opts.datapath.ring_bytes);
@@ -380,7 +385,13 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     if let Some(k) = &kube_watch {
         collectors.push(Box::new(k.status.clone()));
     }
+    if let Some(o) = &otlp {
+        collectors.push(o.collector());
+    }
     let metrics = metrics.start(state.clone(), export_stats, collectors, shutdown.clone());
+    if let Some(o) = &mut otlp {
+        o.start_metrics(metrics.flows());
+    }
 
     // Interface follower: wakes on rtnetlink notifications, rescans at least every few seconds.
     let (change_tx, mut change_rx) = mpsc::unbounded_channel::<Vec<Change>>();
@@ -432,6 +443,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         reasons,
         metrics: metrics.flows(),
         exporter,
+        otlp,
         node: Arc::from(opts.node_name.as_str()),
         unanswered,
         report_unspecified_drops: opts.report_unspecified_drops,
@@ -495,6 +507,10 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     if let Some(x) = sink.exporter.take() {
         // Writes what is queued; bounded, a hung disk must not hang the shutdown.
         let _ = tokio::task::spawn_blocking(move || x.close(Duration::from_secs(5))).await;
+    }
+    if let Some(o) = sink.otlp.take() {
+        // Sends what is queued; bounded, a receiver that is down must not hang the shutdown.
+        o.close(Duration::from_secs(5)).await;
     }
     metrics.stopped().await;
     // Graceful: in-flight requests finish and follow streams end (they watch the token). A
@@ -623,6 +639,8 @@ struct Sink {
     metrics: Option<Arc<crate::metrics::FlowMetrics>>,
     /// Flow export, when on.
     exporter: Option<crate::export::Exporter>,
+    /// OTLP export, when on.
+    otlp: Option<crate::export::otlp::OtlpExporter>,
     /// The node's name, for the export's loss notices.
     node: Arc<str>,
     /// New connections waiting for a reply.
@@ -667,12 +685,15 @@ impl Sink {
             let ifname = names.get(&ev.ifindex).cloned();
             let rec = Arc::new(builder.record(ev, ifname));
             // The hooks after decode, in order. Each is cheap and never waits (see metrics/
-            // and export/); only the export file needs the `flow.Flow` built.
+            // and export/); the exporters build the `flow.Flow` on their own threads.
             if let Some(m) = &self.metrics {
                 m.observe_flow(rec.as_ref());
             }
             if let Some(x) = &self.exporter {
                 x.push_record(&rec);
+            }
+            if let Some(o) = &self.otlp {
+                o.push_record(&rec);
             }
             self.unanswered.observe(&rec);
             if let Some(dump) = self.dump {

@@ -40,6 +40,8 @@ use tracing::{info, warn};
 
 use crate::{decode::record::FlowRecord, service::mask::FieldMask};
 
+pub mod otlp;
+
 /// Flows waiting for the writer; past this, flows are counted as lost.
 pub const DEFAULT_QUEUE: usize = 8192;
 /// Data waiting in the writer's buffer is flushed at least this often.

@@ -133,6 +133,20 @@ impl CounterFamily {
         self.name
     }
 
+    /// The help text.
+    pub fn help(&self) -> &'static str {
+        self.help
+    }
+
+    /// Calls `f` with each series' label values (in the order of the label names) and count:
+    /// for exporters that push (OTLP), which cannot go through a Prometheus encoder.
+    pub fn for_each(&self, mut f: impl FnMut(&[Box<str>], u64)) {
+        let Ok(map) = self.series.read() else { return };
+        for s in map.values().flatten() {
+            f(&s.values, s.count.load(Ordering::Relaxed));
+        }
+    }
+
     /// Label names, in the order [`CounterFamily::inc`] takes the values.
     pub fn label_names(&self) -> &[&'static str] {
         &self.label_names

@@ -192,6 +192,15 @@ impl FlowMetrics {
             .map(|h| &h.family)
     }
 
+    /// Every enabled Hubble metric, then `flowscope_drops` when `drop` is on (the OTLP
+    /// exporter pushes them).
+    pub fn families(&self) -> impl Iterator<Item = &CounterFamily> {
+        self.handlers
+            .iter()
+            .map(|h| &h.family)
+            .chain(self.kernel_drops.iter())
+    }
+
     /// `flowscope_drops_total`, when the `drop` metric is on (tests).
     pub fn kernel_drops(&self) -> Option<&CounterFamily> {
         self.kernel_drops.as_ref()
