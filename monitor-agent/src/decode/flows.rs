@@ -26,7 +26,7 @@ use crate::{
         event::{CtState, Event, Kind, ObsPoint, format_mac},
         nat::{NatCache, Translation, Tuple},
     },
-    endpoints::{Identity, Registry, reserved},
+    endpoints::{Identity, Registry, ServiceIndex, reserved},
     service::inspector::ct_id,
 };
 
@@ -80,6 +80,33 @@ impl FlowBuilder {
         }
     }
 
+    /// For a flow to or from a Service's frontend or backend (see
+    /// [`crate::endpoints::services`]), the kernel's DNAT of its connection, if the kernel
+    /// translated it. Flows of no Service cost nothing: the index is empty or has no entry.
+    fn dnat(&self, services: &ServiceIndex, ev: &Event) -> Option<Translation> {
+        let nat = self.nat.as_ref()?;
+        if services.is_empty() || !has_ports(ev) {
+            return None;
+        }
+        let wire = wire_tuple(ev)?;
+        let t = if services.frontend(wire.dst, wire.dport).is_some() {
+            // The client's request to the ClusterIP, before DNAT: the original tuple.
+            nat.lookup_orig(&wire)
+        } else if services.frontend(wire.src, wire.sport).is_some() {
+            // The reply to the client, after the reverse translation: the original reversed.
+            nat.lookup_orig(&reply_of(&wire))
+        } else if services.is_backend(wire.dst, wire.dport) {
+            // The request reaching the backend, after DNAT: the reply tuple reversed.
+            nat.lookup_reply(&reply_of(&wire))
+        } else if services.is_backend(wire.src, wire.sport) {
+            // The backend's reply, before the reverse translation: the reply tuple.
+            nat.lookup_reply(&wire)
+        } else {
+            None
+        };
+        t.filter(|t| t.dnat)
+    }
+
     /// The node name put into every flow.
     pub fn node_name(&self) -> &str {
         &self.node_name
@@ -91,14 +118,22 @@ impl FlowBuilder {
         reason = "Hubble's Summary and drop_reason are deprecated but clients still read them"
     )]
     pub fn build(&self, ev: &Event, ifname: Option<&str>) -> Flow {
-        let mut src = ev.src.map(|ip| self.registry.lookup(ip));
-        let mut dst = ev.dst.map(|ip| self.registry.lookup(ip));
+        let snap = self.registry.snapshot();
+        let mut src = ev.src.map(|ip| snap.lookup(ip));
+        let mut dst = ev.dst.map(|ip| snap.lookup(ip));
         let xlat = self.translation(ev, &src, &dst).filter(|t| t.snat);
+        // A connection to a Service's frontend, translated to a backend: on both sides of the
+        // translation, the hops carry the connection's original tuple and the backend.
+        let dnat = match &xlat {
+            Some(t) if t.dnat => Some(*t),
+            Some(_) => None,
+            None => self.dnat(snap.services(), ev),
+        };
         // A masqueraded connection: the node's address stands for the pod behind it.
         if let Some(t) = &xlat {
             match ev.point {
-                ObsPoint::ToNetwork => src = Some(self.registry.lookup(t.orig.src)),
-                ObsPoint::FromNetwork => dst = Some(self.registry.lookup(t.orig.src)),
+                ObsPoint::ToNetwork => src = Some(snap.lookup(t.orig.src)),
+                ObsPoint::FromNetwork => dst = Some(snap.lookup(t.orig.src)),
                 _ => {}
             }
         }
@@ -169,7 +204,7 @@ impl FlowBuilder {
         };
         // The connection's tuple in its original direction, on the pod's side of any NAT: every
         // hop of the connection carries the same one, so clients can put the hops together.
-        let conn = match &xlat {
+        let conn = match xlat.as_ref().or(dnat.as_ref()) {
             Some(t) => Some(t.orig),
             None => wire_tuple(ev).and_then(|w| match ev.ct_state {
                 Some(CtState::New | CtState::Established) => Some(w),
@@ -197,8 +232,45 @@ impl FlowBuilder {
                 set_source_port(l4, t.orig.sport);
             }
         }
+        if let Some(t) = &dnat {
+            // Where the kernel sent the connection: the reply tuple's source is the backend.
+            ext.destination_xlated = t.reply.src.to_string();
+            ext.destination_xlated_port = t.reply.sport as u32;
+        }
+        // Hubble's service getter: each end's address and port, looked up among frontends.
+        if has_ports(ev)
+            && let Some(ip) = f.ip.as_ref()
+        {
+            let (sport, dport) = l4_ports(f.l4.as_ref());
+            let service_of = |addr: &str, port: u16| {
+                let ip = addr.parse().ok()?;
+                let name = snap.services().frontend(ip, port)?;
+                Some(flow::Service {
+                    name: name.name.clone(),
+                    namespace: name.namespace.clone(),
+                })
+            };
+            f.source_service = service_of(&ip.source, sport);
+            f.destination_service = service_of(&ip.destination, dport);
+        }
         f.extensions = Some(Any::from_msg(&ext));
         f
+    }
+}
+
+/// Whether the event's protocol has ports (TCP, UDP, SCTP): the only ones Services name.
+fn has_ports(ev: &Event) -> bool {
+    ev.has_l4 && matches!(ev.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP)
+}
+
+/// The source and destination ports of a flow's L4 header (0 without).
+fn l4_ports(l4: Option<&Layer4>) -> (u16, u16) {
+    use flowscope_proto::flow::layer4::Protocol;
+    match l4.and_then(|l| l.protocol.as_ref()) {
+        Some(Protocol::Tcp(t)) => (t.source_port as u16, t.destination_port as u16),
+        Some(Protocol::Udp(u)) => (u.source_port as u16, u.destination_port as u16),
+        Some(Protocol::Sctp(s)) => (s.source_port as u16, s.destination_port as u16),
+        _ => (0, 0),
     }
 }
 
@@ -605,6 +677,83 @@ mod tests {
         let f = drop_flow(3, None);
         assert_eq!(f.drop_reason_desc, DropReason::Unknown as i32);
         assert_eq!(f.drop_reason, 0);
+    }
+
+    #[test]
+    fn services_are_named_by_frontend_as_hubble_does() {
+        use crate::endpoints::{Service, ServiceAddr, ServiceName, source};
+        let b = builder();
+        let addr = |ip: &str, port| ServiceAddr {
+            ip: ip.parse().unwrap(),
+            port,
+            proto: ipproto::TCP,
+        };
+        b.registry.replace_services(
+            source::FILE,
+            vec![Service {
+                name: ServiceName {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                },
+                frontends: vec![addr("10.96.0.10", 80)],
+                backends: vec![addr("10.244.0.77", 8080)],
+            }],
+        );
+        let build = |point, state, src, dst, sport, dport| {
+            let ev = Event::decode(
+                &raw(point, state, src, dst, sport, dport, tcp::SYN),
+                &Clock::now(),
+                |_| None,
+            );
+            b.build(&ev, Some("lxc1"))
+        };
+        let web = Some(flow::Service {
+            name: "web".into(),
+            namespace: "default".into(),
+        });
+        // The client's request to the ClusterIP: destination_service.
+        let f = build(
+            obs::FROM_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 96, 0, 10],
+            41000,
+            80,
+        );
+        assert_eq!(f.destination_service, web);
+        assert_eq!(f.source_service, None);
+        // The reply from it: source_service.
+        let f = build(
+            obs::TO_ENDPOINT,
+            ct_state::REPLY,
+            [10, 96, 0, 10],
+            [10, 244, 0, 213],
+            80,
+            41000,
+        );
+        assert_eq!(f.source_service, web);
+        // Another port of the ClusterIP, and the backend itself: no service.
+        let f = build(
+            obs::FROM_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 96, 0, 10],
+            41000,
+            81,
+        );
+        assert_eq!(f.destination_service, None);
+        let f = build(
+            obs::TO_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 244, 0, 77],
+            41000,
+            8080,
+        );
+        assert_eq!(f.destination_service, None);
+        // Without the NAT join (no conntrack here) nothing claims a translation.
+        let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
+        assert!(ext.destination_xlated.is_empty());
     }
 
     #[test]
