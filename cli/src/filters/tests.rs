@@ -662,7 +662,13 @@ fn service_flags_as_hubble() {
         }]
     );
     assert_eq!(
-        lists(&["--to-namespace", "kube-system", "--to-service", "default/web"]).unwrap_err(),
+        lists(&[
+            "--to-namespace",
+            "kube-system",
+            "--to-service",
+            "default/web"
+        ])
+        .unwrap_err(),
         r#"namespace conflict: "kube-system" does not contain "default/web""#
     );
     assert!(
