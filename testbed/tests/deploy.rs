@@ -201,7 +201,10 @@ fn manifests_keep_their_promises() {
         rules[0]["resources"],
         serde_json::json!(["pods", "namespaces", "nodes", "services"])
     );
-    assert_eq!(rules[1]["apiGroups"], serde_json::json!(["discovery.k8s.io"]));
+    assert_eq!(
+        rules[1]["apiGroups"],
+        serde_json::json!(["discovery.k8s.io"])
+    );
     assert_eq!(rules[1]["resources"], serde_json::json!(["endpointslices"]));
     for rule in rules {
         assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch"]));
