@@ -600,6 +600,9 @@ pub struct Translation {
     pub dnat: bool,
 }
 
+/// A cached answer and when it was asked.
+type Cached = (Instant, Option<Translation>);
+
 /// Which tuple of the connection a lookup gives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum By {
@@ -611,7 +614,7 @@ enum By {
 /// answer lives a short time too, so that a burst of packets of an untranslated connection costs
 /// one lookup.
 pub struct NatCache {
-    entries: Mutex<HashMap<(By, TupleKey), (Instant, Option<Translation>)>>,
+    entries: Mutex<HashMap<(By, TupleKey), Cached>>,
     ttl: Duration,
     negative_ttl: Duration,
     max: usize,
