@@ -751,6 +751,20 @@ mod tests {
             8080,
         );
         assert_eq!(f.destination_service, None);
+        // ICMP has no port: an echo whose identifier equals the Service's port names nothing.
+        let mut echo = raw(
+            obs::FROM_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 96, 0, 10],
+            80,
+            0,
+            0,
+        );
+        echo.l4_proto = ipproto::ICMP;
+        echo.icmp_type = 8;
+        let ev = Event::decode(&echo, &Clock::now(), |_| None);
+        assert_eq!(b.build(&ev, Some("lxc1")).destination_service, None);
         // Without the NAT join (no conntrack here) nothing claims a translation.
         let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
         assert!(ext.destination_xlated.is_empty());
