@@ -43,6 +43,9 @@ pub const FILTER_ARGS: &[&str] = &[
     "pod",
     "from_pod",
     "to_pod",
+    "service",
+    "from_service",
+    "to_service",
     "namespace",
     "from_namespace",
     "to_namespace",
@@ -100,6 +103,10 @@ const CONFLICTS: &[&[&str]] = &[
     &["to-ip", "ip", "to-pod", "pod"],
     &["to-pod", "namespace", "all-namespaces"],
     &["from-pod", "namespace", "all-namespaces"],
+    &["to-service", "namespace", "all-namespaces"],
+    &["from-service", "namespace", "all-namespaces"],
+    &["service", "from-service"],
+    &["service", "to-service"],
     &["label", "from-label"],
     &["label", "to-label"],
     &["port", "to-port"],
@@ -390,6 +397,10 @@ impl Tracker {
                 (&self.ns, &filter.destination_pod),
                 (&self.src_ns, &filter.source_pod),
                 (&self.dst_ns, &filter.destination_pod),
+                (&self.ns, &filter.source_service),
+                (&self.ns, &filter.destination_service),
+                (&self.src_ns, &filter.source_service),
+                (&self.dst_ns, &filter.destination_service),
             ] {
                 // `-A` (the empty namespace) allows any namespace: Hubble
                 // calls `-A --pod kube-system/x` a conflict, which it is not.
@@ -565,6 +576,12 @@ fn set_one(t: &mut Tracker, flag: &str, value: &str) -> Result<(), UsageError> {
         }
         "from-pod" => t.apply(|f| f.source_pod.push(v.clone())),
         "to-pod" => t.apply(|f| f.destination_pod.push(v.clone())),
+        "service" => {
+            t.apply_left(|f| f.source_service.push(v.clone()));
+            t.apply_right(|f| f.destination_service.push(v));
+        }
+        "from-service" => t.apply(|f| f.source_service.push(v.clone())),
+        "to-service" => t.apply(|f| f.destination_service.push(v.clone())),
         "namespace" => t.ns.push(v),
         "from-namespace" => t.src_ns.push(v),
         "to-namespace" => t.dst_ns.push(v),

@@ -1,7 +1,7 @@
 //! Filters on what flowscope never produces.
 //!
 //! Hubble's filter language names fields that a flowscope server does not fill yet (L7 records,
-//! DNS names, Kubernetes services, node labels, trace ids, encryption, cluster names) and values it never
+//! DNS names, node labels, trace ids, encryption, cluster names) and values it never
 //! sets (verdicts of a policy engine, event types of a proxy). A filter on them is valid
 //! Hubble, so [`FlowFilterSet::compile`](crate::FlowFilterSet::compile) accepts it (flowctl
 //! applies it to Hubble's own flows read from a file), but a server asked for it would answer
@@ -100,18 +100,6 @@ fn check(f: &FlowFilter) -> Result<(), FilterError> {
                 field,
                 v.clone(),
                 "flowscope does not put DNS names on flows yet",
-            ));
-        }
-    }
-    for (field, values) in [
-        ("source_service", &f.source_service),
-        ("destination_service", &f.destination_service),
-    ] {
-        if let Some(v) = values.first() {
-            return Err(never(
-                field,
-                v.clone(),
-                "flowscope does not put Kubernetes services on flows yet",
             ));
         }
     }
@@ -234,7 +222,7 @@ mod tests {
             refuse_unproduced(
                 &[],
                 &[FlowFilter {
-                    source_service: vec!["default/web".into()],
+                    source_fqdn: vec!["example.com".into()],
                     ..FlowFilter::default()
                 }]
             )
@@ -257,6 +245,9 @@ mod tests {
                 ],
                 encrypted: vec![false],
                 source_pod: vec!["default/".into()],
+                // Services from the Kubernetes source or the endpoints file.
+                source_service: vec!["default/web".into()],
+                destination_service: vec!["kube-system/".into()],
                 ..FlowFilter::default()
             }],
             &[],

@@ -4,8 +4,9 @@
 //! `support/fake_apiserver.rs` stands in for it. It speaks the list and watch protocol over
 //! real HTTP (paginated lists with `resourceVersion`, chunked watch streams of
 //! `{"type":…,"object":…}` lines, bookmarks, `410 Expired` error events, replay from a version),
-//! and serves the objects of `fixtures/kubernetes/` (a PodList, NamespaceList and NodeList in
-//! the shape and with the fields the API server returns for `kubectl get --raw`). Each test
+//! and serves the objects of `fixtures/kubernetes/` (a PodList, NamespaceList, NodeList,
+//! ServiceList and EndpointSliceList in the shape and with the fields the API server returns for
+//! `kubectl get --raw`). Each test
 //! drives it through one situation and checks the registry's lookups, with bounded waits.
 
 #![cfg(feature = "kubernetes")]
@@ -63,6 +64,8 @@ impl Setup {
         api.load_list("pods", &fixture("pods.json"));
         api.load_list("namespaces", &fixture("namespaces.json"));
         api.load_list("nodes", &fixture("nodes.json"));
+        api.load_list("services", &fixture("services.json"));
+        api.load_list("endpointslices", &fixture("endpointslices.json"));
         let config = kube::Config::new(api.url().parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
         let registry = Registry::new(Vec::new(), Vec::new());
@@ -87,9 +90,10 @@ impl Setup {
         s.wait("the first lists", |s| s.who("10.244.0.213").is_some())
             .await;
         s.wait("open watches", |s| {
-            ["pods", "namespaces", "nodes"]
+            ["pods", "namespaces", "nodes", "services"]
                 .iter()
                 .all(|k| s.api.watchers(k, "v1") == 1)
+                && s.api.watchers("endpointslices", "discovery.k8s.io/v1") == 1
         })
         .await;
         s
@@ -569,6 +573,148 @@ async fn a_dropped_watch_resumes_from_the_last_version() {
     assert_eq!(s.lists("/api/v1/pods"), 3, "no second list");
     assert_eq!(s.status.relists(Resource::Pods), 0);
     assert!(s.who("10.244.0.80").is_some());
+    s.stop().await;
+}
+
+/// `namespace/name` of the Service whose frontend `addr`:`port` is.
+fn service_at(s: &Setup, addr: &str, port: u16) -> Option<String> {
+    s.registry.service(ip(addr), port).map(|n| n.to_string())
+}
+
+/// A Service as the API server sends it in a watch event.
+fn new_service(ns: &str, name: &str, cluster_ip: &str, ports: &[(u16, &str)]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns,
+                     "uid": format!("5e7c0000-0000-4000-8000-{:012}", ports[0].0),
+                     "creationTimestamp": "2026-11-26T12:00:00Z"},
+        "spec": {
+            "ports": ports.iter().map(|(p, proto)| json!({"protocol": proto, "port": p,
+                "targetPort": p})).collect::<Vec<_>>(),
+            "clusterIP": cluster_ip, "clusterIPs": [cluster_ip], "type": "ClusterIP",
+            "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack"
+        },
+        "status": {"loadBalancer": {}}
+    })
+}
+
+#[tokio::test]
+async fn services_appear_change_and_disappear() {
+    let s = Setup::start().await;
+    s.wait("the services", |s| {
+        service_at(s, "10.96.0.10", 80).is_some()
+    })
+    .await;
+
+    // Every ClusterIP of a dual-stack Service, on its port; not on another port; never the
+    // backend (Hubble names frontends only).
+    assert_eq!(
+        service_at(&s, "10.96.0.10", 80).as_deref(),
+        Some("shop/web")
+    );
+    assert_eq!(
+        service_at(&s, "fd00:10:96::10", 80).as_deref(),
+        Some("shop/web")
+    );
+    assert_eq!(service_at(&s, "10.96.0.10", 8080), None);
+    assert_eq!(service_at(&s, "10.244.0.213", 8080), None);
+    // UDP and TCP ports of one Service.
+    assert_eq!(
+        service_at(&s, "10.96.0.53", 53).as_deref(),
+        Some("kube-system/kube-dns")
+    );
+    // A headless Service has no frontend.
+    assert_eq!(s.registry.snapshot().services().len(), 2);
+    assert_eq!(s.status.services(), 2);
+    // The EndpointSlice's endpoint is web's backend, on the slice's port.
+    s.wait("the backends", |s| {
+        s.registry
+            .snapshot()
+            .services()
+            .is_backend(ip("10.244.0.213"), 8080)
+    })
+    .await;
+    assert!(
+        !s.registry
+            .snapshot()
+            .services()
+            .is_backend(ip("10.244.0.213"), 80)
+    );
+
+    // A new Service appears.
+    s.api.apply(
+        "services",
+        new_service("shop", "api", "10.96.0.20", &[(8443, "TCP")]),
+    );
+    s.wait("the new service", |s| {
+        service_at(s, "10.96.0.20", 8443).is_some()
+    })
+    .await;
+    assert_eq!(
+        service_at(&s, "10.96.0.20", 8443).as_deref(),
+        Some("shop/api")
+    );
+
+    // It changes port: the old frontend is gone, the new one named.
+    s.api.apply(
+        "services",
+        new_service("shop", "api", "10.96.0.20", &[(9443, "TCP")]),
+    );
+    s.wait("the changed port", |s| {
+        service_at(s, "10.96.0.20", 9443).is_some()
+    })
+    .await;
+    assert_eq!(service_at(&s, "10.96.0.20", 8443), None);
+
+    // Its backends come and go with its EndpointSlice.
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "api-abcde", "namespace": "shop",
+                     "labels": {"kubernetes.io/service-name": "api"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.244.0.91"], "conditions": {"ready": true}}],
+        "ports": [{"protocol": "TCP", "port": 9443}]
+    });
+    s.api.apply("endpointslices", slice);
+    s.wait("the new backend", |s| {
+        s.registry
+            .snapshot()
+            .services()
+            .is_backend(ip("10.244.0.91"), 9443)
+    })
+    .await;
+    s.api
+        .delete("endpointslices", "discovery.k8s.io/v1", "shop/api-abcde");
+    s.wait("the backend gone", |s| {
+        !s.registry
+            .snapshot()
+            .services()
+            .is_backend(ip("10.244.0.91"), 9443)
+    })
+    .await;
+
+    // The Service is deleted: its name is gone; the others stay.
+    s.api.delete("services", "v1", "shop/api");
+    s.wait("the deleted service", |s| {
+        service_at(s, "10.96.0.20", 9443).is_none()
+    })
+    .await;
+    assert_eq!(
+        service_at(&s, "10.96.0.10", 80).as_deref(),
+        Some("shop/web")
+    );
+
+    // A change missed while not watching (410 Gone, relist) is caught up too.
+    s.api.apply_silently(
+        "services",
+        new_service("shop", "late", "10.96.0.30", &[(80, "TCP")]),
+    );
+    s.api.expire_watches("services", "v1");
+    s.wait("the relisted service", |s| {
+        service_at(s, "10.96.0.30", 80).is_some()
+    })
+    .await;
+    assert!(s.status.relists(Resource::Services) >= 1);
     s.stop().await;
 }
 

@@ -187,24 +187,28 @@ fn manifests_keep_their_promises() {
         }
     }
 
-    // Least privilege: get/list/watch on pods, namespaces and nodes, nothing else; the relay
-    // has no API access at all.
+    // Least privilege: get/list/watch on pods, namespaces, nodes, services and endpointslices,
+    // nothing else; the relay has no API access at all.
     let roles: Vec<&Value> = objs
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
         .collect();
     assert_eq!(roles.len(), 1);
     let rules = roles[0]["rules"].as_array().unwrap();
-    assert_eq!(rules.len(), 1);
+    assert_eq!(rules.len(), 2);
     assert_eq!(rules[0]["apiGroups"], serde_json::json!([""]));
     assert_eq!(
         rules[0]["resources"],
-        serde_json::json!(["pods", "namespaces", "nodes"])
+        serde_json::json!(["pods", "namespaces", "nodes", "services"])
     );
     assert_eq!(
-        rules[0]["verbs"],
-        serde_json::json!(["get", "list", "watch"])
+        rules[1]["apiGroups"],
+        serde_json::json!(["discovery.k8s.io"])
     );
+    assert_eq!(rules[1]["resources"], serde_json::json!(["endpointslices"]));
+    for rule in rules {
+        assert_eq!(rule["verbs"], serde_json::json!(["get", "list", "watch"]));
+    }
     let relay_sa = find(&objs, "ServiceAccount", "flowscope-relay");
     assert_eq!(relay_sa["automountServiceAccountToken"], false);
 

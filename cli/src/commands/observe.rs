@@ -129,6 +129,19 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "POD", help_heading = "Filters")]
     pub to_pod: Vec<String>,
 
+    /// Flows from or to this Kubernetes Service (its ClusterIP and port, as Hubble):
+    /// [namespace/]service-name-prefix.
+    #[arg(long, value_name = "SERVICE", help_heading = "Filters")]
+    pub service: Vec<String>,
+
+    /// Flows from this Service: [namespace/]service-name-prefix.
+    #[arg(long, value_name = "SERVICE", help_heading = "Filters")]
+    pub from_service: Vec<String>,
+
+    /// Flows to this Service: [namespace/]service-name-prefix.
+    #[arg(long, value_name = "SERVICE", help_heading = "Filters")]
+    pub to_service: Vec<String>,
+
     /// Flows from or to pods of this Kubernetes namespace.
     #[arg(short = 'n', long, value_name = "NAMESPACE", help_heading = "Filters")]
     pub namespace: Vec<String>,

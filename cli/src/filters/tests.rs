@@ -628,3 +628,67 @@ fn uuid_node_label_workload_and_cluster_as_hubble() {
     assert!(white.is_empty());
     assert_eq!(black[0].uuid, strings(&["u-1"]));
 }
+
+#[test]
+fn service_flags_as_hubble() {
+    // Hubble's `service`, `from-service`, `to-service` cases of flows_filter.go.
+    assert_eq!(
+        whitelist(&["--service", "kube-system/kube-dns"]),
+        vec![
+            FlowFilter {
+                source_service: strings(&["kube-system/kube-dns"]),
+                ..Default::default()
+            },
+            FlowFilter {
+                destination_service: strings(&["kube-system/kube-dns"]),
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        whitelist(&["--from-service", "web", "--to-service", "default/db"]),
+        vec![FlowFilter {
+            source_service: strings(&["web"]),
+            destination_service: strings(&["default/db"]),
+            ..Default::default()
+        }]
+    );
+    // Namespaces apply to services as to pods; without a pod, no `ns/` pod filter is added.
+    assert_eq!(
+        whitelist(&["--to-namespace", "default", "--to-service", "web"]),
+        vec![FlowFilter {
+            destination_service: strings(&["default/web"]),
+            ..Default::default()
+        }]
+    );
+    assert_eq!(
+        lists(&[
+            "--to-namespace",
+            "kube-system",
+            "--to-service",
+            "default/web"
+        ])
+        .unwrap_err(),
+        r#"namespace conflict: "kube-system" does not contain "default/web""#
+    );
+    assert!(
+        lists(&["--service", "web", "--to-service", "db"])
+            .unwrap_err()
+            .contains("cannot be combined")
+    );
+    assert!(
+        lists(&["-n", "default", "--from-service", "web"])
+            .unwrap_err()
+            .contains("cannot be combined")
+    );
+    // --not sends the service filter to the blacklist.
+    let (white, black) = lists(&["--not", "--to-service", "default/web"]).unwrap();
+    assert!(white.is_empty());
+    assert_eq!(
+        black,
+        vec![FlowFilter {
+            destination_service: strings(&["default/web"]),
+            ..Default::default()
+        }]
+    );
+}

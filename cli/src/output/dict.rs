@@ -9,8 +9,10 @@ use super::{Printer, clean};
 
 /// One record, each line ending in a newline (the separator is the caller's).
 ///
-/// flowscope adds one line to Hubble's set: `SNAT SOURCE`, the source
-/// address (and port) after SNAT/MASQUERADE, for flows the kernel translated.
+/// flowscope adds two lines to Hubble's set: `SNAT SOURCE`, the source
+/// address (and port) after SNAT/MASQUERADE, for flows the kernel translated,
+/// and `  DNAT DEST`, the backend a DNATed connection (to a Service's
+/// ClusterIP) was sent to, for flows that carry the ClusterIP.
 pub(super) fn flow_record<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) -> String {
     let (src, dst) = p.host_names(flow);
     let mut out = format!("  TIMESTAMP: {}\n", p.time(flow));
@@ -21,8 +23,12 @@ pub(super) fn flow_record<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) ->
     if let Some(snat) = p.snat_source(flow) {
         out.push_str(&format!("SNAT SOURCE: {snat}\n"));
     }
+    out.push_str(&format!("DESTINATION: {dst}\n"));
+    if let Some((backend, _)) = p.dnat_backend(flow) {
+        out.push_str(&format!("  DNAT DEST: {backend}\n"));
+    }
     out.push_str(&format!(
-        "DESTINATION: {dst}\n       TYPE: {}\n    VERDICT: {}\n    SUMMARY: {}\n",
+        "       TYPE: {}\n    VERDICT: {}\n    SUMMARY: {}\n",
         super::flow_type(flow),
         p.verdict(flow),
         p.summary(flow),

@@ -655,6 +655,33 @@ impl<W: Write, E: Write> Printer<W, E> {
         })
     }
 
+    /// Where the kernel sent a DNATed connection, `10.244.0.77:8080`, for a
+    /// flow that carries the address before translation (a Service's
+    /// ClusterIP): `(backend, true)` when that address is the flow's source (a
+    /// reply), `(backend, false)` when it is its destination. None on the
+    /// backend's side, where the packet already carries the backend.
+    fn dnat_backend(&self, flow: &Flow) -> Option<(String, bool)> {
+        let ext = extension(flow)?;
+        let ip = flow.ip.as_ref()?;
+        let frontend = ext.ct_tuple.as_ref()?.destination_ip.clone();
+        if ext.destination_xlated.is_empty() || frontend == ext.destination_xlated {
+            return None;
+        }
+        let on_source = if ip.destination == frontend {
+            false
+        } else if ip.source == frontend {
+            true
+        } else {
+            return None;
+        };
+        let backend = clean(&ext.destination_xlated).into_owned();
+        let backend = match ext.destination_xlated_port {
+            0 => backend,
+            port => join_host_port(&backend, &port.to_string()),
+        };
+        Some((backend, on_source))
+    }
+
     /// The verdict, with Hubble's words for policy verdict events.
     fn verdict(&self, flow: &Flow) -> String {
         // A connection that got no reply is no packet and has no verdict: say what it is.

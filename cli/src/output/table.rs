@@ -20,11 +20,18 @@ pub(super) fn header(node_name: bool) -> Vec<String> {
 }
 
 /// One flow's cells. A translated source shows its SNAT address after it:
-/// `default/pod-a:59242 (SNAT 198.51.100.10:41708)`.
+/// `default/pod-a:59242 (SNAT 198.51.100.10:41708)`; a Service's ClusterIP
+/// the backend its connection was DNATed to: `default/web:80 (DNAT
+/// 10.244.0.77:8080)`.
 pub(super) fn flow_row<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) -> Vec<String> {
-    let (mut src, dst) = p.host_names(flow);
+    let (mut src, mut dst) = p.host_names(flow);
     if let Some(snat) = p.snat_source(flow) {
         src = format!("{src} (SNAT {snat})");
+    }
+    match p.dnat_backend(flow) {
+        Some((backend, true)) => src = format!("{src} (DNAT {backend})"),
+        Some((backend, false)) => dst = format!("{dst} (DNAT {backend})"),
+        None => {}
     }
     let mut row = vec![p.time(flow)];
     if p.opts.node_name {

@@ -738,3 +738,60 @@ fn flow_types() {
     });
     assert_eq!(flow_type(&flow), "http-request");
 }
+
+/// pod-a's SYN to a Service's ClusterIP, and the backend's reply as pod-a sees it
+/// (the ClusterIP as source), the connection DNATed to 10.244.0.77:8080.
+fn clusterip_flows() -> (Flow, Flow) {
+    let dnat = |e: &mut FlowExtension| {
+        e.ct_tuple = Some(flowscope_proto::flowscope::v1::Tuple {
+            source_ip: "10.244.0.213".into(),
+            destination_ip: "10.96.0.10".into(),
+            source_port: 59242,
+            destination_port: 80,
+            icmp_id: 0,
+        });
+        e.destination_xlated = "10.244.0.77".into();
+        e.destination_xlated_port = 8080;
+    };
+    let web = Some(flowscope_proto::flow::Service {
+        name: "web".into(),
+        namespace: "default".into(),
+    });
+    let mut syn = syn_from_endpoint();
+    syn.ip = ipv4("10.244.0.213", "10.96.0.10");
+    syn.destination_service = web.clone();
+    syn.extensions = ext(1, dnat);
+    let mut reply = synack_to_endpoint();
+    reply.ip = ipv4("10.96.0.10", "10.244.0.213");
+    reply.source_service = web;
+    reply.extensions = ext(2, dnat);
+    (syn, reply)
+}
+
+#[test]
+fn dnat_backends_in_dict_and_table() {
+    let (syn, reply) = clusterip_flows();
+    let (out, _) = render(with_format(Format::Dict), &[flow_response(syn.clone())]);
+    assert!(
+        out.contains("DESTINATION: default/web:80\n  DNAT DEST: 10.244.0.77:8080\n"),
+        "{out}"
+    );
+    let (out, _) = render(
+        with_format(Format::Table),
+        &[flow_response(syn), flow_response(reply.clone())],
+    );
+    assert!(
+        out.contains("default/web:80 (DNAT 10.244.0.77:8080)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("default/web:80 (DNAT 10.244.0.77:8080)   default/pod-a:59242"),
+        "{out}"
+    );
+    // On the backend's side the packet carries the backend: nothing to add.
+    let mut at_backend = reply;
+    at_backend.ip = ipv4("10.244.0.77", "10.244.0.213");
+    at_backend.source_service = None;
+    let (out, _) = render(with_format(Format::Dict), &[flow_response(at_backend)]);
+    assert!(!out.contains("DNAT"), "{out}");
+}

@@ -16,9 +16,9 @@ use crate::{
     decode::{
         event::{Event, ObsPoint},
         nat::{NatCache, Translation},
-        record::{FlowRecord, NodeFacts, reply_of, wire_tuple},
+        record::{FlowRecord, NodeFacts, has_ports, reply_of, wire_tuple},
     },
-    endpoints::{Identity, Registry, reserved},
+    endpoints::{Identity, Registry, ServiceIndex, reserved},
 };
 
 /// Builds flow records (and, where asked, flows) for one node.
@@ -66,6 +66,33 @@ impl FlowBuilder {
         }
     }
 
+    /// For a flow to or from a Service's frontend or backend (see
+    /// [`crate::endpoints::services`]), the kernel's DNAT of its connection, if the kernel
+    /// translated it. Flows of no Service cost nothing: the index is empty or has no entry.
+    fn dnat(&self, services: &ServiceIndex, ev: &Event) -> Option<Translation> {
+        let nat = self.nat.as_ref()?;
+        if services.is_empty() || !has_ports(ev) {
+            return None;
+        }
+        let wire = wire_tuple(ev)?;
+        let t = if services.frontend(wire.dst, wire.dport).is_some() {
+            // The client's request to the ClusterIP, before DNAT: the original tuple.
+            nat.lookup_orig(&wire)
+        } else if services.frontend(wire.src, wire.sport).is_some() {
+            // The reply to the client, after the reverse translation: the original reversed.
+            nat.lookup_orig(&reply_of(&wire))
+        } else if services.is_backend(wire.dst, wire.dport) {
+            // The request reaching the backend, after DNAT: the reply tuple reversed.
+            nat.lookup_reply(&reply_of(&wire))
+        } else if services.is_backend(wire.src, wire.sport) {
+            // The backend's reply, before the reverse translation: the reply tuple.
+            nat.lookup_reply(&wire)
+        } else {
+            None
+        };
+        t.filter(|t| t.dnat)
+    }
+
     /// The node name put into every flow.
     pub fn node_name(&self) -> &str {
         &self.node.node_name
@@ -74,26 +101,49 @@ impl FlowBuilder {
     /// The record of one event: the event with its endpoints and NAT join. `ifname` is the name
     /// of `ev.ifindex`, when known.
     pub fn record(&self, ev: Event, ifname: Option<Arc<str>>) -> FlowRecord {
-        let mut src = ev.src.map(|ip| self.registry.lookup(ip));
-        let mut dst = ev.dst.map(|ip| self.registry.lookup(ip));
+        let snap = self.registry.snapshot();
+        let mut src = ev.src.map(|ip| snap.lookup(ip));
+        let mut dst = ev.dst.map(|ip| snap.lookup(ip));
         let xlat = self.translation(&ev, &src, &dst).filter(|t| t.snat);
+        // A connection to a Service's frontend, translated to a backend: on both sides of the
+        // translation, the hops carry the connection's original tuple and the backend.
+        let dnat = match &xlat {
+            Some(t) if t.dnat => Some(*t),
+            Some(_) => None,
+            None => self.dnat(snap.services(), &ev),
+        };
         // A masqueraded connection: the node's address stands for the pod behind it.
         if let Some(t) = &xlat {
             match ev.point {
-                ObsPoint::ToNetwork => src = Some(self.registry.lookup(t.orig.src)),
-                ObsPoint::FromNetwork => dst = Some(self.registry.lookup(t.orig.src)),
+                ObsPoint::ToNetwork => src = Some(snap.lookup(t.orig.src)),
+                ObsPoint::FromNetwork => dst = Some(snap.lookup(t.orig.src)),
                 _ => {}
             }
         }
-        FlowRecord {
+        let mut rec = FlowRecord {
             event: ev,
             ifname,
             src,
             dst,
             xlat,
+            dnat,
+            src_service: None,
+            dst_service: None,
             uuid: uuid::Uuid::new_v4(),
             node: self.node.clone(),
+        };
+        // Hubble's service getter: each end's address and port (as the flow shows them),
+        // looked up among frontends.
+        let services = snap.services();
+        if !services.is_empty()
+            && has_ports(&rec.event)
+            && let Some((source, _, destination)) = rec.addresses()
+        {
+            let (sport, dport) = rec.ports();
+            rec.src_service = services.frontend(source, sport).cloned();
+            rec.dst_service = services.frontend(destination, dport).cloned();
         }
+        rec
     }
 
     /// The flow for one event (its record's [`FlowRecord::to_flow`]).
@@ -112,8 +162,8 @@ mod tests {
     use flowscope_proto::{
         drop_reason,
         flow::{
-            CiliumEventType, DropReason, TraceObservationPoint, TraceReason, TrafficDirection,
-            Verdict,
+            self, CiliumEventType, DropReason, TraceObservationPoint, TraceReason,
+            TrafficDirection, Verdict,
         },
         flowscope::v1::FlowExtension,
     };
@@ -317,6 +367,97 @@ mod tests {
         let f = drop_flow(3, None);
         assert_eq!(f.drop_reason_desc, DropReason::Unknown as i32);
         assert_eq!(f.drop_reason, 0);
+    }
+
+    #[test]
+    fn services_are_named_by_frontend_as_hubble_does() {
+        use crate::endpoints::{Service, ServiceAddr, ServiceName, source};
+        let b = builder();
+        let addr = |ip: &str, port| ServiceAddr {
+            ip: ip.parse().unwrap(),
+            port,
+            proto: ipproto::TCP,
+        };
+        b.registry.replace_services(
+            source::FILE,
+            vec![Service {
+                name: ServiceName {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                },
+                frontends: vec![addr("10.96.0.10", 80)],
+                backends: vec![addr("10.244.0.77", 8080)],
+            }],
+        );
+        let build = |point, state, src, dst, sport, dport| {
+            let ev = Event::decode(
+                &raw(point, state, src, dst, sport, dport, tcp::SYN),
+                &Clock::now(),
+                |_| None,
+            );
+            b.build(&ev, Some("lxc1"))
+        };
+        let web = Some(flow::Service {
+            name: "web".into(),
+            namespace: "default".into(),
+        });
+        // The client's request to the ClusterIP: destination_service.
+        let f = build(
+            obs::FROM_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 96, 0, 10],
+            41000,
+            80,
+        );
+        assert_eq!(f.destination_service, web);
+        assert_eq!(f.source_service, None);
+        // The reply from it: source_service.
+        let f = build(
+            obs::TO_ENDPOINT,
+            ct_state::REPLY,
+            [10, 96, 0, 10],
+            [10, 244, 0, 213],
+            80,
+            41000,
+        );
+        assert_eq!(f.source_service, web);
+        // Another port of the ClusterIP, and the backend itself: no service.
+        let f = build(
+            obs::FROM_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 96, 0, 10],
+            41000,
+            81,
+        );
+        assert_eq!(f.destination_service, None);
+        let f = build(
+            obs::TO_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 244, 0, 77],
+            41000,
+            8080,
+        );
+        assert_eq!(f.destination_service, None);
+        // ICMP has no port: an echo whose identifier equals the Service's port names nothing.
+        let mut echo = raw(
+            obs::FROM_ENDPOINT,
+            ct_state::NEW,
+            [10, 244, 0, 213],
+            [10, 96, 0, 10],
+            80,
+            0,
+            0,
+        );
+        echo.l4_proto = ipproto::ICMP;
+        echo.icmp_type = 8;
+        let ev = Event::decode(&echo, &Clock::now(), |_| None);
+        assert_eq!(b.build(&ev, Some("lxc1")).destination_service, None);
+        // Without the NAT join (no conntrack here) nothing claims a translation.
+        let ext: FlowExtension = f.extensions.as_ref().unwrap().to_msg().unwrap().unwrap();
+        assert!(ext.destination_xlated.is_empty());
     }
 
     #[test]

@@ -1,11 +1,18 @@
 //! The kernel's NAT translations, from its own conntrack table over ctnetlink.
 //!
 //! Two uses: `flowctl nat list` (a dump of the connections the kernel translated), and joining
-//! the two halves of a masqueraded connection in flows. A pod's connection to the world is seen
+//! the two halves of a translated connection in flows: a masqueraded one (SNAT), and one to a
+//! Service's ClusterIP that kube-proxy's rules sent to a backend (DNAT). A pod's connection to the world is seen
 //! on the pod's veth with the pod's address and on the uplink with the node's; the kernel's
 //! conntrack entry for it holds both tuples (original: pod -> world; reply: world -> node). An
 //! uplink flow's tuple is that reply tuple (or its reverse), so one lookup by reply tuple gives
 //! the pod's original tuple.
+//!
+//! For DNAT the halves are the client's side, where the packet carries the ClusterIP (its
+//! tuple is the original tuple, or its reverse for replies: one lookup by original tuple), and
+//! the backend's side, where it carries the backend's address (the reply tuple or its reverse).
+//! The decoder asks only for flows to or from a known Service frontend or backend
+//! (`endpoints::services`).
 //!
 //! Why this mechanism: the kernel's conntrack is the authority on what MASQUERADE (or any SNAT
 //! or DNAT, iptables or nftables) did, and ctnetlink is its stable API. Hooking the NAT functions
@@ -555,10 +562,19 @@ pub fn dump() -> io::Result<Vec<ConnEntry>> {
 
 /// The entry whose reply tuple is `reply`, if any.
 pub fn get_by_reply(reply: &Tuple) -> io::Result<Option<ConnEntry>> {
+    get_by(CTA_TUPLE_REPLY, reply)
+}
+
+/// The entry whose original tuple is `orig`, if any.
+pub fn get_by_orig(orig: &Tuple) -> io::Result<Option<ConnEntry>> {
+    get_by(CTA_TUPLE_ORIG, orig)
+}
+
+fn get_by(which: u16, t: &Tuple) -> io::Result<Option<ConnEntry>> {
     let mut s = Socket::open()?;
     let mut a = Vec::new();
-    put_tuple(&mut a, CTA_TUPLE_REPLY, reply);
-    let family = if reply.src.is_ipv4() {
+    put_tuple(&mut a, which, t);
+    let family = if t.src.is_ipv4() {
         libc::AF_INET
     } else {
         libc::AF_INET6
@@ -584,10 +600,21 @@ pub struct Translation {
     pub dnat: bool,
 }
 
-/// Cached lookups of translations by reply tuple. Entries live `ttl`; a negative answer lives
-/// a short time too, so that a burst of packets of an untranslated connection costs one lookup.
+/// A cached answer and when it was asked.
+type Cached = (Instant, Option<Translation>);
+
+/// Which tuple of the connection a lookup gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum By {
+    Orig,
+    Reply,
+}
+
+/// Cached lookups of translations by reply or original tuple. Entries live `ttl`; a negative
+/// answer lives a short time too, so that a burst of packets of an untranslated connection costs
+/// one lookup.
 pub struct NatCache {
-    entries: Mutex<HashMap<TupleKey, (Instant, Option<Translation>)>>,
+    entries: Mutex<HashMap<(By, TupleKey), Cached>>,
     ttl: Duration,
     negative_ttl: Duration,
     max: usize,
@@ -607,7 +634,17 @@ impl Default for NatCache {
 impl NatCache {
     /// The translation of the connection whose reply-direction tuple is `reply`.
     pub fn lookup_reply(&self, reply: &Tuple) -> Option<Translation> {
-        let key = reply.key();
+        self.lookup(By::Reply, reply)
+    }
+
+    /// The translation of the connection whose original-direction tuple is `orig` (a packet
+    /// seen before DNAT: a client's request to a Service's ClusterIP).
+    pub fn lookup_orig(&self, orig: &Tuple) -> Option<Translation> {
+        self.lookup(By::Orig, orig)
+    }
+
+    fn lookup(&self, by: By, tuple: &Tuple) -> Option<Translation> {
+        let key = (by, tuple.key());
         let now = Instant::now();
         if let Ok(map) = self.entries.lock()
             && let Some((at, t)) = map.get(&key)
@@ -621,7 +658,11 @@ impl NatCache {
                 return *t;
             }
         }
-        let found = get_by_reply(reply).ok().flatten().and_then(|e| {
+        let entry = match by {
+            By::Reply => get_by_reply(tuple),
+            By::Orig => get_by_orig(tuple),
+        };
+        let found = entry.ok().flatten().and_then(|e| {
             (e.snat() || e.dnat()).then_some(Translation {
                 orig: e.orig,
                 reply: e.reply,
@@ -734,5 +775,13 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(r, (0, None), "a new namespace has no connections");
+        let r = std::thread::spawn(|| {
+            // SAFETY: unshare affects only this thread's network namespace.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            get_by_orig(&tcp("192.0.2.1", 1, "192.0.2.2", 2)).expect("get by original tuple")
+        })
+        .join()
+        .unwrap();
+        assert_eq!(r, None);
     }
 }

@@ -28,7 +28,7 @@ use crate::{
         event::{CtState, Event, Kind, ObsPoint, format_mac},
         nat::{Translation, Tuple},
     },
-    endpoints::Identity,
+    endpoints::{Identity, ServiceName},
     service::inspector::ct_id,
 };
 
@@ -68,6 +68,13 @@ pub struct FlowRecord {
     /// The kernel's source NAT of this connection, when it translated it and this hop sees the
     /// translated side.
     pub xlat: Option<Translation>,
+    /// The kernel's DNAT of a connection to a Service's frontend (a ClusterIP), on either side
+    /// of the translation.
+    pub dnat: Option<Translation>,
+    /// The Service whose frontend is the source address and port (Hubble's `source_service`).
+    pub src_service: Option<Arc<ServiceName>>,
+    /// The Service whose frontend is the destination (Hubble's `destination_service`).
+    pub dst_service: Option<Arc<ServiceName>>,
     /// `Flow.uuid`: drawn once, so that every reader of the record sees the same one.
     pub uuid: uuid::Uuid,
     /// The node.
@@ -214,6 +221,17 @@ impl FlowRecord {
         })
     }
 
+    /// The source and destination ports as `Flow.l4` shows them (0 without ports).
+    pub fn ports(&self) -> (u16, u16) {
+        use flowscope_proto::flow::layer4::Protocol;
+        match self.l4().and_then(|l| l.protocol) {
+            Some(Protocol::Tcp(t)) => (t.source_port as u16, t.destination_port as u16),
+            Some(Protocol::Udp(u)) => (u.source_port as u16, u.destination_port as u16),
+            Some(Protocol::Sctp(s)) => (s.source_port as u16, s.destination_port as u16),
+            _ => (0, 0),
+        }
+    }
+
     /// `Flow.interface`: none for a to-stack trace (index 0), as Hubble leaves it on Cilium's.
     pub fn interface(&self) -> Option<(u32, &str)> {
         (self.event.ifindex != 0).then(|| {
@@ -267,7 +285,7 @@ impl FlowRecord {
     /// The connection's tuple in its original direction, on the pod's side of any NAT: every
     /// hop of the connection carries the same one, so clients can put the hops together.
     pub fn connection(&self) -> Option<Tuple> {
-        match &self.xlat {
+        match self.xlat.as_ref().or(self.dnat.as_ref()) {
             Some(t) => Some(t.orig),
             None => wire_tuple(&self.event).and_then(|w| match self.event.ct_state {
                 Some(CtState::New | CtState::Established) => Some(w),
@@ -286,6 +304,8 @@ impl FlowRecord {
             source_xlated_port: self
                 .snat_at_uplink()
                 .map_or(0, |_| u32::from(self.event.src_port)),
+            // Where the kernel sent the connection: the reply tuple's source is the backend.
+            destination_xlated: self.dnat.as_ref().map(|t| (t.reply.src, t.reply.sport)),
         }
     }
 
@@ -300,6 +320,11 @@ impl FlowRecord {
             ct_id: n.ct_id,
             ct_tuple: n.conn.as_ref().map(pb_tuple),
             source_xlated_port: n.source_xlated_port,
+            destination_xlated: n
+                .destination_xlated
+                .map(|(a, _)| a.to_string())
+                .unwrap_or_default(),
+            destination_xlated_port: n.destination_xlated.map_or(0, |(_, p)| u32::from(p)),
             ..FlowExtension::default()
         }
     }
@@ -345,6 +370,8 @@ impl FlowRecord {
             trace_reason: self.trace_reason() as i32,
             is_reply: reply,
             reply: reply.unwrap_or(false),
+            source_service: self.src_service.as_deref().map(service_of),
+            destination_service: self.dst_service.as_deref().map(service_of),
             interface: self.interface().map(|(index, name)| NetworkInterface {
                 index,
                 name: name.to_owned(),
@@ -367,6 +394,8 @@ pub struct ExtensionNumbers {
     pub ct_id: u64,
     /// The source port on the wire, when the flow shows the pod's port before SNAT.
     pub source_xlated_port: u32,
+    /// The backend a Service's frontend was translated to (DNAT).
+    pub destination_xlated: Option<(IpAddr, u16)>,
 }
 
 /// The event's tuple as conntrack writes it (ICMP echo: the identifier, no ports).
@@ -423,6 +452,18 @@ fn pb_tuple(t: &Tuple) -> PbTuple {
         source_port: t.sport as u32,
         destination_port: t.dport as u32,
         icmp_id: t.icmp_id as u32,
+    }
+}
+
+/// Whether the event's protocol has ports (TCP, UDP, SCTP): the only ones Services name.
+pub fn has_ports(ev: &Event) -> bool {
+    ev.has_l4 && matches!(ev.proto, ipproto::TCP | ipproto::UDP | ipproto::SCTP)
+}
+
+fn service_of(s: &ServiceName) -> flow::Service {
+    flow::Service {
+        name: s.name.clone(),
+        namespace: s.namespace.clone(),
     }
 }
 
@@ -567,6 +608,9 @@ pub(crate) mod testing {
             src: Some(pod("default", "web-5d4f8c7b9-x2x4z", 1)),
             dst: Some(Identity::reserved(reserved::WORLD)),
             xlat: None,
+            dnat: None,
+            src_service: None,
+            dst_service: None,
             uuid: uuid::Uuid::new_v4(),
             node: Arc::new(NodeFacts::new("node-1".into())),
         }

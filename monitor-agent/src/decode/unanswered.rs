@@ -206,6 +206,8 @@ pub fn report(first: &Flow, entry: Option<&CtEntry>, waited: Duration, at: Times
         ct_id: first_ext.ct_id,
         ct_tuple: first_ext.ct_tuple,
         source_xlated_port: first_ext.source_xlated_port,
+        destination_xlated: first_ext.destination_xlated,
+        destination_xlated_port: first_ext.destination_xlated_port,
         ..FlowExtension::default()
     };
     Flow {
@@ -216,6 +218,9 @@ pub fn report(first: &Flow, entry: Option<&CtEntry>, waited: Duration, at: Times
         l4,
         source: first.source.clone(),
         destination: first.destination.clone(),
+        // An unanswered connection to a Service's ClusterIP says which Service.
+        source_service: first.source_service.clone(),
+        destination_service: first.destination_service.clone(),
         r#type: first.r#type,
         node_name: first.node_name.clone(),
         is_reply: Some(false),

@@ -9,9 +9,18 @@
 //!     workload: {name: web, kind: Deployment}   # optional
 //!     id: 762                            # optional endpoint ID (1 to 2^32-1)
 //! remote_nodes: [198.51.100.11, 198.51.100.0/28]   # other nodes: addresses or CIDRs
+//! services:
+//!   - namespace: default                 # required: a DNS label
+//!     name: web                          # required: a DNS label
+//!     ips: [10.96.0.10]                  # required: ClusterIP(s), external addresses
+//!     ports:                             # required: at least one
+//!       - port: 80                       # the Service's port
+//!         target_port: 8080              # the backends' port (default: `port`)
+//!         protocol: TCP                  # TCP (default), UDP or SCTP
+//!     backends: [10.244.0.77]            # optional: the pods' addresses behind it
 //! ```
 //!
-//! - Both top-level keys are optional, but the file may not be empty: write `endpoints: []` to
+//! - Every top-level key is optional, but the file may not be empty: write `endpoints: []` to
 //!   declare no endpoints (an editor that truncates the file before writing it must not wipe
 //!   every endpoint for a second).
 //! - Each endpoint's labels become `k8s:<key>=<value>`, plus
@@ -24,6 +33,12 @@
 //!   be deployed on every node.
 //! - `remote_nodes`: addresses of the other nodes of the cluster (they resolve to the reserved
 //!   identity `remote-node`); a bare address or a CIDR (host bits are ignored).
+//! - `services`: what the Kubernetes source's Services and EndpointSlices say, for nodes
+//!   without it ([`super::services`]): flows to or from one of `ips` on one of `ports` carry the
+//!   Service's name (`destination_service`, `source_service`), and a connection the node's NAT
+//!   rules translate from a frontend to a backend (`backends` × `target_port`) is joined across
+//!   the translation. A Service listed twice, and a frontend (address and port) claimed by two
+//!   Services, are errors. Files without `services` read as before.
 //!
 //! At start the agent calls [`load`]: a file that cannot be read or parsed stops it, before it
 //! attaches anything, with an error naming the line and field. Then [`watch`] polls the file
@@ -49,7 +64,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    Endpoint, Registry, Workload, identity_for_labels,
+    Endpoint, Registry, Service, ServiceAddr, ServiceName, Workload, identity_for_labels,
     labels::{
         NAMESPACE_LABEL, check_dns_label, check_dns_subdomain, check_label_key, check_label_value,
         pod_labels,
@@ -71,6 +86,8 @@ pub struct FileContents {
     pub endpoints: Vec<Endpoint>,
     /// Remote-node addresses (as /32 or /128) and CIDRs.
     pub remote_nodes: Vec<IpNet>,
+    /// The Services, in file order.
+    pub services: Vec<Service>,
 }
 
 /// Where in the file a problem is (1-based).
@@ -170,7 +187,15 @@ impl FileError {
         for (ty, what) in [
             (
                 "struct FileSpec",
-                "a mapping with `endpoints` and/or `remote_nodes`",
+                "a mapping with `endpoints`, `remote_nodes` and/or `services`",
+            ),
+            (
+                "struct ServiceSpec",
+                "a service (a mapping with `namespace`, `name`, `ips`, `ports`, …)",
+            ),
+            (
+                "struct PortSpec",
+                "a service port (`{port: 80, target_port: 8080, protocol: TCP}`)",
             ),
             (
                 "struct EndpointSpec",
@@ -226,10 +251,11 @@ fn parse_bytes(bytes: &[u8]) -> Result<FileContents, FileError> {
     }
 }
 
-/// Puts a file's contents in force: its endpoints and remote nodes replace what the file said
+/// Puts a file's contents in force: its endpoints, remote nodes and Services replace what the file said
 /// before (source [`source::FILE`]).
 pub fn apply(registry: &Registry, contents: FileContents) {
     registry.replace_remote_nodes(source::FILE, contents.remote_nodes);
+    registry.replace_services(source::FILE, contents.services);
     registry.replace_source(source::FILE, contents.endpoints);
 }
 
@@ -396,6 +422,81 @@ struct FileSpec {
     endpoints: Vec<EndpointSpec>,
     #[serde(default)]
     remote_nodes: List<NetItem>,
+    #[serde(default)]
+    services: Vec<ServiceSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSpec {
+    #[serde(deserialize_with = "namespace")]
+    namespace: String,
+    #[serde(deserialize_with = "namespace")]
+    name: String,
+    ips: List<IpItem>,
+    ports: Vec<PortSpec>,
+    #[serde(default)]
+    backends: List<IpItem>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortSpec {
+    #[serde(deserialize_with = "port")]
+    port: u16,
+    #[serde(default, deserialize_with = "some_port")]
+    target_port: Option<u16>,
+    #[serde(default)]
+    protocol: ProtocolSpec,
+}
+
+/// A service port's protocol, as Kubernetes spells it.
+#[derive(Clone, Copy, Default, Deserialize)]
+enum ProtocolSpec {
+    #[default]
+    #[serde(rename = "TCP")]
+    Tcp,
+    #[serde(rename = "UDP")]
+    Udp,
+    #[serde(rename = "SCTP")]
+    Sctp,
+}
+
+impl ProtocolSpec {
+    fn number(self) -> u8 {
+        match self {
+            ProtocolSpec::Tcp => 6,
+            ProtocolSpec::Udp => 17,
+            ProtocolSpec::Sctp => 132,
+        }
+    }
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = u16;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a port from 1 to 65535")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+            match u16::try_from(v) {
+                Ok(p) if p != 0 => Ok(p),
+                _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+            }
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+            }
+        }
+    }
+    d.deserialize_u16(V)
+}
+
+fn some_port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    port(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -680,11 +781,98 @@ impl FileSpec {
                 remote_nodes.push(n.0);
             }
         }
+        let services = check_services(&self.services)?;
         Ok(FileContents {
             endpoints,
             remote_nodes,
+            services,
         })
     }
+}
+
+/// The file's Services, checked: each listed once, each frontend claimed by one Service, at
+/// least one address and one port each.
+fn check_services(specs: &[ServiceSpec]) -> Result<Vec<Service>, FileError> {
+    use std::collections::HashMap;
+    let conflict = |field: String, reason: String| FileError::Conflict {
+        path: None,
+        field,
+        reason,
+    };
+    let mut names: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut frontends: HashMap<(IpAddr, u16, u8), usize> = HashMap::new();
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let name = (spec.namespace.as_str(), spec.name.as_str());
+        if let Some(j) = names.insert(name, i) {
+            return Err(conflict(
+                format!("services[{i}].name"),
+                format!(
+                    "{}/{} is listed twice (also services[{j}])",
+                    spec.namespace, spec.name
+                ),
+            ));
+        }
+        if spec.ips.0.is_empty() {
+            return Err(conflict(
+                format!("services[{i}].ips"),
+                "a Service needs at least one address (its ClusterIP)".into(),
+            ));
+        }
+        if spec.ports.is_empty() {
+            return Err(conflict(
+                format!("services[{i}].ports"),
+                "a Service needs at least one port".into(),
+            ));
+        }
+        let mut svc = Service {
+            name: ServiceName {
+                namespace: spec.namespace.clone(),
+                name: spec.name.clone(),
+            },
+            frontends: Vec::new(),
+            backends: Vec::new(),
+        };
+        for ip in &spec.ips.0 {
+            for p in &spec.ports {
+                let fe = ServiceAddr {
+                    ip: ip.0.to_canonical(),
+                    port: p.port,
+                    proto: p.protocol.number(),
+                };
+                match frontends.insert((fe.ip, fe.port, fe.proto), i) {
+                    Some(j) if j != i => {
+                        let other = &specs[j];
+                        return Err(conflict(
+                            format!("services[{i}].ips"),
+                            format!(
+                                "{} port {} is also a frontend of {}/{} (services[{j}])",
+                                ip.0, p.port, other.namespace, other.name
+                            ),
+                        ));
+                    }
+                    _ => {}
+                }
+                if !svc.frontends.contains(&fe) {
+                    svc.frontends.push(fe);
+                }
+            }
+        }
+        for ip in &spec.backends.0 {
+            for p in &spec.ports {
+                let be = ServiceAddr {
+                    ip: ip.0.to_canonical(),
+                    port: p.target_port.unwrap_or(p.port),
+                    proto: p.protocol.number(),
+                };
+                if !svc.backends.contains(&be) {
+                    svc.backends.push(be);
+                }
+            }
+        }
+        out.push(svc);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -725,6 +913,9 @@ mod tests {
             }]
         );
         assert!(c.endpoints.iter().any(|e| e.pod_name == "pod-b"));
+        let web = &c.services[0];
+        assert_eq!(web.name.to_string(), "default/web");
+        assert!(!web.frontends.is_empty() && !web.backends.is_empty());
         assert!(
             c.remote_nodes
                 .contains(&"198.51.100.11/32".parse().unwrap())
@@ -787,6 +978,62 @@ remote_nodes: [198.51.100.11, 198.51.100.0/28, "2001:db8::5/64", 198.51.100.11]
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn services_name_frontends_and_backends() {
+        let c = parse(
+            r#"endpoints: []
+services:
+  - namespace: default
+    name: web
+    ips: [10.96.0.10, "fd00:96::10"]
+    ports:
+      - {port: 80, target_port: 8080}
+      - {port: 53, protocol: UDP}
+    backends: [10.244.0.77]
+"#,
+        )
+        .unwrap();
+        let [web] = c.services.as_slice() else {
+            panic!("{:?}", c.services)
+        };
+        assert_eq!(web.name.to_string(), "default/web");
+        let fe: Vec<(IpAddr, u16, u8)> = web
+            .frontends
+            .iter()
+            .map(|a| (a.ip, a.port, a.proto))
+            .collect();
+        assert_eq!(
+            fe,
+            [
+                (ip("10.96.0.10"), 80, 6),
+                (ip("10.96.0.10"), 53, 17),
+                (ip("fd00:96::10"), 80, 6),
+                (ip("fd00:96::10"), 53, 17),
+            ]
+        );
+        // Each backend address on each port's target port (the port itself without one).
+        let be: Vec<(IpAddr, u16, u8)> = web
+            .backends
+            .iter()
+            .map(|a| (a.ip, a.port, a.proto))
+            .collect();
+        assert_eq!(
+            be,
+            [(ip("10.244.0.77"), 8080, 6), (ip("10.244.0.77"), 53, 17)]
+        );
+
+        // Applied, the registry names the frontend; a file without services removes them.
+        let r = Registry::default();
+        apply(&r, c);
+        assert_eq!(
+            r.service(ip("10.96.0.10"), 80).unwrap().to_string(),
+            "default/web"
+        );
+        assert!(r.snapshot().services().is_backend(ip("10.244.0.77"), 8080));
+        apply(&r, parse("endpoints: []\n").unwrap());
+        assert!(r.service(ip("10.96.0.10"), 80).is_none());
     }
 
     /// Each kind of bad file, with the message the operator sees.
@@ -871,12 +1118,13 @@ remote_nodes: [198.51.100.11, 198.51.100.0/28, "2001:db8::5/64", 198.51.100.11]
             ),
             (
                 s("endpoint: []\n"),
-                "unknown field `endpoint`, expected `endpoints` or `remote_nodes`",
+                "unknown field `endpoint`, expected one of `endpoints`, `remote_nodes`, \
+                 `services`",
             ),
             (
                 s("- a\n- b\n"),
-                "line 1, column 1: invalid type: sequence, expected a mapping with `endpoints` \
-                 and/or `remote_nodes`",
+                "line 1, column 1: invalid type: sequence, expected a mapping with `endpoints`, \
+                 `remote_nodes` and/or `services`",
             ),
             (
                 s("endpoints: [pod-a]\n"),
@@ -900,6 +1148,53 @@ remote_nodes: [198.51.100.11, 198.51.100.0/28, "2001:db8::5/64", 198.51.100.11]
                      - {namespace: default, pod: a, id: 7}\n\
                      - {namespace: other, pod: a, id: 7}\n"),
                 "endpoints[1].id: 7 is also the ID of default/a (endpoints[0])",
+            ),
+            (
+                s("services:\n  - {namespace: default, name: web, ips: [10.96.0.10]}\n"),
+                "line 2, column 5: services[0]: missing field `ports`",
+            ),
+            (
+                s("services:\n  - {namespace: default, name: web, ips: [10.96.0.10], ports: []}\n"),
+                "services[0].ports: a Service needs at least one port",
+            ),
+            (
+                s("services:\n  - {namespace: default, name: web, ips: [], ports: [{port: 80}]}\n"),
+                "services[0].ips: a Service needs at least one address",
+            ),
+            (
+                s(
+                    "services:\n  - {namespace: default, name: web, ips: [10.96.0.10], \
+                   ports: [{port: 0}]}\n",
+                ),
+                "services[0].ports[0].port: invalid value: integer `0`, expected a port from 1 \
+                 to 65535",
+            ),
+            (
+                s(
+                    "services:\n  - {namespace: default, name: web, ips: [10.96.0.10], \
+                   ports: [{port: 80, protocol: tcp}]}\n",
+                ),
+                "services[0].ports[0].protocol: unknown variant `tcp`, expected one of `TCP`, \
+                 `UDP`, `SCTP`",
+            ),
+            (
+                s(
+                    "services:\n  - {namespace: default, name: Web, ips: [10.96.0.10], \
+                   ports: [{port: 80}]}\n",
+                ),
+                "services[0].name: `Web` is not a DNS label",
+            ),
+            (
+                s("services:\n\
+                     - {namespace: default, name: web, ips: [10.96.0.10], ports: [{port: 80}]}\n\
+                     - {namespace: default, name: web, ips: [10.96.0.11], ports: [{port: 80}]}\n"),
+                "services[1].name: default/web is listed twice (also services[0])",
+            ),
+            (
+                s("services:\n\
+                     - {namespace: default, name: web, ips: [10.96.0.10], ports: [{port: 80}]}\n\
+                     - {namespace: other, name: web, ips: [10.96.0.10], ports: [{port: 80}]}\n"),
+                "services[1].ips: 10.96.0.10 port 80 is also a frontend of default/web (services[0])",
             ),
         ];
         for (text, want) in &cases {

@@ -8,8 +8,13 @@
 //! | `Pod` | `fieldSelector=spec.nodeName=<node>` | one endpoint per pod with an address: namespace, name, labels, workload, IPv4 and IPv6 addresses ([`Registry::replace_source`]) |
 //! | `Namespace` | all | the `io.cilium.k8s.namespace.labels.*` labels of its pods |
 //! | `Node` | all | InternalIP and ExternalIP addresses: this node's are `host` ([`Registry::replace_node_ips`]), the others' `remote-node` ([`Registry::replace_remote_nodes`]) |
+//! | `Service` | all | its frontends: ClusterIPs, external IPs and load balancer addresses, each with every port ([`Registry::replace_services`]); headless and `ExternalName` Services have none |
+//! | `EndpointSlice` (`discovery.k8s.io/v1`) | all | the backends of its Service (label `kubernetes.io/service-name`): every address with every port, ready or not |
 //!
-//! Only `get`/`list`/`watch` on those three kinds are needed (see `deploy/kubernetes/base`).
+//! Only `get`/`list`/`watch` on those five kinds are needed (see `deploy/kubernetes/base`).
+//! Services and EndpointSlices of the whole cluster are watched: a pod here may reach any
+//! Service, and a Service's backends may be anywhere. What they are used for:
+//! [`crate::endpoints::services`].
 //! Pods of other nodes are not watched (the issue's choice: an agent watching every pod of a
 //! large cluster costs the API server and the agent's memory); the agent of the node that hosts
 //! a pod names it, and the relay merges both views.
@@ -198,11 +203,21 @@ pub enum Resource {
     Namespaces = 1,
     /// All nodes.
     Nodes = 2,
+    /// All Services.
+    Services = 3,
+    /// All EndpointSlices.
+    EndpointSlices = 4,
 }
 
 impl Resource {
     /// Every kind, in metric order.
-    pub const ALL: [Resource; 3] = [Resource::Pods, Resource::Namespaces, Resource::Nodes];
+    pub const ALL: [Resource; 5] = [
+        Resource::Pods,
+        Resource::Namespaces,
+        Resource::Nodes,
+        Resource::Services,
+        Resource::EndpointSlices,
+    ];
 
     /// The plural the API uses (`pods`): the metric label value.
     pub fn as_str(self) -> &'static str {
@@ -210,6 +225,8 @@ impl Resource {
             Resource::Pods => "pods",
             Resource::Namespaces => "namespaces",
             Resource::Nodes => "nodes",
+            Resource::Services => "services",
+            Resource::EndpointSlices => "endpointslices",
         }
     }
 }
@@ -217,9 +234,10 @@ impl Resource {
 /// The source's health, shared with the metrics endpoint (as a [`Collector`]) and tests.
 #[derive(Debug, Default)]
 pub struct KubernetesStatus {
-    per: [PerResource; 3],
+    per: [PerResource; 5],
     pods: AtomicU64,
     remote_nodes: AtomicU64,
+    services: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -270,6 +288,11 @@ impl KubernetesStatus {
     /// Other nodes known.
     pub fn remote_nodes(&self) -> u64 {
         self.remote_nodes.load(Ordering::Relaxed)
+    }
+
+    /// Services with a frontend known.
+    pub fn services(&self) -> u64 {
+        self.services.load(Ordering::Relaxed)
     }
 
     /// Records a successful request; true when `r` was down before (an outage ends).
@@ -335,6 +358,13 @@ impl Collector for KubernetesStatus {
             "Other nodes known from the Kubernetes API server",
             None,
             MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(self.services() as i64).encode(encoder.encode_descriptor(
+            "flowscope_kubernetes_services",
+            "Services with a frontend (ClusterIP, external or load balancer address) known from \
+             the Kubernetes API server",
+            None,
+            MetricType::Gauge,
         )?)
     }
 }
@@ -389,8 +419,8 @@ impl Connection {
         }
     }
 
-    /// Starts the source with the default [`WatchTuning`]: lists and watches pods, namespaces
-    /// and nodes, and keeps `registry` in step, until `cancel` fires.
+    /// Starts the source with the default [`WatchTuning`]: lists and watches pods, namespaces,
+    /// nodes, Services and EndpointSlices, and keeps `registry` in step, until `cancel` fires.
     pub fn watch(self, registry: Registry, cancel: CancellationToken) -> Watch {
         self.watch_with(registry, WatchTuning::default(), cancel)
     }

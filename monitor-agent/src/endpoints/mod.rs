@@ -15,6 +15,10 @@
 //!   `remote-node` addresses ([`Registry::replace_node_ips`], [`Registry::replace_remote_nodes`]).
 //!   Nothing else here depends on where endpoints come from.
 //!
+//! Services (a ClusterIP's name, its backends) come from the same sources, the file's `services`
+//! and Kubernetes' Services and EndpointSlices, each replacing its set whole with
+//! [`Registry::replace_services`]; [`services`] says what they are used for.
+//!
 //! When sources disagree about an address, the one with the higher [`source::priority`] wins:
 //! the file (an operator's explicit word) over Kubernetes over discovery. Discovery only fills
 //! gaps: a discovered endpoint that shares an address or its veth with a named pod is folded into
@@ -38,6 +42,7 @@ pub mod kubernetes;
 pub mod labels;
 mod registry;
 pub mod reserved;
+pub mod services;
 #[cfg(test)]
 mod testutil;
 
@@ -47,6 +52,7 @@ use ipnet::IpNet;
 
 pub use identity::{IDENTITY_FIRST, IDENTITY_LAST, identity_for_labels, is_reserved};
 pub use registry::{Registry, Snapshot};
+pub use services::{Service, ServiceAddr, ServiceIndex, ServiceName};
 
 /// Names and precedence of the endpoint sources.
 pub mod source {

@@ -15,7 +15,11 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::{Endpoint, Identity, reserved, source};
+use super::{
+    Endpoint, Identity, reserved,
+    services::{Service, ServiceIndex, ServiceName},
+    source,
+};
 
 /// Thread-safe, cheap to clone: all clones share the same state.
 #[derive(Clone)]
@@ -41,6 +45,10 @@ struct State {
     source_node_ips: BTreeMap<String, Vec<IpAddr>>,
     endpoints: BTreeMap<String, Vec<Arc<Endpoint>>>,
     remote_nodes: BTreeMap<String, Vec<IpNet>>,
+    /// Services by source.
+    services: BTreeMap<String, Vec<Service>>,
+    /// Their index, rebuilt only when they change (endpoints change more often).
+    service_index: Arc<ServiceIndex>,
 }
 
 /// An immutable, merged view of the registry at one moment.
@@ -55,6 +63,7 @@ pub struct Snapshot {
     remote_nets: Vec<IpNet>,
     endpoints: Vec<Arc<Endpoint>>,
     namespaces: Vec<String>,
+    services: Arc<ServiceIndex>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -194,6 +203,31 @@ impl Registry {
             }
             true
         });
+    }
+
+    /// Replaces the Services `source` knows (an empty list removes the source's); see
+    /// [`super::services`] for what their frontends and backends are used for.
+    pub fn replace_services(&self, source: &str, services: Vec<Service>) {
+        self.update(|s| {
+            if s.services
+                .get(source)
+                .map_or(services.is_empty(), |old| *old == services)
+            {
+                return false;
+            }
+            if services.is_empty() {
+                s.services.remove(source);
+            } else {
+                s.services.insert(source.to_owned(), services);
+            }
+            s.service_index = Arc::new(ServiceIndex::build(&s.services));
+            true
+        });
+    }
+
+    /// The Service whose frontend `ip`:`port` is (Hubble's `GetServiceByAddr`).
+    pub fn service(&self, ip: IpAddr, port: u16) -> Option<Arc<ServiceName>> {
+        self.snapshot().services.frontend(ip, port).cloned()
     }
 
     /// Applies `change` to the sources' state and, if it says something changed, publishes a new
@@ -386,7 +420,13 @@ impl Snapshot {
             remote_nets,
             endpoints,
             namespaces,
+            services: state.service_index.clone(),
         }
+    }
+
+    /// The Services known, indexed by frontend and backend.
+    pub fn services(&self) -> &ServiceIndex {
+        &self.services
     }
 
     /// What `ip` is (see [`Registry::lookup`]). Allocates nothing.

@@ -37,6 +37,8 @@ mod tag {
     pub const NODE_NAME: u32 = 11;
     pub const REPLY: u32 = 16;
     pub const EVENT_TYPE: u32 = 19;
+    pub const SOURCE_SERVICE: u32 = 20;
+    pub const DESTINATION_SERVICE: u32 = 21;
     pub const TRAFFIC_DIRECTION: u32 = 22;
     pub const TRACE_OBSERVATION_POINT: u32 = 24;
     pub const TRACE_REASON: u32 = 36;
@@ -92,6 +94,17 @@ impl FlowEncoder {
             encoding::bool::encode(tag::REPLY, &true, out);
         }
         encoding::message::encode(tag::EVENT_TYPE, &rec.event_type(), out);
+        for (field, svc) in [
+            (tag::SOURCE_SERVICE, &rec.src_service),
+            (tag::DESTINATION_SERVICE, &rec.dst_service),
+        ] {
+            if let Some(svc) = svc {
+                nested(field, out, |out| {
+                    string(1, &svc.name, out);
+                    string(2, &svc.namespace, out);
+                });
+            }
+        }
         int32(tag::TRAFFIC_DIRECTION, rec.direction() as i32, out);
         int32(
             tag::TRACE_OBSERVATION_POINT,
@@ -145,6 +158,10 @@ fn extension(rec: &FlowRecord, out: &mut Vec<u8>) {
     uint32(4, ext.source_xlated_port, out);
     uint32(6, ev.drop_reason.unwrap_or(0), out);
     string(7, ev.drop_reason_name.as_deref().unwrap_or_default(), out);
+    if let Some((backend, port)) = ext.destination_xlated {
+        address(10, backend, out);
+        uint32(11, port.into(), out);
+    }
 }
 
 fn tuple(t: &Tuple, out: &mut Vec<u8>) {
@@ -334,6 +351,28 @@ mod tests {
             dnat: false,
         });
         same_bytes("TCP SYN at the uplink, masqueraded", &r);
+        // A connection to a Service's ClusterIP, DNAT'ed to a backend.
+        let mut to_svc = record(&tcp_syn, None);
+        let web = std::sync::Arc::new(crate::endpoints::ServiceName {
+            namespace: "default".into(),
+            name: "web".into(),
+        });
+        to_svc.dst_service = Some(web.clone());
+        to_svc.dnat = Some(Translation {
+            orig,
+            reply: crate::decode::nat::Tuple {
+                src: "10.244.0.77".parse().unwrap(),
+                dst: "10.244.0.213".parse().unwrap(),
+                sport: 8080,
+                dport: 59_242,
+                ..orig
+            },
+            snat: false,
+            dnat: true,
+        });
+        same_bytes("TCP SYN to a ClusterIP", &to_svc);
+        to_svc.src_service = Some(web);
+        same_bytes("both ends named by services", &to_svc);
         let mut back = base(obs::FROM_NETWORK, ct_state::REPLY, ipproto::TCP);
         back.src_addr = v4([1, 0, 0, 1]);
         back.dst_addr = v4([198, 51, 100, 10]);

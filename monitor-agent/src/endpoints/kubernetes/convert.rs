@@ -1,5 +1,6 @@
 //! From API objects to endpoints: what is kept of a pod, its labels in Hubble's form, its
-//! workload, the addresses of nodes, and the endpoint list with each address given to one pod.
+//! workload, the addresses of nodes, the endpoint list with each address given to one pod, and
+//! Services with their frontends and (from EndpointSlices) backends.
 //! Pure functions: no I/O, no clock.
 
 use std::{
@@ -9,12 +10,15 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Node, Pod},
+    api::{
+        core::v1::{Node, Pod, Service as K8sService},
+        discovery::v1::EndpointSlice,
+    },
     apimachinery::pkg::apis::meta::v1::{OwnerReference, Time},
 };
 
 use crate::endpoints::{
-    Endpoint, Workload, identity_for_labels,
+    Endpoint, Service, ServiceAddr, ServiceName, Workload, identity_for_labels,
     labels::{NAMESPACE_LABEL, pod_labels},
 };
 
@@ -309,6 +313,163 @@ pub(crate) fn node_peer_address(node: &Node) -> Option<IpAddr> {
             .find(|(t, ip)| *t == kind && ip.is_ipv4() == v4)
             .map(|(_, ip)| *ip)
     })
+}
+
+/// The label an EndpointSlice's controller puts on it: the name of its Service.
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// An IANA protocol number from a Kubernetes protocol name (TCP when not given, as the API
+/// defaults it); `None` for one flowscope does not know.
+fn protocol_number(name: Option<&str>) -> Option<u8> {
+    match name.unwrap_or("TCP") {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+
+/// `namespace/name` of an object.
+pub(crate) fn object_key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> String {
+    format!(
+        "{}/{}",
+        meta.namespace.as_deref().unwrap_or(""),
+        meta.name.as_deref().unwrap_or("")
+    )
+}
+
+/// What the source keeps of a Service: its name and frontends (see
+/// [`crate::endpoints::services`]): every ClusterIP, external IP and load balancer ingress
+/// address, each with every port. `None` for one without a frontend: headless (`clusterIP:
+/// None`), `ExternalName`, or without ports.
+pub(crate) fn service_frontends(svc: &K8sService) -> Option<(ServiceName, Vec<ServiceAddr>)> {
+    let meta = &svc.metadata;
+    let name = ServiceName {
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone()?,
+    };
+    let spec = svc.spec.as_ref()?;
+    let ips: Vec<IpAddr> = {
+        let cluster = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.as_ref());
+        let external = spec.external_ips.iter().flatten();
+        let balancer = svc
+            .status
+            .iter()
+            .filter_map(|s| s.load_balancer.as_ref())
+            .flat_map(|lb| lb.ingress.iter().flatten())
+            .filter_map(|i| i.ip.as_ref());
+        let mut ips: Vec<IpAddr> = Vec::new();
+        // "None" (headless) and "" (ExternalName) do not parse: no frontend.
+        for text in cluster.chain(external).chain(balancer) {
+            if let Ok(ip) = text.trim().parse::<IpAddr>() {
+                let ip = ip.to_canonical();
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+        ips
+    };
+    let ports: Vec<(u16, u8)> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok().filter(|p| *p != 0)?;
+            Some((port, protocol_number(p.protocol.as_deref())?))
+        })
+        .collect();
+    let frontends: Vec<ServiceAddr> = ips
+        .iter()
+        .flat_map(|ip| {
+            ports.iter().map(|(port, proto)| ServiceAddr {
+                ip: *ip,
+                port: *port,
+                proto: *proto,
+            })
+        })
+        .collect();
+    (!frontends.is_empty()).then_some((name, frontends))
+}
+
+/// The Service an EndpointSlice belongs to (`namespace/name`, from its
+/// `kubernetes.io/service-name` label) and its backends: every address of its endpoints with
+/// every port. Endpoints that are not ready are kept: a terminating backend still answers the
+/// connections it has, and those are the ones to join. `None` for a slice of no Service.
+pub(crate) fn slice_backends(slice: &EndpointSlice) -> Option<(String, Vec<ServiceAddr>)> {
+    let meta = &slice.metadata;
+    let service = meta.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let key = format!(
+        "{}/{service}",
+        meta.namespace.as_deref().unwrap_or("default")
+    );
+    // FQDN slices name hosts, not addresses.
+    if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+        return Some((key, Vec::new()));
+    }
+    let ports: Vec<(u16, u8)> = slice
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port?).ok().filter(|p| *p != 0)?;
+            Some((port, protocol_number(p.protocol.as_deref())?))
+        })
+        .collect();
+    let mut backends = Vec::new();
+    for ep in &slice.endpoints {
+        for text in &ep.addresses {
+            let Ok(ip) = text.trim().parse::<IpAddr>() else {
+                continue;
+            };
+            for (port, proto) in &ports {
+                let be = ServiceAddr {
+                    ip: ip.to_canonical(),
+                    port: *port,
+                    proto: *proto,
+                };
+                if !backends.contains(&be) {
+                    backends.push(be);
+                }
+            }
+        }
+    }
+    Some((key, backends))
+}
+
+/// The Services to publish: each Service with a frontend, with the backends of its slices,
+/// sorted by name.
+pub(crate) fn services(
+    frontends: &BTreeMap<String, (ServiceName, Vec<ServiceAddr>)>,
+    slices: &BTreeMap<String, (String, Vec<ServiceAddr>)>,
+) -> Vec<Service> {
+    let mut backends: HashMap<&str, Vec<ServiceAddr>> = HashMap::new();
+    for (service, addrs) in slices.values() {
+        let list = backends.entry(service.as_str()).or_default();
+        for a in addrs {
+            if !list.contains(a) {
+                list.push(*a);
+            }
+        }
+    }
+    frontends
+        .iter()
+        .map(|(key, (name, fe))| {
+            let mut be = backends.remove(key.as_str()).unwrap_or_default();
+            be.sort_unstable();
+            Service {
+                name: name.clone(),
+                frontends: fe.clone(),
+                backends: be,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

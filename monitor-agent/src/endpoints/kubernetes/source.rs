@@ -1,5 +1,6 @@
-//! The source itself: three list-watch loops feed one task, which keeps pods (by UID),
-//! namespaces and nodes, and republishes to the registry after each change.
+//! The source itself: five list-watch loops feed one task, which keeps pods (by UID),
+//! namespaces, nodes, Services and EndpointSlices, and republishes to the registry after each
+//! change.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -9,7 +10,10 @@ use std::{
 };
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::{
+    core::v1::{Namespace, Node, Pod, Service as K8sService},
+    discovery::v1::EndpointSlice,
+};
 use kube::{Api, Client, Config, config::KubeConfigOptions};
 use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -17,10 +21,13 @@ use tracing::{info, warn};
 
 use super::{
     KubernetesError, KubernetesStatus, Resource, WatchTuning,
-    convert::{PodInfo, endpoints, node_addresses, node_peer_address},
+    convert::{
+        PodInfo, endpoints, node_addresses, node_peer_address, object_key, service_frontends,
+        services, slice_backends,
+    },
     listwatch::{ListWatch, Update},
 };
-use crate::endpoints::{Registry, source};
+use crate::endpoints::{Registry, ServiceAddr, ServiceName, source};
 
 /// A client from `kubeconfig`, else from `$KUBECONFIG` or `~/.kube/config`, else in-cluster.
 pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<Client, KubernetesError> {
@@ -46,11 +53,13 @@ pub(crate) async fn client(kubeconfig: Option<&Path>) -> Result<Client, Kubernet
     })
 }
 
-/// What the three loops send.
+/// What the loops send.
 enum Change {
     Pods(Update<Pod>),
     Namespaces(Update<Namespace>),
     Nodes(Update<Node>),
+    Services(Update<K8sService>),
+    EndpointSlices(Update<EndpointSlice>),
 }
 
 /// Starts the loops and the task that applies their updates.
@@ -87,8 +96,16 @@ pub(crate) fn spawn(
         let namespaces = lw::<Namespace>(&client, Resource::Namespaces, None, &tuning, &status);
         loops.spawn(namespaces.run(tx.clone(), Change::Namespaces, cancel.clone()));
         let nodes = lw::<Node>(&client, Resource::Nodes, None, &tuning, &status);
-        loops.spawn(nodes.run(tx, Change::Nodes, cancel.clone()));
-        info!(node = %node_name, "watching pods, namespaces and nodes on the Kubernetes API server");
+        loops.spawn(nodes.run(tx.clone(), Change::Nodes, cancel.clone()));
+        let svcs = lw::<K8sService>(&client, Resource::Services, None, &tuning, &status);
+        loops.spawn(svcs.run(tx.clone(), Change::Services, cancel.clone()));
+        let slices = lw::<EndpointSlice>(&client, Resource::EndpointSlices, None, &tuning, &status);
+        loops.spawn(slices.run(tx, Change::EndpointSlices, cancel.clone()));
+        info!(
+            node = %node_name,
+            "watching pods, namespaces, nodes, services and endpointslices on the Kubernetes API \
+             server"
+        );
 
         let mut state = State {
             node_name,
@@ -103,6 +120,9 @@ pub(crate) fn spawn(
             grace: tuning.namespace_grace,
             pods_listed_at: None,
             warned_no_node: false,
+            frontends: BTreeMap::new(),
+            slices: BTreeMap::new(),
+            services_listed: false,
         };
         state.run(rx, cancel).await;
         // The loops end on the same token; the JoinSet aborts any that has not yet.
@@ -133,6 +153,12 @@ struct State {
     /// When pods were first listed, while waiting for the namespaces.
     pods_listed_at: Option<Instant>,
     warned_no_node: bool,
+    /// Services with a frontend, by `namespace/name`.
+    frontends: BTreeMap<String, (ServiceName, Vec<ServiceAddr>)>,
+    /// EndpointSlices by `namespace/name`: their Service's `namespace/name` and backends.
+    slices: BTreeMap<String, (String, Vec<ServiceAddr>)>,
+    /// Services have been listed at least once.
+    services_listed: bool,
 }
 
 impl State {
@@ -172,6 +198,16 @@ impl State {
                 Change::Nodes(u) => {
                     if self.apply_nodes(u) {
                         self.publish_nodes();
+                    }
+                }
+                Change::Services(u) => {
+                    if self.apply_services(u) {
+                        self.publish_services();
+                    }
+                }
+                Change::EndpointSlices(u) => {
+                    if self.apply_slices(u) {
+                        self.publish_services();
                     }
                 }
             }
@@ -292,6 +328,78 @@ impl State {
                 self.nodes.remove(&name).is_some() || peer
             }
         }
+    }
+
+    /// Applies a Service update; true when a frontend changed.
+    fn apply_services(&mut self, update: Update<K8sService>) -> bool {
+        match update {
+            Update::Listed(items) => {
+                let new: BTreeMap<_, _> = items
+                    .iter()
+                    .filter_map(|s| Some((object_key(&s.metadata), service_frontends(s)?)))
+                    .collect();
+                let changed = new != self.frontends || !self.services_listed;
+                self.frontends = new;
+                self.services_listed = true;
+                changed
+            }
+            Update::Applied(svc) => {
+                let key = object_key(&svc.metadata);
+                match service_frontends(&svc) {
+                    Some(fe) => {
+                        if self.frontends.get(&key) == Some(&fe) {
+                            return false; // a status or annotation change
+                        }
+                        self.frontends.insert(key, fe);
+                        true
+                    }
+                    // Made headless or ExternalName: no frontend any more.
+                    None => self.frontends.remove(&key).is_some(),
+                }
+            }
+            Update::Deleted(svc) => self.frontends.remove(&object_key(&svc.metadata)).is_some(),
+        }
+    }
+
+    /// Applies an EndpointSlice update; true when a backend changed.
+    fn apply_slices(&mut self, update: Update<EndpointSlice>) -> bool {
+        match update {
+            Update::Listed(items) => {
+                let new: BTreeMap<_, _> = items
+                    .iter()
+                    .filter_map(|s| Some((object_key(&s.metadata), slice_backends(s)?)))
+                    .collect();
+                let changed = new != self.slices;
+                self.slices = new;
+                changed
+            }
+            Update::Applied(slice) => {
+                let key = object_key(&slice.metadata);
+                match slice_backends(&slice) {
+                    Some(be) => {
+                        if self.slices.get(&key) == Some(&be) {
+                            return false;
+                        }
+                        self.slices.insert(key, be);
+                        true
+                    }
+                    None => self.slices.remove(&key).is_some(),
+                }
+            }
+            Update::Deleted(slice) => self.slices.remove(&object_key(&slice.metadata)).is_some(),
+        }
+    }
+
+    /// Puts the Services in force, once they have been listed.
+    fn publish_services(&mut self) {
+        if !self.services_listed {
+            return; // what a watch said before the first list is not the whole picture
+        }
+        let list = services(&self.frontends, &self.slices);
+        self.status
+            .services
+            .store(list.len() as u64, Ordering::Relaxed);
+        self.registry.replace_services(source::KUBERNETES, list);
     }
 
     /// Puts the pods in force, once pods are listed and the namespaces too (or `force`).
