@@ -18,19 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    decode::{
-        event::Event,
-        flows::FlowBuilder,
-        fqdn::FqdnCache,
-        l7::{L7Decoder, L7Record},
-    },
+    decode::{event::Event, flows::FlowBuilder, fqdn::FqdnCache, l7::L7Decoder},
     endpoints::{self, Registry},
     history::{Entry, FlowStore},
     kernel::{
         datapath::{Attached, Datapath, DatapathOptions},
         facts::{self as kernel, Clock},
         ifaces::{self, LinkWatcher, Role, Selector},
-        reader::{self, ReaderStats, Record},
+        reader::{self, L7Record, ReaderStats, Record},
     },
     service::{self, AgentState, ListenOptions, PipelineStats},
 };

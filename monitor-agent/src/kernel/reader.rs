@@ -21,7 +21,31 @@ use aya::maps::{MapData, RingBuf};
 use monitor_common::{FLOW_EVENT_SIZE, FlowEvent, L7_EVENT_SIZE, L7Event, event_type};
 use tokio::sync::mpsc;
 
-use crate::decode::l7::L7Record;
+/// A captured payload, as the reader hands it on.
+#[derive(Clone, Debug)]
+pub struct L7Record {
+    /// The packet's header (`event_type` = L7).
+    pub header: monitor_common::FlowEvent,
+    /// Bytes of payload the packet carried.
+    pub payload_len: u32,
+    /// The kernel copied less than the packet carried.
+    pub truncated: bool,
+    /// The bytes copied.
+    pub payload: Vec<u8>,
+}
+
+impl L7Record {
+    /// From the kernel's record; `None` for an impossible captured length.
+    pub fn from_raw(raw: &monitor_common::L7Event) -> Option<L7Record> {
+        let n = usize::from(raw.captured_len);
+        Some(L7Record {
+            header: raw.ev,
+            payload_len: raw.payload_len,
+            truncated: raw.l7_flags & monitor_common::l7_flags::TRUNCATED != 0,
+            payload: raw.payload.get(..n)?.to_vec(),
+        })
+    }
+}
 
 /// One record of the ring: a trace or drop, or a captured L7 payload (told apart by the
 /// header's `event_type`).

@@ -31,9 +31,12 @@ use flowscope_proto::flow::{
 };
 use monitor_common::{L7_PAYLOAD_MAX, L7Config, event_type, proto as ipproto};
 
-use crate::decode::{
-    event::{Event, ObsPoint},
-    fqdn::FqdnCache,
+use crate::{
+    decode::{
+        event::{Event, ObsPoint},
+        fqdn::FqdnCache,
+    },
+    kernel::reader::L7Record,
 };
 
 /// Cilium's observation source of DNS records from its proxy is `proxy`; ours come from
@@ -148,32 +151,6 @@ impl L7Ports {
                 .filter(|proto| l4 == ipproto::TCP || *proto == L7Proto::Dns)
         };
         of(dst_port).or_else(|| of(src_port))
-    }
-}
-
-/// A captured payload, as the reader hands it on.
-#[derive(Clone, Debug)]
-pub struct L7Record {
-    /// The packet's header (`event_type` = L7).
-    pub header: monitor_common::FlowEvent,
-    /// Bytes of payload the packet carried.
-    pub payload_len: u32,
-    /// The kernel copied less than the packet carried.
-    pub truncated: bool,
-    /// The bytes copied.
-    pub payload: Vec<u8>,
-}
-
-impl L7Record {
-    /// From the kernel's record; `None` for an impossible captured length.
-    pub fn from_raw(raw: &monitor_common::L7Event) -> Option<L7Record> {
-        let n = usize::from(raw.captured_len);
-        Some(L7Record {
-            header: raw.ev,
-            payload_len: raw.payload_len,
-            truncated: raw.l7_flags & monitor_common::l7_flags::TRUNCATED != 0,
-            payload: raw.payload.get(..n)?.to_vec(),
-        })
     }
 }
 
