@@ -7,10 +7,13 @@ set -euo pipefail
 export PATH="$HOME/.cargo/bin:/usr/lib/llvm-22/bin:$PATH"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# 1. Debian packages: LLVM 22 for bpf-linker, the network tools the test bed drives, and
-#    Prometheus (the metrics tests start their own server and promtool inside a test namespace).
+# 1. Debian packages: LLVM 22 for bpf-linker, the network tools the test bed drives,
+#    Prometheus (the metrics tests start their own server and promtool inside a test namespace)
+#    and dnsmasq's binary without its system service (dnsmasq-base: the L7 tests start their own
+#    DNS server in the world namespace).
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
-          iproute2 iptables iputils-ping conntrack iperf3 tcpdump util-linux procps prometheus)
+          iproute2 iptables iputils-ping conntrack iperf3 tcpdump util-linux procps prometheus
+          dnsmasq-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -78,6 +78,13 @@ pub const FILTER_ARGS: &[&str] = &[
     "cluster",
     "from_cluster",
     "to_cluster",
+    "fqdn",
+    "from_fqdn",
+    "to_fqdn",
+    "http_status",
+    "http_method",
+    "http_path",
+    "http_url",
 ];
 
 /// Flags that may not be used together (in the same list), Hubble's groups
@@ -115,6 +122,8 @@ const CONFLICTS: &[&[&str]] = &[
     &["identity", "from-identity"],
     &["workload", "to-workload"],
     &["workload", "from-workload"],
+    &["fqdn", "from-fqdn"],
+    &["fqdn", "to-fqdn"],
 ];
 
 // ---------------------------------------------------------------------------
@@ -150,6 +159,26 @@ pub fn parse_protocol(s: &str) -> Result<String, String> {
         Ok(lower)
     } else {
         Err(format!("expected one of {}", PROTOCOLS.join(", ")))
+    }
+}
+
+/// An HTTP status code filter as Hubble takes it: three digits (`404`), or one or two
+/// followed by `+` (`5+`, `40+`: every code with that prefix).
+pub fn parse_http_status(s: &str) -> Result<String, String> {
+    let (digits, prefix) = match s.strip_suffix('+') {
+        Some(d) => (d, true),
+        None => (s, false),
+    };
+    let ok = digits.bytes().all(|b| b.is_ascii_digit())
+        && if prefix {
+            (1..=2).contains(&digits.len())
+        } else {
+            digits.len() == 3
+        };
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected a status code (404) or a prefix of one or two digits and + (5+, 40+)".into())
     }
 }
 
@@ -673,6 +702,19 @@ fn set_one(t: &mut Tracker, flag: &str, value: &str) -> Result<(), UsageError> {
             let cluster = reparse(flag, value, parse_cluster)?;
             t.apply(|f| f.destination_cluster_name.push(cluster.clone()));
         }
+        "fqdn" => {
+            t.apply_left(|f| f.source_fqdn.push(v.clone()));
+            t.apply_right(|f| f.destination_fqdn.push(v));
+        }
+        "from-fqdn" => t.apply(|f| f.source_fqdn.push(v.clone())),
+        "to-fqdn" => t.apply(|f| f.destination_fqdn.push(v.clone())),
+        "http-status" => {
+            let status = reparse(flag, value, parse_http_status)?;
+            t.apply(|f| f.http_status_code.push(status.clone()));
+        }
+        "http-method" => t.apply(|f| f.http_method.push(v.clone())),
+        "http-path" => t.apply(|f| f.http_path.push(v.clone())),
+        "http-url" => t.apply(|f| f.http_url.push(v.clone())),
         "interface" => t.apply(|f| {
             f.interface.push(NetworkInterface {
                 index: 0,

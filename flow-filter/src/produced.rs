@@ -1,7 +1,7 @@
 //! Filters on what flowscope never produces.
 //!
-//! Hubble's filter language names fields that a flowscope server does not fill yet (L7 records,
-//! DNS names, node labels, trace ids, encryption, cluster names) and values it never
+//! Hubble's filter language names fields that a flowscope server does not fill yet (Kafka
+//! records, node labels, trace ids, encryption, cluster names) and values it never
 //! sets (verdicts of a policy engine, event types of a proxy). A filter on them is valid
 //! Hubble, so [`FlowFilterSet::compile`](crate::FlowFilterSet::compile) accepts it (flowctl
 //! applies it to Hubble's own flows read from a file), but a server asked for it would answer
@@ -15,12 +15,12 @@ use flowscope_proto::flow::{FlowFilter, Verdict};
 
 use crate::FilterError;
 
-/// Why L7 filters cannot match.
-const NO_L7: &str = "flowscope does not produce L7 (DNS, HTTP, Kafka) flows yet";
+/// Why Kafka filters cannot match (DNS and HTTP flows come from captured payloads).
+const NO_KAFKA: &str = "flowscope makes L7 flows of DNS and HTTP only, not Kafka";
 
 /// Event types a flowscope server emits: DROP (1) from the drop tracepoint, TRACE (4) from the
-/// TC programs. Type 0 in a filter means any.
-const EVENT_TYPES: [i32; 2] = [1, 4];
+/// TC programs, L7 (129) from captured DNS and HTTP payloads. Type 0 in a filter means any.
+const EVENT_TYPES: [i32; 3] = [1, 4, 129];
 
 /// Verdicts a flowscope server sets on flows: it observes packets, it has no policy engine.
 const VERDICTS: [Verdict; 2] = [Verdict::Forwarded, Verdict::Dropped];
@@ -43,27 +43,8 @@ fn never(field: &'static str, value: impl Into<String>, reason: &str) -> FilterE
 }
 
 fn check(f: &FlowFilter) -> Result<(), FilterError> {
-    let first = |v: &[String]| v.first().cloned();
-    for p in &f.protocol {
-        if ["dns", "http", "kafka"].contains(&p.to_ascii_lowercase().as_str()) {
-            return Err(never("protocol", p.clone(), NO_L7));
-        }
-    }
-    let l7_fields = [
-        ("http_status_code", first(&f.http_status_code)),
-        ("http_method", first(&f.http_method)),
-        ("http_path", first(&f.http_path)),
-        ("http_url", first(&f.http_url)),
-        (
-            "http_header",
-            f.http_header
-                .first()
-                .map(|h| format!("{}: {}", h.key, h.value)),
-        ),
-        ("dns_query", first(&f.dns_query)),
-    ];
-    if let Some((field, Some(value))) = l7_fields.into_iter().find(|(_, v)| v.is_some()) {
-        return Err(never(field, value, NO_L7));
+    if let Some(p) = f.protocol.iter().find(|p| p.eq_ignore_ascii_case("kafka")) {
+        return Err(never("protocol", p.clone(), NO_KAFKA));
     }
     if !f.event_type.is_empty()
         && f.event_type
@@ -71,12 +52,11 @@ fn check(f: &FlowFilter) -> Result<(), FilterError> {
             .all(|t| t.r#type != 0 && !EVENT_TYPES.contains(&t.r#type))
     {
         let t = f.event_type[0].r#type;
-        let reason = if t == 129 {
-            NO_L7.to_owned()
-        } else {
-            format!("flowscope emits only event types 1 (drop) and 4 (trace), not {t}")
-        };
-        return Err(never("event_type", t.to_string(), &reason));
+        return Err(never(
+            "event_type",
+            t.to_string(),
+            &format!("flowscope emits only event types 1 (drop), 4 (trace) and 129 (L7), not {t}"),
+        ));
     }
     if !f.verdict.is_empty()
         && f.verdict
@@ -90,18 +70,6 @@ fn check(f: &FlowFilter) -> Result<(), FilterError> {
             name,
             "flowscope observes packets without a policy engine: its flows are FORWARDED or DROPPED",
         ));
-    }
-    for (field, values) in [
-        ("source_fqdn", &f.source_fqdn),
-        ("destination_fqdn", &f.destination_fqdn),
-    ] {
-        if let Some(v) = values.first() {
-            return Err(never(
-                field,
-                v.clone(),
-                "flowscope does not put DNS names on flows yet",
-            ));
-        }
     }
     for (field, values) in [
         ("source_cluster_name", &f.source_cluster_name),
@@ -156,39 +124,44 @@ mod tests {
     }
 
     #[test]
-    fn l7_filters_are_refused_with_the_reason() {
+    fn dns_and_http_filters_pass_kafka_is_refused_with_the_reason() {
         let e = refused(FlowFilter {
-            protocol: vec!["tcp".into(), "DNS".into()],
+            protocol: vec!["tcp".into(), "Kafka".into()],
             ..FlowFilter::default()
         });
         assert_eq!(e.field(), "protocol");
-        assert!(e.to_string().contains("L7"), "{e}");
-        for f in [
-            FlowFilter {
+        assert!(e.to_string().contains("Kafka"), "{e}");
+        refuse_unproduced(
+            &[FlowFilter {
+                protocol: vec!["DNS".into(), "http".into()],
                 http_method: vec!["GET".into()],
-                ..FlowFilter::default()
-            },
-            FlowFilter {
+                http_status_code: vec!["404".into()],
+                http_path: vec!["/".into()],
+                http_url: vec![".*".into()],
                 http_header: vec![HttpHeader {
                     key: "a".into(),
                     value: "b".into(),
                 }],
-                ..FlowFilter::default()
-            },
-            FlowFilter {
                 dns_query: vec![".*".into()],
-                ..FlowFilter::default()
-            },
-            FlowFilter {
+                source_fqdn: vec!["*.example.com".into()],
+                destination_fqdn: vec!["one.one.one.one".into()],
                 event_type: vec![EventTypeFilter {
                     r#type: 129,
                     ..EventTypeFilter::default()
                 }],
                 ..FlowFilter::default()
-            },
-        ] {
-            assert!(refused(f).to_string().contains("L7"));
-        }
+            }],
+            &[],
+        )
+        .expect("flowscope makes DNS and HTTP flows and puts DNS names on flows");
+        let e = refused(FlowFilter {
+            event_type: vec![EventTypeFilter {
+                r#type: 130,
+                ..EventTypeFilter::default()
+            }],
+            ..FlowFilter::default()
+        });
+        assert_eq!(e.field(), "event_type");
     }
 
     #[test]
@@ -203,14 +176,6 @@ mod tests {
         );
         assert_eq!(
             refused(FlowFilter {
-                destination_fqdn: vec!["*.example.com".into()],
-                ..FlowFilter::default()
-            })
-            .field(),
-            "destination_fqdn"
-        );
-        assert_eq!(
-            refused(FlowFilter {
                 encrypted: vec![true],
                 ..FlowFilter::default()
             })
@@ -222,7 +187,7 @@ mod tests {
             refuse_unproduced(
                 &[],
                 &[FlowFilter {
-                    source_fqdn: vec!["example.com".into()],
+                    node_labels: vec!["zone=a".into()],
                     ..FlowFilter::default()
                 }]
             )

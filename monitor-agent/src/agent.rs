@@ -11,21 +11,23 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use monitor_common::{FlowEvent, counter};
+use monitor_common::counter;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::{
-    decode::{event::Event, flows::FlowBuilder},
+    decode::{
+        event::Event, flows::FlowBuilder, fqdn::FqdnCache, l7::L7Decoder, record::FlowRecord,
+    },
     endpoints::{self, Registry},
     history::{Entry, FlowStore},
     kernel::{
         datapath::{Attached, Datapath, DatapathOptions},
         facts::{self as kernel, Clock},
         ifaces::{self, LinkWatcher, Role, Selector},
-        reader::{self, ReaderStats},
+        reader::{self, L7Record, ReaderStats, Record},
     },
     service::{self, AgentState, ListenOptions, PipelineStats},
 };
@@ -86,6 +88,10 @@ pub struct AgentOptions {
     pub unanswered_timeout: Duration,
     /// Report drops without a kernel reason (NOT_SPECIFIED) too; otherwise only count them.
     pub report_unspecified_drops: bool,
+    /// Addresses the FQDN cache holds at most (0: no names on flows).
+    pub fqdn_cache_size: usize,
+    /// Shortest time a name learnt from a DNS answer stays on flows, whatever the answer's TTL.
+    pub fqdn_min_ttl: Duration,
 }
 
 /// The kernel's name for "freed with no drop reason": `kfree_skb()` without a reason. Parts of
@@ -354,11 +360,13 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let watch_stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ReaderStats::default());
     let queue_batches = (opts.queue_events / reader::BATCH).max(1);
-    let (tx, mut rx) = mpsc::channel::<Vec<FlowEvent>>(queue_batches);
+    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(queue_batches);
     let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.clone())
         .context("starting the ring-buffer reader")?;
 
     let unanswered = crate::decode::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536);
+    let l7 = L7Decoder::new(opts.datapath.l7_ports.clone());
+    let fqdn = FqdnCache::new(opts.fqdn_cache_size, opts.fqdn_min_ttl);
     let state = Arc::new(AgentState {
         node_name: opts.node_name.clone(),
         started: std::time::Instant::now(),
@@ -366,6 +374,8 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         store: Arc::new(FlowStore::new(opts.history_size)),
         unanswered: Arc::new(FlowStore::new(UNANSWERED_HISTORY)),
         unanswered_stats: unanswered.stats(),
+        l7_stats: l7.stats(),
+        fqdn_stats: fqdn.stats(),
         datapath: dp.clone(),
         registry: registry.clone(),
         reader: stats.clone(),
@@ -448,6 +458,8 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         unanswered,
         report_unspecified_drops: opts.report_unspecified_drops,
         pipeline: state.pipeline.clone(),
+        l7,
+        fqdn,
     };
     let mut loss = LossTracker::default();
     // Set when the reader ends on its own (it only ends when told to, or by a panic).
@@ -472,6 +484,9 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
                 state.sample_rate();
                 let lost = loss.report(&dp, &stats, &state, &opts.node_name);
                 sink.observe(&lost);
+                let now = std::time::Instant::now();
+                sink.l7.expire(now);
+                sink.fqdn.expire(now);
                 let late = sink.unanswered.expire(&dp);
                 if !late.is_empty() {
                     sink.unanswered_reports(&late);
@@ -649,6 +664,10 @@ struct Sink {
     report_unspecified_drops: bool,
     /// Pipeline counters (unspecified drops left out).
     pipeline: Arc<PipelineStats>,
+    /// Captured payloads to L7 flows.
+    l7: L7Decoder,
+    /// Names from DNS answers, put on flows.
+    fqdn: FqdnCache,
 }
 
 impl Sink {
@@ -659,7 +678,7 @@ impl Sink {
     /// Decodes a batch, stores its flows in the history and, with `--dump`, prints the events.
     fn events(
         &mut self,
-        batch: &[FlowEvent],
+        batch: &[Record],
         clock: &Clock,
         names: &Names,
         builder: &FlowBuilder,
@@ -671,7 +690,17 @@ impl Sink {
             .map_err(|_| anyhow::anyhow!("interface names lock poisoned"))?;
         let reasons = self.reasons.clone();
         let mut flows = Vec::with_capacity(batch.len());
-        for raw in batch {
+        let now = std::time::Instant::now();
+        for record in batch {
+            let raw = match record {
+                Record::Event(raw) => raw,
+                Record::L7(rec) => {
+                    if let Some(flow) = self.l7_flow(rec, clock, &names, builder, now) {
+                        flows.push(Entry::Flow(flow));
+                    }
+                    continue;
+                }
+            };
             let ev = Event::decode(raw, clock, |r| reasons.get(&r).cloned());
             if ev.kind == crate::decode::event::Kind::Drop
                 && !self.report_unspecified_drops
@@ -683,7 +712,9 @@ impl Sink {
                 continue;
             }
             let ifname = names.get(&ev.ifindex).cloned();
-            let rec = Arc::new(builder.record(ev, ifname));
+            let mut rec = builder.record(ev, ifname);
+            self.put_names(&mut rec, now);
+            let rec = Arc::new(rec);
             // The hooks after decode, in order. Each is cheap and never waits (see metrics/
             // and export/); the exporters build the `flow.Flow` on their own threads.
             if let Some(m) = &self.metrics {
@@ -717,6 +748,46 @@ impl Sink {
             self.out.flush()?;
         }
         Ok(())
+    }
+
+    /// The L7 flow of a captured payload, through the same hooks as every flow (metrics,
+    /// export); `None` when the payload is not a DNS or HTTP message.
+    fn l7_flow(
+        &mut self,
+        rec: &L7Record,
+        clock: &Clock,
+        names: &BTreeMap<u32, Arc<str>>,
+        builder: &FlowBuilder,
+        now: std::time::Instant,
+    ) -> Option<Arc<flowscope_proto::flow::Flow>> {
+        let ev = Event::decode(&rec.header, clock, |_| None);
+        let mut base = builder.record(ev.clone(), names.get(&ev.ifindex).cloned());
+        self.put_names(&mut base, now);
+        let flow = Arc::new(
+            self.l7
+                .decode(rec, &ev, base.to_flow(), &mut self.fqdn, now)?,
+        );
+        if let Some(m) = &self.metrics {
+            m.observe_flow(flow.as_ref());
+        }
+        if let Some(x) = &self.exporter {
+            x.push(&flow);
+        }
+        if let Some(o) = &self.otlp {
+            o.push(&flow);
+        }
+        Some(flow)
+    }
+
+    /// `source_names` / `destination_names` from the FQDN cache, as Hubble fills them from
+    /// Cilium's DNS proxy (by the addresses on the wire).
+    fn put_names(&self, rec: &mut FlowRecord, now: std::time::Instant) {
+        let names = |ip: Option<std::net::IpAddr>| {
+            let v = ip.map(|ip| self.fqdn.names(&ip, now)).unwrap_or_default();
+            (!v.is_empty()).then(|| Arc::from(v))
+        };
+        rec.src_names = names(rec.event.src);
+        rec.dst_names = names(rec.event.dst);
     }
 
     /// Loss notices go to the export file, as Hubble's exporter writes them.

@@ -113,6 +113,21 @@ struct Cli {
     /// Capacity of the BPF conntrack table.
     #[arg(long, value_name = "N", default_value_t = monitor_common::CONNTRACK_MAX_ENTRIES)]
     conntrack_size: u32,
+    /// Ports whose payloads are parsed as DNS or HTTP/1.x, to make Hubble's L7 flows and put
+    /// DNS names on flows: PROTOCOL:PORT,… (dns: UDP and TCP; http: TCP). Empty: none.
+    #[arg(long, value_name = "LIST", default_value = "dns:53,http:80,http:8080")]
+    l7_ports: monitor_agent::decode::l7::L7Ports,
+    /// Payload bytes copied per packet on the L7 ports (1 to 512): the DNS messages and HTTP
+    /// heads longer than this are cut (docs/l7.md).
+    #[arg(long, value_name = "BYTES", default_value_t = 512, value_parser = clap::value_parser!(u16).range(1..=512))]
+    l7_capture_bytes: u16,
+    /// Addresses the FQDN cache (names from DNS answers) holds at most; 0: no names on flows.
+    #[arg(long, value_name = "N", default_value_t = 65_536)]
+    fqdn_cache_size: usize,
+    /// Shortest time a name from a DNS answer stays on flows, whatever the answer's TTL
+    /// (clients keep using addresses past their TTL).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    fqdn_min_ttl: Duration,
     /// Do not trace kernel drops (needed on kernels without BTF).
     #[arg(long)]
     no_drops: bool,
@@ -517,6 +532,8 @@ async fn main() -> ExitCode {
             observation_points: cli.observation_points,
             drops: !cli.no_drops,
             attach_mode: cli.attach_mode,
+            l7_ports: cli.l7_ports.clone(),
+            l7_snap_len: usize::from(cli.l7_capture_bytes),
             ..DatapathOptions::default()
         },
         poll_interval: cli.poll_interval,
@@ -549,6 +566,8 @@ async fn main() -> ExitCode {
         otlp,
         unanswered_timeout: cli.unanswered_timeout,
         report_unspecified_drops: cli.report_unspecified_drops,
+        fqdn_cache_size: cli.fqdn_cache_size,
+        fqdn_min_ttl: cli.fqdn_min_ttl,
     };
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

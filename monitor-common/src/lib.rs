@@ -20,6 +20,9 @@ pub const COUNTERS_MAP: &str = "COUNTERS";
 pub const CONFIG_GLOBAL: &str = "CONFIG";
 /// Name of the hash map of monitored interfaces (ifindex -> [`IfaceInfo`]).
 pub const IFACES_MAP: &str = "IFACES";
+/// Name of the programs' read-only global holding the [`L7Config`] (which ports get their
+/// payload captured), set by the agent at load.
+pub const L7_CONFIG_GLOBAL: &str = "L7_CONFIG";
 
 /// Default size of the ring buffer in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
@@ -62,6 +65,10 @@ pub mod event_type {
     pub const DROP: u8 = 1;
     /// A packet observed at an observation point.
     pub const TRACE: u8 = 4;
+    /// The first bytes of a packet's payload on an L7 port: an [`L7Event`](super::L7Event), not
+    /// a plain `FlowEvent`. Cilium's number for access-log (L7) records, which the agent's L7
+    /// flows carry as their event type.
+    pub const L7: u8 = 129;
 }
 
 /// Observation points, numbered like Cilium's datapath trace points (`TRACE_TO_LXC` = 0, …);
@@ -542,8 +549,10 @@ pub mod counter {
     pub const DROPS_SEEN: u32 = 7;
     /// Tracepoint reads of kernel memory that failed.
     pub const DROP_READ_ERRORS: u32 = 8;
+    /// Payloads on an L7 port copied to the ring ([`L7Event`](super::L7Event)s emitted).
+    pub const L7_CAPTURED: u32 = 9;
     /// Number of counters.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
     /// Human names, indexed like the constants above (used by the agent's metrics and logs).
     pub const NAMES: [&str; COUNT as usize] = [
         "packets_seen",
@@ -555,7 +564,101 @@ pub mod counter {
         "non_ip",
         "drops_seen",
         "drop_read_errors",
+        "l7_captured",
     ];
+}
+
+/// Capacity of [`L7Event::payload`]: the most payload bytes one packet ships to user space.
+pub const L7_PAYLOAD_MAX: usize = 512;
+
+/// Bits of [`L7Event::l7_flags`].
+pub mod l7_flags {
+    /// The packet carried more payload than was copied (`payload_len > captured_len`).
+    pub const TRUNCATED: u8 = 1 << 0;
+}
+
+/// The first bytes of the payload of one TCP or UDP packet whose port is in the L7 port set
+/// (see [`L7Config`]), for the agent's DNS and HTTP parsers.
+///
+/// `ev` is the packet's trace header (addresses, ports, conntrack state, observation point)
+/// with `event_type` [`event_type::L7`]: the reader tells the two record kinds apart by it.
+/// A fixed size, because a ring buffer reservation must have one; only packets on L7 ports
+/// pay for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L7Event {
+    /// The packet, as a trace would report it (`event_type` = [`event_type::L7`]).
+    pub ev: FlowEvent,
+    /// Bytes of L4 payload the packet carried (from the IP header's length).
+    pub payload_len: u32,
+    /// Bytes copied into `payload` (at most the configured snap length).
+    pub captured_len: u16,
+    /// Bits of [`l7_flags`].
+    pub l7_flags: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 1],
+    /// The payload's first `captured_len` bytes; the rest is zero.
+    pub payload: [u8; L7_PAYLOAD_MAX],
+}
+
+/// Size of [`L7Event`]; checked at compile time.
+pub const L7_EVENT_SIZE: usize = FLOW_EVENT_SIZE + 8 + L7_PAYLOAD_MAX;
+const _: () = assert!(core::mem::size_of::<L7Event>() == L7_EVENT_SIZE);
+
+/// Bytes of a port bitmap: one bit per port.
+pub const PORT_BITMAP_BYTES: usize = 65_536 / 8;
+
+/// Which packets get their payload captured, set by the agent at load as the programs'
+/// read-only global [`L7_CONFIG_GLOBAL`].
+///
+/// A bitmap per protocol rather than a map: the test for a port is a load and a mask on a value
+/// the verifier knows is in bounds (a port is 16 bits), no helper call, so that packets on
+/// other ports pay next to nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L7Config {
+    /// Payload bytes copied per packet, 1 to [`L7_PAYLOAD_MAX`]; 0 disables capture.
+    pub snap_len: u32,
+    /// Explicit padding.
+    pub _pad: [u8; 4],
+    /// TCP ports: bit `port % 8` of byte `port / 8`, for the source or the destination port.
+    pub tcp_ports: [u8; PORT_BITMAP_BYTES],
+    /// UDP ports, likewise.
+    pub udp_ports: [u8; PORT_BITMAP_BYTES],
+}
+
+/// Size of [`L7Config`]; checked at compile time.
+pub const L7_CONFIG_SIZE: usize = 8 + 2 * PORT_BITMAP_BYTES;
+const _: () = assert!(core::mem::size_of::<L7Config>() == L7_CONFIG_SIZE);
+
+impl L7Config {
+    /// Nothing captured.
+    pub const DISABLED: L7Config = L7Config {
+        snap_len: 0,
+        _pad: [0; 4],
+        tcp_ports: [0; PORT_BITMAP_BYTES],
+        udp_ports: [0; PORT_BITMAP_BYTES],
+    };
+
+    /// Adds `port` for `proto` ([`proto::TCP`] or [`proto::UDP`]; others are ignored).
+    pub fn add_port(&mut self, proto: u8, port: u16) {
+        let map = match proto {
+            proto::TCP => &mut self.tcp_ports,
+            proto::UDP => &mut self.udp_ports,
+            _ => return,
+        };
+        map[usize::from(port / 8)] |= 1 << (port % 8);
+    }
+
+    /// Is `port` in the set of `proto`? The kernel's test, on the host.
+    pub fn has_port(&self, proto: u8, port: u16) -> bool {
+        let map = match proto {
+            proto::TCP => &self.tcp_ports,
+            proto::UDP => &self.udp_ports,
+            _ => return false,
+        };
+        map[usize::from(port / 8)] & (1 << (port % 8)) != 0
+    }
 }
 
 #[cfg(feature = "user")]
@@ -573,6 +676,10 @@ mod user {
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.
     unsafe impl aya::Pod for IfaceInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for L7Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for L7Config {}
 }
 
 #[cfg(test)]
@@ -693,6 +800,40 @@ mod tests {
             role: u8,
             _pad: [u8; 3]
         });
+    }
+
+    #[test]
+    fn l7_layouts() {
+        assert_no_padding!(L7Event {
+            ev: FlowEvent,
+            payload_len: u32,
+            captured_len: u16,
+            l7_flags: u8,
+            _pad: [u8; 1],
+            payload: [u8; L7_PAYLOAD_MAX],
+        });
+        assert_eq!(offset_of!(L7Event, payload), FLOW_EVENT_SIZE + 8);
+        assert_eq!(size_of::<L7Event>() % 8, 0);
+        assert_no_padding!(L7Config {
+            snap_len: u32,
+            _pad: [u8; 4],
+            tcp_ports: [u8; PORT_BITMAP_BYTES],
+            udp_ports: [u8; PORT_BITMAP_BYTES],
+        });
+    }
+
+    #[test]
+    fn l7_port_bitmap() {
+        let mut c = L7Config::DISABLED;
+        c.add_port(proto::UDP, 53);
+        c.add_port(proto::TCP, 8080);
+        c.add_port(proto::TCP, 65_535);
+        assert!(c.has_port(proto::UDP, 53));
+        assert!(!c.has_port(proto::TCP, 53));
+        assert!(c.has_port(proto::TCP, 8080));
+        assert!(!c.has_port(proto::TCP, 8081));
+        assert!(c.has_port(proto::TCP, 65_535));
+        assert!(!c.has_port(proto::ICMP, 53));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! - `tc.rs`: the six TC programs (endpoint veths, uplink, host gateway device);
 //! - `drop.rs`: the `skb:kfree_skb` tracepoint (packets the kernel dropped);
+//! - `l7.rs`: the first payload bytes of packets on L7 ports (DNS, HTTP), for the agent's parsers;
 //! - `parse.rs`: the skb readers behind the shared parser (`monitor-parse`); `conntrack.rs`: the
 //!   connection table and monitor aggregation;
 //! - `maps.rs`: the maps, the per-CPU counters and the event emitter shared by all.
@@ -20,6 +21,7 @@
 
 mod conntrack;
 mod drop;
+mod l7;
 mod maps;
 mod parse;
 mod tc;

@@ -100,6 +100,20 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let transit = || iface_role(ingress_ifindex);
     let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now, reply_first);
+    // Payloads on L7 ports, whatever aggregation reports (one bit test for other packets).
+    crate::l7::capture(
+        ctx,
+        pkt,
+        &crate::l7::Hook {
+            point,
+            dir,
+            ifindex,
+            ingress_ifindex,
+            len,
+            ct_state: verdict.state,
+            ct_flags: verdict.flags,
+        },
+    );
     if !verdict.report {
         return TC_ACT_UNSPEC;
     }

@@ -69,6 +69,9 @@ pub struct Packet {
     pub src_mac: [u8; 6],
     /// Ethernet destination address.
     pub dst_mac: [u8; 6],
+    /// Offset of the L4 header from the start of the packet (0 when there is none): where the
+    /// L7 capture finds the payload.
+    pub l4_off: u16,
 }
 
 impl Packet {
@@ -121,6 +124,8 @@ pub fn parse<B: PacketBytes + ?Sized>(b: &B, pkt: &mut Packet) -> Result<(), Par
     pkt.src_mac = b.load::<6>(6)?;
     let ethertype: [u8; 2] = b.load(12)?;
     if let Some(off) = parse_l3(b, ETH_HLEN, be16(ethertype[0], ethertype[1]), pkt)? {
+        // At most 14 + 40 + 4 extension headers of 2 KiB each: fits in 16 bits.
+        pkt.l4_off = off as u16;
         parse_l4(b, off, pkt)?;
     }
     Ok(())

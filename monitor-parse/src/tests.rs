@@ -208,6 +208,11 @@ fn lab_syn() {
     assert_eq!(p.flags, event_flags::HAS_L4);
     assert!(!p.has_inner);
     assert_eq!(p.inner, CtKey::default(), "cleared");
+    assert_eq!(
+        p.l4_off,
+        14 + 20,
+        "the TCP header follows Ethernet and IPv4"
+    );
     // Ethernet, IPv4, and the first 14 bytes of TCP (through the flags).
     truncations_fail(&LAB_SYN, 14 + 20 + 14);
 }
@@ -619,6 +624,7 @@ fn clear_zeroes_every_byte() {
         flags: 1,
         src_mac: [1; 6],
         dst_mac: [1; 6],
+        l4_off: 34,
         ..Packet::default()
     };
     p.inner = p.key;

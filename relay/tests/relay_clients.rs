@@ -138,7 +138,7 @@ async fn filter_that_can_never_match_is_refused_before_any_agent_is_asked() {
     let err = c
         .get_flows(GetFlowsRequest {
             blacklist: vec![FlowFilter {
-                protocol: vec!["dns".into()],
+                protocol: vec!["kafka".into()],
                 ..Default::default()
             }],
             ..Default::default()

@@ -9,6 +9,7 @@
 //! - [`netns`]: commands and threads inside a namespace;
 //! - [`scenario`]: the reference topology;
 //! - [`traffic`]: servers and clients on std sockets;
+//! - [`dns`]: a real DNS server (dnsmasq) in the world, and pods resolving through it;
 //! - [`packets`]: IPv6 extension headers and SCTP (raw sockets);
 //! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
 //! - [`client`]: gRPC channels to the agent's unix socket or a TCP server;
@@ -16,6 +17,7 @@
 //! - [`topology`]: namespaces and links of a test's own, beyond the scenario.
 
 pub mod client;
+pub mod dns;
 pub mod netns;
 pub mod observe;
 pub mod packets;

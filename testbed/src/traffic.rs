@@ -46,7 +46,8 @@ fn start(ns: &str, body: impl FnOnce(Arc<AtomicBool>, Arc<AtomicU64>) + Send + '
     }
 }
 
-/// A minimal HTTP/1.0 server answering every request with a fixed body.
+/// A minimal HTTP/1.0 server: `GET /` (or any request whose target is `/`) gets `200 OK` and a
+/// fixed body; any other path `404 Not Found`.
 pub fn http_server(ns: &str, addr: SocketAddr, body: &'static str) -> Server {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let server = start(ns, move |stop, served| {
@@ -59,9 +60,18 @@ pub fn http_server(ns: &str, addr: SocketAddr, body: &'static str) -> Server {
                     let _ = conn.set_nonblocking(false);
                     let _ = conn.set_read_timeout(Some(IO_TIMEOUT));
                     let mut buf = [0u8; 2048];
-                    let _ = conn.read(&mut buf);
+                    let n = conn.read(&mut buf).unwrap_or(0);
+                    let target = std::str::from_utf8(&buf[..n])
+                        .ok()
+                        .and_then(|r| r.split(' ').nth(1))
+                        .unwrap_or("/");
+                    let (status, body) = if target == "/" {
+                        ("200 OK", body)
+                    } else {
+                        ("404 Not Found", "not found")
+                    };
                     let resp = format!(
-                        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = conn.write_all(resp.as_bytes());
@@ -138,6 +148,31 @@ pub fn http_get(ns: &str, addr: SocketAddr) -> std::io::Result<Exchange> {
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         let local_port = s.local_addr()?.port();
         s.write_all(format!("GET / HTTP/1.0\r\nHost: {}\r\n\r\n", addr.ip()).as_bytes())?;
+        let mut received = Vec::new();
+        s.read_to_end(&mut received)?;
+        Ok(Exchange {
+            local_port,
+            received,
+        })
+    })
+}
+
+/// `GET path` with a `Host` header from namespace `ns`, as an HTTP client that resolved `host`
+/// to `addr` sends it; returns the local port and the whole response.
+pub fn http_request(
+    ns: &str,
+    addr: SocketAddr,
+    host: &'static str,
+    path: &'static str,
+) -> std::io::Result<Exchange> {
+    in_netns(ns, move || {
+        let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        let local_port = s.local_addr()?.port();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: testbed\r\nAccept: */*\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )?;
         let mut received = Vec::new();
         s.read_to_end(&mut received)?;
         Ok(Exchange {

@@ -51,11 +51,16 @@ fn the_demo_shows_the_reference_scenario() {
     for expected in [
         // Hubble's compact view of the HTTP GET, from the pod, masqueraded, and back.
         "default/pod-a:",
-        "1.0.0.1:80 (world)",
+        // pod-a resolved the name first: the flows to 1.0.0.1 carry it.
+        "one.one.one.one:80 (world)",
         "to-network FORWARDED (TCP Flags: SYN)",
         "to-endpoint FORWARDED",
         // The lab's cilium-monitor lines.
         "-> network flow 0x",
+        // DNS and HTTP from the packets, as Hubble and cilium monitor print them.
+        "dns-request datapath FORWARDED (DNS Query one.one.one.one. A)",
+        "http-response FORWARDED (HTTP/1.0 404",
+        "GET http://one.one.one.one/missing => 404",
         // The firewall's drop, with the kernel's reason.
         "NETFILTER_DROP",
         // Conntrack as `cilium bpf ct list global`, NAT, the path.

@@ -74,6 +74,14 @@ fn reference_traffic(s: &Scenario) {
     )
     .expect("udp after the rule");
     assert!(traffic::ping(&s.pod_a(), WORLD_IP, 2), "ping 1.0.0.1");
+    // A name resolved through the world's DNS server: the DNS series the dashboard shows.
+    let _dns = testbed::dns::DnsServer::start(&s.world(), WORLD_IP, &[s.pod_a()])
+        .expect("dnsmasq is missing: run scripts/setup.sh (it installs dnsmasq-base)");
+    assert_eq!(
+        testbed::dns::resolve(&s.pod_a(), testbed::dns::NAME).len(),
+        1,
+        "resolve one.one.one.one"
+    );
     traffic::http_get(&s.pod_a(), sock(WORLD_IP, 80)).expect("GET http://1.0.0.1");
     traffic::tcp_send(&s.pod_a(), sock(POD_B_IP, 8080), b"hi").expect("pod-a -> pod-b");
 }

@@ -257,6 +257,35 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "WORKLOAD", help_heading = "Filters")]
     pub to_workload: Vec<String>,
 
+    /// Flows from or to an address that this DNS name resolved to (names learnt from the DNS
+    /// answers the agent saw; a glob: `*.example.com`).
+    #[arg(long, value_name = "NAME", help_heading = "Filters")]
+    pub fqdn: Vec<String>,
+
+    /// Flows from an address with this DNS name.
+    #[arg(long, value_name = "NAME", help_heading = "Filters")]
+    pub from_fqdn: Vec<String>,
+
+    /// Flows to an address with this DNS name.
+    #[arg(long, value_name = "NAME", help_heading = "Filters")]
+    pub to_fqdn: Vec<String>,
+
+    /// HTTP responses with this status code: 404, or a prefix such as 5+ or 40+.
+    #[arg(long, value_name = "CODE", value_parser = filters::parse_http_status, help_heading = "Filters")]
+    pub http_status: Vec<String>,
+
+    /// HTTP flows with this method (GET, POST, …).
+    #[arg(long, value_name = "METHOD", help_heading = "Filters")]
+    pub http_method: Vec<String>,
+
+    /// HTTP flows whose path matches this regular expression.
+    #[arg(long, value_name = "REGEX", help_heading = "Filters")]
+    pub http_path: Vec<String>,
+
+    /// HTTP flows whose URL matches this regular expression.
+    #[arg(long, value_name = "REGEX", help_heading = "Filters")]
+    pub http_url: Vec<String>,
+
     /// Flows from or to an endpoint of this cluster (Endpoint.cluster_name). flowscope's agent
     /// knows no cluster name: this matches flows from Cilium's files only.
     #[arg(long, value_name = "NAME", value_parser = filters::parse_cluster, help_heading = "Filters")]

@@ -692,3 +692,57 @@ fn service_flags_as_hubble() {
         }]
     );
 }
+
+#[test]
+fn fqdn_is_either_end_and_http_fields_go_into_both() {
+    assert_eq!(
+        whitelist(&["--fqdn", "one.one.one.one", "--http-status", "4+"]),
+        vec![
+            FlowFilter {
+                source_fqdn: strings(&["one.one.one.one"]),
+                http_status_code: strings(&["4+"]),
+                ..Default::default()
+            },
+            FlowFilter {
+                destination_fqdn: strings(&["one.one.one.one"]),
+                http_status_code: strings(&["4+"]),
+                ..Default::default()
+            },
+        ]
+    );
+    assert_eq!(
+        whitelist(&[
+            "--to-fqdn",
+            "*.example.com",
+            "--http-method",
+            "GET",
+            "--http-path",
+            "^/api",
+            "--http-url",
+            "example",
+            "--protocol",
+            "http",
+            "-t",
+            "l7",
+        ]),
+        vec![FlowFilter {
+            destination_fqdn: strings(&["*.example.com"]),
+            http_method: strings(&["GET"]),
+            http_path: strings(&["^/api"]),
+            http_url: strings(&["example"]),
+            protocol: strings(&["http"]),
+            event_type: vec![EventTypeFilter {
+                r#type: 129,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    );
+    assert!(lists(&["--http-status", "4040"]).is_err());
+    assert!(lists(&["--http-status", "abc"]).is_err());
+    assert!(
+        lists(&["--fqdn", "a", "--to-fqdn", "b"])
+            .unwrap_err()
+            .contains("cannot be combined")
+    );
+}

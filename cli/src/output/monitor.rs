@@ -6,6 +6,13 @@
 //! xx drop (NETFILTER_DROP) flow 0x1c2a to endpoint 0, ifindex 2, identity 42837->world: 10.244.0.213:59242 -> 1.0.0.1:80 tcp SYN
 //! ```
 //!
+//! L7 flows print as `cilium monitor` prints the proxy's access-log records:
+//!
+//! ```text
+//! -> Request dns from 762 ([k8s:app=client]) to 0 ([reserved:world]), identity 42837->2, verdict Forwarded DNS datapath: one.one.one.one. A
+//! -> Response http to 762 ([k8s:app=client]) from 0 ([reserved:world]), identity 2->42837, verdict Forwarded GET http://one.one.one.one/ => 200
+//! ```
+//!
 //! The flow hash is the skb hash from flowscope's FlowExtension (`0x0` for a
 //! flow without one). `orig-ip` is the source before SNAT for translated
 //! packets (the wire then shows the translated address, as the kernel sent
@@ -22,6 +29,9 @@ use super::{Printer, clean, msg_type};
 
 /// One monitor line (without the newline).
 pub(super) fn flow_line<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) -> String {
+    if let Some(l7) = &flow.l7 {
+        return l7_line(flow, l7);
+    }
     let ext = super::extension(flow);
     let hash = ext.as_ref().map_or(0, |e| e.skb_hash);
     let src_id = flow.source.as_ref().map_or(0, |e| e.identity);
@@ -71,6 +81,83 @@ pub(super) fn flow_line<W: Write, E: Write>(p: &Printer<W, E>, flow: &Flow) -> S
         trace_summary(flow, point),
         state(flow)
     )
+}
+
+/// An access-log line (Cilium's `LogRecordNotify.DumpInfo`). The direction is the policy
+/// side: `->` egress, `<-` ingress.
+#[expect(
+    deprecated,
+    reason = "Cilium still prints Kafka records, deprecated in Hubble's proto"
+)]
+fn l7_line(flow: &Flow, l7: &flow::Layer7) -> String {
+    let dir = match flow::TrafficDirection::try_from(flow.traffic_direction) {
+        Ok(flow::TrafficDirection::Egress) => "->",
+        Ok(flow::TrafficDirection::Ingress) => "<-",
+        _ => "??",
+    };
+    let proto = match &l7.record {
+        Some(flow::layer7::Record::Http(_)) => "http",
+        Some(flow::layer7::Record::Dns(_)) => "dns",
+        Some(flow::layer7::Record::Kafka(_)) => "kafka",
+        None => "unknown-l7",
+    };
+    let ep = |e: Option<&flow::Endpoint>| {
+        let e = e.cloned().unwrap_or_default();
+        let labels: Vec<String> = e.labels.iter().map(|l| clean(l).into_owned()).collect();
+        (e.id, format!("[{}]", labels.join(" ")), e.identity)
+    };
+    let (src_id, src_labels, src_identity) = ep(flow.source.as_ref());
+    let (dst_id, dst_labels, dst_identity) = ep(flow.destination.as_ref());
+    let verdict = match flow::Verdict::try_from(flow.verdict) {
+        Ok(flow::Verdict::Forwarded) => "Forwarded",
+        Ok(flow::Verdict::Dropped) => "Denied",
+        Ok(flow::Verdict::Redirected) => "Redirected",
+        Ok(flow::Verdict::Error) => "Error",
+        _ => "",
+    };
+    let mut line = if l7.r#type == flow::L7FlowType::Response as i32 {
+        format!(
+            "{dir} Response {proto} to {dst_id} ({dst_labels}) from {src_id} ({src_labels}), identity {src_identity}->{dst_identity}, verdict {verdict}"
+        )
+    } else {
+        format!(
+            "{dir} Request {proto} from {src_id} ({src_labels}) to {dst_id} ({dst_labels}), identity {src_identity}->{dst_identity}, verdict {verdict}"
+        )
+    };
+    match &l7.record {
+        Some(flow::layer7::Record::Http(h)) => {
+            line.push_str(&format!(
+                " {} {} => {}",
+                clean(&h.method),
+                clean(&h.url),
+                h.code
+            ));
+        }
+        Some(flow::layer7::Record::Dns(d)) => {
+            line.push_str(&format!(
+                " DNS {}: {} {}",
+                clean(&d.observation_source),
+                clean(&d.query),
+                d.qtypes.join(",")
+            ));
+            if l7.r#type == flow::L7FlowType::Response as i32 {
+                line.push_str(&format!(" TTL: {} Answer: '{}'", d.ttl, d.ips.join(",")));
+                if !d.cnames.is_empty() {
+                    line.push_str(&format!(" CNAMEs: {}", d.cnames.join(",")));
+                }
+            }
+        }
+        Some(flow::layer7::Record::Kafka(k)) => {
+            line.push_str(&format!(
+                " {} topic {} => {}",
+                clean(&k.api_key),
+                clean(&k.topic),
+                k.error_code
+            ));
+        }
+        None => {}
+    }
+    line
 }
 
 /// The flow's observation point; for a flow without one, the datapath number in its event

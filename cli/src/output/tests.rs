@@ -795,3 +795,94 @@ fn dnat_backends_in_dict_and_table() {
     let (out, _) = render(with_format(Format::Dict), &[flow_response(at_backend)]);
     assert!(!out.contains("DNAT"), "{out}");
 }
+
+/// A DNS query and an HTTP response as the agent builds them from captured payloads.
+#[expect(deprecated, reason = "Hubble's summary")]
+fn l7_flows() -> Vec<Flow> {
+    use flowscope_proto::flow::{
+        Dns, FlowType, Http, L7FlowType, Layer7, TrafficDirection, layer7,
+    };
+    let base = |src: Endpoint, dst: Endpoint, ip: Option<Ip>, l4: Layer4| Flow {
+        time: ts(6, 0),
+        verdict: Verdict::Forwarded as i32,
+        ip,
+        l4: Some(l4),
+        source: Some(src),
+        destination: Some(dst),
+        r#type: FlowType::L7 as i32,
+        event_type: Some(CiliumEventType {
+            r#type: 129,
+            sub_type: 0,
+        }),
+        traffic_direction: TrafficDirection::Egress as i32,
+        ..Default::default()
+    };
+    let mut query = base(
+        pod_a(),
+        world(),
+        ipv4("10.244.0.213", "1.0.0.1"),
+        Layer4::udp(40000, 53),
+    );
+    query.is_reply = Some(false);
+    query.l7 = Some(Layer7 {
+        r#type: L7FlowType::Request as i32,
+        latency_ns: 0,
+        record: Some(layer7::Record::Dns(Dns {
+            query: "one.one.one.one.".into(),
+            qtypes: vec!["A".into()],
+            observation_source: "datapath".into(),
+            ..Default::default()
+        })),
+    });
+    query.summary = "DNS Query one.one.one.one. A".into();
+    let mut response = base(
+        world(),
+        pod_a(),
+        ipv4("1.0.0.1", "10.244.0.213"),
+        Layer4 {
+            protocol: Some(flowscope_proto::flow::layer4::Protocol::Tcp(
+                flowscope_proto::flow::Tcp {
+                    source_port: 80,
+                    destination_port: 59242,
+                    flags: None,
+                },
+            )),
+        },
+    );
+    response.is_reply = Some(true);
+    response.source_names = vec!["one.one.one.one".into()];
+    response.l7 = Some(Layer7 {
+        r#type: L7FlowType::Response as i32,
+        latency_ns: 2_000_000,
+        record: Some(layer7::Record::Http(Http {
+            code: 404,
+            method: "GET".into(),
+            url: "http://one.one.one.one/missing".into(),
+            protocol: "HTTP/1.0".into(),
+            ..Default::default()
+        })),
+    });
+    response.summary = "HTTP/1.0 404 2ms (GET http://one.one.one.one/missing)".into();
+    vec![query, response]
+}
+
+#[test]
+fn l7_flows_in_compact_and_monitor() {
+    let flows: Vec<GetFlowsResponse> = l7_flows().into_iter().map(flow_response).collect();
+    let (out, _) = render(with_format(Format::Compact), &flows);
+    assert_eq!(
+        out,
+        "\
+Nov 26 11:00:06.000: default/pod-a:40000 (ID:42837) -> 1.0.0.1:53 (world) dns-request datapath FORWARDED (DNS Query one.one.one.one. A)
+Nov 26 11:00:06.000: default/pod-a:59242 (ID:42837) <- one.one.one.one:80 (world) http-response FORWARDED (HTTP/1.0 404 2ms (GET http://one.one.one.one/missing))
+"
+    );
+    let (out, _) = render(with_format(Format::Monitor), &flows);
+    assert_eq!(
+        out,
+        "\
+-> Request dns from 762 ([k8s:app=pod-a k8s:io.kubernetes.pod.namespace=default]) to 0 ([reserved:world]), identity 42837->2, verdict Forwarded DNS datapath: one.one.one.one. A
+-> Response http to 762 ([k8s:app=pod-a k8s:io.kubernetes.pod.namespace=default]) from 0 ([reserved:world]), identity 2->42837, verdict Forwarded GET http://one.one.one.one/missing => 404
+"
+    );
+}

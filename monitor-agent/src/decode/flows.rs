@@ -129,6 +129,8 @@ impl FlowBuilder {
             dnat,
             src_service: None,
             dst_service: None,
+            src_names: None,
+            dst_names: None,
             uuid: uuid::Uuid::new_v4(),
             node: self.node.clone(),
         };

@@ -75,6 +75,10 @@ pub struct FlowRecord {
     pub src_service: Option<Arc<ServiceName>>,
     /// The Service whose frontend is the destination (Hubble's `destination_service`).
     pub dst_service: Option<Arc<ServiceName>>,
+    /// Names the node's DNS answers gave the source address (Hubble's `source_names`).
+    pub src_names: Option<Arc<[String]>>,
+    /// Names of the destination address (Hubble's `destination_names`).
+    pub dst_names: Option<Arc<[String]>>,
     /// `Flow.uuid`: drawn once, so that every reader of the record sees the same one.
     pub uuid: uuid::Uuid,
     /// The node.
@@ -364,6 +368,16 @@ impl FlowRecord {
             destination: self.dst.as_ref().map(endpoint_of),
             r#type: FlowType::L3L4 as i32,
             node_name: self.node.node_name.clone(),
+            source_names: self
+                .src_names
+                .as_deref()
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+            destination_names: self
+                .dst_names
+                .as_deref()
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
             event_type: Some(self.event_type()),
             traffic_direction: self.direction() as i32,
             trace_observation_point: self.observation_point() as i32,
@@ -611,6 +625,8 @@ pub(crate) mod testing {
             dnat: None,
             src_service: None,
             dst_service: None,
+            src_names: None,
+            dst_names: None,
             uuid: uuid::Uuid::new_v4(),
             node: Arc::new(NodeFacts::new("node-1".into())),
         }

@@ -20,7 +20,7 @@ use aya::{
 };
 use monitor_common::{
     CONFIG_GLOBAL, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
-    IfaceInfo, aggregation, counter, ct_flags, prog, proto,
+    IfaceInfo, L7_CONFIG_GLOBAL, aggregation, counter, ct_flags, prog, proto,
 };
 
 use crate::kernel::{facts as kernel, ifaces::Role};
@@ -172,6 +172,10 @@ pub struct DatapathOptions {
     pub closing_lifetime: Duration,
     /// Lifetime of other connections (UDP, ICMP…).
     pub other_lifetime: Duration,
+    /// Ports whose payloads are captured for the L7 parsers (empty: none).
+    pub l7_ports: crate::decode::l7::L7Ports,
+    /// Payload bytes captured per packet on those ports.
+    pub l7_snap_len: usize,
 }
 
 impl Default for DatapathOptions {
@@ -182,6 +186,8 @@ impl Default for DatapathOptions {
             aggregation: Aggregation::Medium,
             observation_points: ObservationPoints::PerHop,
             wakeup_bytes: 256 * 1024,
+            l7_ports: crate::decode::l7::L7Ports::default(),
+            l7_snap_len: monitor_common::L7_PAYLOAD_MAX,
             drops: true,
             attach_mode: AttachMode::Auto,
             // Cilium's defaults: 6 h established TCP, 10 s closing, 60 s non-TCP.
@@ -291,12 +297,14 @@ impl Datapath {
             config.drops_enabled = 1;
             drop_reasons = support.reasons;
         }
+        let l7_config = opts.l7_ports.kernel_config(opts.l7_snap_len);
         // The configuration is a read-only global of the programs (`.rodata`, frozen at load):
         // the verifier sees its values as constants and drops the code of the other modes.
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .map_max_entries(CONNTRACK_MAP, opts.conntrack_entries)
             .override_global(CONFIG_GLOBAL, &config, true)
+            .override_global(L7_CONFIG_GLOBAL, &l7_config, true)
             .load(EBPF_OBJECT)
             .map_err(DatapathError::Load)?;
 

@@ -18,8 +18,44 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
-use monitor_common::{FLOW_EVENT_SIZE, FlowEvent};
+use monitor_common::{FLOW_EVENT_SIZE, FlowEvent, L7_EVENT_SIZE, L7Event, event_type};
 use tokio::sync::mpsc;
+
+/// A captured payload, as the reader hands it on.
+#[derive(Clone, Debug)]
+pub struct L7Record {
+    /// The packet's header (`event_type` = L7).
+    pub header: monitor_common::FlowEvent,
+    /// Bytes of payload the packet carried.
+    pub payload_len: u32,
+    /// The kernel copied less than the packet carried.
+    pub truncated: bool,
+    /// The bytes copied.
+    pub payload: Vec<u8>,
+}
+
+impl L7Record {
+    /// From the kernel's record; `None` for an impossible captured length.
+    pub fn from_raw(raw: &monitor_common::L7Event) -> Option<L7Record> {
+        let n = usize::from(raw.captured_len);
+        Some(L7Record {
+            header: raw.ev,
+            payload_len: raw.payload_len,
+            truncated: raw.l7_flags & monitor_common::l7_flags::TRUNCATED != 0,
+            payload: raw.payload.get(..n)?.to_vec(),
+        })
+    }
+}
+
+/// One record of the ring: a trace or drop, or a captured L7 payload (told apart by the
+/// header's `event_type`).
+#[derive(Clone, Debug)]
+pub enum Record {
+    /// A trace or a drop.
+    Event(FlowEvent),
+    /// The first bytes of a payload on an L7 port (boxed: rare, and ten times larger).
+    L7(Box<L7Record>),
+}
 
 /// Events are handed downstream in batches: one channel operation per batch, not per event.
 pub const BATCH: usize = 256;
@@ -55,7 +91,7 @@ impl Drop for Running<'_> {
 pub fn spawn(
     mut ring: RingBuf<MapData>,
     poll_interval: Duration,
-    tx: mpsc::Sender<Vec<FlowEvent>>,
+    tx: mpsc::Sender<Vec<Record>>,
     stats: Arc<ReaderStats>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -82,13 +118,13 @@ pub fn spawn(
 fn read_loop(
     ring: &mut RingBuf<MapData>,
     poll_interval: Duration,
-    tx: &mpsc::Sender<Vec<FlowEvent>>,
+    tx: &mpsc::Sender<Vec<Record>>,
     stats: &ReaderStats,
     stop: &AtomicBool,
 ) {
     let fd = ring.as_raw_fd();
     let timeout_ms = poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
-    let mut batch: Vec<FlowEvent> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
     loop {
         beat(stats);
         // Read before sleeping, so that the last round after `stop` drains what is left.
@@ -110,8 +146,24 @@ fn read_loop(
             // SAFETY: the record holds at least a FlowEvent; read_unaligned copes with any
             // alignment of the ring's data pages.
             let ev = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<FlowEvent>()) };
+            let record = if ev.event_type != event_type::L7 {
+                Record::Event(ev)
+            } else if item.len() < L7_EVENT_SIZE {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            } else {
+                // SAFETY: the record holds a whole L7Event (checked just above).
+                let raw = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<L7Event>()) };
+                match L7Record::from_raw(&raw) {
+                    Some(r) => Record::L7(Box::new(r)),
+                    None => {
+                        stats.malformed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+            };
             drop(item);
-            batch.push(ev);
+            batch.push(record);
             if batch.len() == BATCH {
                 if !send(tx, &mut batch, stats) {
                     return;
@@ -134,11 +186,7 @@ fn beat(stats: &ReaderStats) {
 }
 
 /// Hands a batch downstream; false when the receiver is gone.
-fn send(
-    tx: &mpsc::Sender<Vec<FlowEvent>>,
-    batch: &mut Vec<FlowEvent>,
-    stats: &ReaderStats,
-) -> bool {
+fn send(tx: &mpsc::Sender<Vec<Record>>, batch: &mut Vec<Record>, stats: &ReaderStats) -> bool {
     let n = batch.len() as u64;
     stats.events_read.fetch_add(n, Ordering::Relaxed);
     let full = std::mem::replace(batch, Vec::with_capacity(BATCH));

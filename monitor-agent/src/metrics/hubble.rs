@@ -9,6 +9,8 @@
 //! | `port-distribution` | `hubble_port_distribution_total{protocol,port}` | forwarded non-reply flows, by destination port |
 //! | `icmp` | `hubble_icmp_total{family,type}` | ICMP messages, by gopacket type name |
 //! | `flows-to-world` | `hubble_flows_to_world_total{protocol,verdict}` | flows to `reserved:world`, no replies; drops only if denied by policy unless `any-drop` |
+//! | `dns` | `hubble_dns_queries_total{rcode,qtypes,ips_returned}`, `hubble_dns_responses_total{rcode,qtypes,ips_returned}`, `hubble_dns_response_types_total{type,qtypes}` | L7 DNS flows: queries, responses, each answer record type (`query` adds the name, `ignoreAAAA` leaves AAAA-only questions out) |
+//! | `http` | `hubble_http_requests_total{method,protocol,reporter}`, `hubble_http_responses_total{method,protocol,status,reporter}`, `hubble_http_request_duration_seconds{method,reporter}` | L7 HTTP flows; `reporter` is `client` for egress, `server` for ingress; the histogram observes each response's latency |
 //!
 //! A drop's `reason` is what it is on Cilium, the name of the flow's Hubble `DropReason`: the
 //! Hubble reason that means what the kernel's reason means, `DROP_REASON_UNKNOWN` where none does
@@ -27,12 +29,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use flowscope_proto::flow::{DropReason, IpVersion, TrafficDirection, Verdict, layer4::Protocol};
+use flowscope_proto::flow::{
+    DropReason, IpVersion, L7FlowType, Layer7, TrafficDirection, Verdict, layer4::Protocol, layer7,
+};
 use monitor_common::event_type;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric as _},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    metrics::{
+        MetricType, counter::ConstCounter, family::Family, gauge::ConstGauge, histogram::Histogram,
+    },
 };
 
 use super::{
@@ -56,8 +62,55 @@ const UNNAMED_KERNEL_REASON: &str = "UNKNOWN";
 struct Handler {
     spec: MetricSpec,
     family: CounterFamily,
+    /// The metric's other counters: DNS responses and response types, HTTP responses.
+    extra: Vec<CounterFamily>,
+    /// `hubble_http_request_duration_seconds`, for `http`.
+    duration: Option<DurationFamily>,
     /// Series expire only where labels name endpoints; the others come from closed sets.
     expires: bool,
+}
+
+/// Label values of a histogram series, owned: one allocation per response, on the L7 path only.
+type LabelValues = Vec<(&'static str, String)>;
+
+/// A histogram family with Prometheus' default buckets, as Hubble's.
+struct DurationFamily {
+    name: &'static str,
+    help: &'static str,
+    label_names: Vec<&'static str>,
+    family: Family<LabelValues, Histogram, fn() -> Histogram>,
+}
+
+impl DurationFamily {
+    fn new(name: &'static str, help: &'static str, label_names: Vec<&'static str>) -> Self {
+        fn default_buckets() -> Histogram {
+            // The Go client's DefBuckets, which Hubble's histogram uses.
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        }
+        DurationFamily {
+            name,
+            help,
+            label_names,
+            family: Family::new_with_constructor(default_buckets),
+        }
+    }
+
+    fn observe(&self, values: &[&str], seconds: f64) {
+        let labels: LabelValues = self
+            .label_names
+            .iter()
+            .zip(values)
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        self.family.get_or_create(&labels).observe(seconds);
+    }
+
+    fn encode_into(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = encoder.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
+        self.family.encode(m)
+    }
 }
 
 /// The enabled Hubble metrics. `observe_flow` is called for every flow by the pipeline.
@@ -108,12 +161,71 @@ fn names_and_help(spec: &MetricSpec) -> (&'static str, &'static str, Vec<&'stati
             "Total number of flows to reserved:world",
             vec!["protocol", "verdict"],
         ),
+        MetricKind::Dns => (
+            "hubble_dns_queries",
+            "Number of DNS queries observed",
+            dns_labels(spec, &["rcode", "qtypes", "ips_returned"]),
+        ),
+        MetricKind::Http => (
+            "hubble_http_requests",
+            "Count of HTTP requests",
+            vec!["method", "protocol", "reporter"],
+        ),
     };
     if spec.port {
         labels.push("port");
     }
     labels.extend(spec.context.label_names());
     (name, help, labels)
+}
+
+fn dns_labels(spec: &MetricSpec, fixed: &[&'static str]) -> Vec<&'static str> {
+    let mut v = fixed.to_vec();
+    if spec.query {
+        v.push("query");
+    }
+    v
+}
+
+/// A metric's counters besides its first, and its histogram (Hubble's names and help).
+fn extras(spec: &MetricSpec) -> (Vec<CounterFamily>, Option<DurationFamily>) {
+    let with_context = |mut labels: Vec<&'static str>| {
+        labels.extend(spec.context.label_names());
+        labels
+    };
+    let family = |name, help, labels| {
+        CounterFamily::new(name, help, with_context(labels), MAX_SERIES_PER_METRIC)
+    };
+    match spec.kind {
+        MetricKind::Dns => (
+            vec![
+                family(
+                    "hubble_dns_responses",
+                    "Number of DNS queries observed",
+                    dns_labels(spec, &["rcode", "qtypes", "ips_returned"]),
+                ),
+                family(
+                    "hubble_dns_response_types",
+                    "Number of DNS queries observed",
+                    dns_labels(spec, &["type", "qtypes"]),
+                ),
+            ],
+            None,
+        ),
+        MetricKind::Http => (
+            vec![family(
+                "hubble_http_responses",
+                "Count of HTTP responses",
+                vec!["method", "protocol", "status", "reporter"],
+            )],
+            Some(DurationFamily::new(
+                "hubble_http_request_duration_seconds",
+                "Quantiles of HTTP request duration in seconds",
+                with_context(vec!["method", "reporter"]),
+            )),
+        ),
+        _ => (Vec::new(), None),
+    }
 }
 
 impl FlowMetrics {
@@ -123,9 +235,12 @@ impl FlowMetrics {
             .iter()
             .map(|spec| {
                 let (name, help, labels) = names_and_help(spec);
+                let (extra, duration) = extras(spec);
                 Handler {
                     spec: spec.clone(),
                     family: CounterFamily::new(name, help, labels, MAX_SERIES_PER_METRIC),
+                    extra,
+                    duration,
                     expires: !spec.context.is_empty(),
                 }
             })
@@ -179,7 +294,8 @@ impl FlowMetrics {
 
     fn expire_at(&self, now: u32) {
         for h in self.handlers.iter().filter(|h| h.expires) {
-            let n = h.family.expire(now, self.ttl);
+            let n = h.family.expire(now, self.ttl)
+                + h.extra.iter().map(|f| f.expire(now, self.ttl)).sum::<u64>();
             self.expired.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -192,13 +308,23 @@ impl FlowMetrics {
             .map(|h| &h.family)
     }
 
-    /// Every enabled Hubble metric, then `flowscope_drops` when `drop` is on (the OTLP
-    /// exporter pushes them).
+    /// Every enabled Hubble counter (a metric's own, then its others: DNS responses, HTTP
+    /// responses), then `flowscope_drops` when `drop` is on (the OTLP exporter pushes them; the
+    /// HTTP duration histogram is not among them).
     pub fn families(&self) -> impl Iterator<Item = &CounterFamily> {
         self.handlers
             .iter()
-            .map(|h| &h.family)
+            .flat_map(|h| std::iter::once(&h.family).chain(h.extra.iter()))
             .chain(self.kernel_drops.iter())
+    }
+
+    /// A metric's other counter families (tests): DNS responses and response types, HTTP
+    /// responses.
+    pub fn extra_families(&self, kind: MetricKind) -> &[CounterFamily] {
+        self.handlers
+            .iter()
+            .find(|h| h.spec.kind == kind)
+            .map_or(&[], |h| &h.extra)
     }
 
     /// `flowscope_drops_total`, when the `drop` metric is on (tests).
@@ -211,6 +337,12 @@ impl Collector for FlowMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for h in &self.handlers {
             h.family.encode_into(&mut encoder)?;
+            for f in &h.extra {
+                f.encode_into(&mut encoder)?;
+            }
+            if let Some(d) = &h.duration {
+                d.encode_into(&mut encoder)?;
+            }
         }
         if let Some(kernel) = &self.kernel_drops {
             kernel.encode_into(&mut encoder)?;
@@ -298,7 +430,7 @@ impl Facts {
         let l4 = f.protocol();
         Facts {
             verdict,
-            protocol: protocol(f.event_type(), l4.as_ref()),
+            protocol: protocol(f.event_type(), l4.as_ref(), f.l7()),
             l4,
             drop_reason: if verdict == Verdict::Dropped {
                 drop_reason(f.drop_reason_desc())
@@ -332,7 +464,7 @@ impl Handler {
         let mut buf = [0u8; 10];
         match self.spec.kind {
             MetricKind::Flow => {
-                let (kind, subtype) = type_and_subtype(f.event_type());
+                let (kind, subtype) = type_and_subtype(f.event_type(), f.l7());
                 inc(&[facts.protocol, kind, subtype, verdict.as_str_name()]);
             }
             MetricKind::Drop => {
@@ -391,6 +523,8 @@ impl Handler {
                 };
                 inc(&[family, &f.icmp_type_name()]);
             }
+            MetricKind::Dns => self.observe_dns(f, now),
+            MetricKind::Http => self.observe_http(f, now),
             MetricKind::FlowsToWorld => {
                 let Some(l4) = facts.l4.as_ref().filter(|_| self.counts_to_world(f, facts)) else {
                     return;
@@ -408,6 +542,97 @@ impl Handler {
                     inc(&[facts.protocol, verdict]);
                 }
             }
+        }
+    }
+
+    /// Hubble's DNS handler (`pkg/hubble/metrics/dns`): queries (and what policy denied) by
+    /// rcode (empty for queries), question types and number of addresses; responses by their
+    /// rcode's name; each answer record's type.
+    fn observe_dns(&self, f: &impl FlowView, now: u32) {
+        let Some(layer7::Record::Dns(dns)) = f.l7().and_then(|l| l.record.as_ref()) else {
+            return;
+        };
+        if self.spec.ignore_aaaa && dns.qtypes.len() == 1 && dns.qtypes[0] == "AAAA" {
+            return;
+        }
+        let ctx = Context::of(&self.spec.context, f);
+        let qtypes = dns.qtypes.join(",");
+        let ips = dns.ips.len().to_string();
+        let inc = |family: &CounterFamily, fixed: &[&str]| {
+            let mut v = Values::new();
+            for s in fixed {
+                v.push(s);
+            }
+            if self.spec.query {
+                v.push(&dns.query);
+            }
+            for c in ctx.iter() {
+                v.push(c);
+            }
+            family.inc(v.as_slice(), now);
+        };
+        let dropped = f.verdict() == Verdict::Dropped;
+        if dropped {
+            inc(&self.family, &["Policy denied", &qtypes, &ips]);
+        } else if f.is_reply() != Some(true) {
+            inc(&self.family, &["", &qtypes, &ips]);
+        } else {
+            let rcode = crate::decode::l7::dns::rcode_name(dns.rcode);
+            if let Some(responses) = self.extra.first() {
+                inc(responses, &[rcode, &qtypes, &ips]);
+            }
+            if let Some(types) = self.extra.get(1) {
+                for t in &dns.rrtypes {
+                    inc(types, &[t, &qtypes]);
+                }
+            }
+        }
+    }
+
+    /// Hubble's HTTP handler (`pkg/hubble/metrics/http`, v1): requests by method and protocol,
+    /// responses by method, protocol and status, and each response's latency.
+    fn observe_http(&self, f: &impl FlowView, now: u32) {
+        let Some(l7) = f.l7() else { return };
+        let Some(layer7::Record::Http(http)) = l7.record.as_ref() else {
+            return;
+        };
+        let reporter = match TrafficDirection::try_from(f.traffic_direction()) {
+            Ok(TrafficDirection::Egress) => "client",
+            Ok(TrafficDirection::Ingress) => "server",
+            _ => "unknown",
+        };
+        let ctx = Context::of(&self.spec.context, f);
+        let values = |fixed: &[&'_ str]| -> Vec<String> {
+            fixed
+                .iter()
+                .map(|s| (*s).to_owned())
+                .chain(ctx.iter().map(str::to_owned))
+                .collect()
+        };
+        let inc = |family: &CounterFamily, fixed: &[&str]| {
+            let v = values(fixed);
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            family.inc(&refs, now);
+        };
+        match L7FlowType::try_from(l7.r#type) {
+            Ok(L7FlowType::Request) => {
+                inc(&self.family, &[&http.method, &http.protocol, reporter]);
+            }
+            Ok(L7FlowType::Response) => {
+                let status = http.code.to_string();
+                if let Some(responses) = self.extra.first() {
+                    inc(
+                        responses,
+                        &[&http.method, &http.protocol, &status, reporter],
+                    );
+                }
+                if let Some(d) = &self.duration {
+                    let v = values(&[&http.method, reporter]);
+                    let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+                    d.observe(&refs, l7.latency_ns as f64 / 1e9);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -445,9 +670,17 @@ impl Handler {
     }
 }
 
-/// Hubble's `FlowProtocol`: the L4 protocol of trace and drop events.
-fn protocol(event_type: Option<(i32, i32)>, l4: Option<&Protocol>) -> &'static str {
+/// Hubble's `FlowProtocol`: the L4 protocol of trace and drop events, the L7 protocol of L7
+/// events.
+fn protocol(
+    event_type: Option<(i32, i32)>,
+    l4: Option<&Protocol>,
+    l7: Option<&Layer7>,
+) -> &'static str {
     let ty = event_type.map(|e| e.0);
+    if ty == Some(i32::from(event_type::L7)) {
+        return l7_protocol(l7).unwrap_or("Unknown L7");
+    }
     if !matches!(ty, Some(t) if t == i32::from(event_type::TRACE) || t == i32::from(event_type::DROP))
     {
         return "Unknown flow";
@@ -465,7 +698,10 @@ fn protocol(event_type: Option<(i32, i32)>, l4: Option<&Protocol>) -> &'static s
 }
 
 /// `type` and `subtype` of `hubble_flows_processed_total`.
-fn type_and_subtype(event_type: Option<(i32, i32)>) -> (&'static str, &'static str) {
+fn type_and_subtype(
+    event_type: Option<(i32, i32)>,
+    l7: Option<&Layer7>,
+) -> (&'static str, &'static str) {
     let Some((ty, sub_type)) = event_type else {
         return ("Unknown", "");
     };
@@ -475,9 +711,23 @@ fn type_and_subtype(event_type: Option<(i32, i32)>) -> (&'static str, &'static s
             flowscope_proto::names::trace_point_name(sub_type).unwrap_or(""),
         ),
         Ok(event_type::DROP) => ("Drop", ""),
+        Ok(event_type::L7) => ("L7", l7_protocol(l7).unwrap_or("")),
         // Hubble prints the number of other types; we emit no other type, so one value is
         // enough and keeps the label set closed.
         _ => ("Unknown", ""),
+    }
+}
+
+/// The protocol of an L7 flow's record, as Hubble names it.
+#[expect(
+    deprecated,
+    reason = "Hubble still names Kafka records, deprecated in its proto"
+)]
+fn l7_protocol(l7: Option<&Layer7>) -> Option<&'static str> {
+    match l7.and_then(|l| l.record.as_ref())? {
+        layer7::Record::Dns(_) => Some("DNS"),
+        layer7::Record::Http(_) => Some("HTTP"),
+        layer7::Record::Kafka(_) => Some("Kafka"),
     }
 }
 
@@ -748,6 +998,100 @@ mod tests {
             syn: true,
             ..TcpFlags::default()
         }
+    }
+
+    /// An L7 flow as the decoder makes it.
+    fn l7(record: layer7::Record, response: bool, latency_ns: u64) -> Flow {
+        use flowscope_proto::flow::{FlowType, Layer7};
+        Flow {
+            verdict: Verdict::Forwarded as i32,
+            r#type: FlowType::L7 as i32,
+            event_type: Some(CiliumEventType {
+                r#type: 129,
+                sub_type: 0,
+            }),
+            l4: Some(Layer4::udp(40000, 53)),
+            is_reply: Some(response),
+            traffic_direction: TrafficDirection::Egress as i32,
+            source: Some(pod("default", "pod-a", "web")),
+            l7: Some(Layer7 {
+                r#type: if response {
+                    L7FlowType::Response
+                } else {
+                    L7FlowType::Request
+                } as i32,
+                latency_ns,
+                record: Some(record),
+            }),
+            ..Flow::default()
+        }
+    }
+
+    #[test]
+    fn dns_and_http_metrics_count_like_hubble() {
+        use flowscope_proto::flow::{Dns, Http};
+        let m = metrics(&["flow", "dns:query", "http:sourceContext=pod"]);
+        let dns = |rcode: u32, ips: &[&str]| {
+            layer7::Record::Dns(Dns {
+                query: "one.one.one.one.".into(),
+                qtypes: vec!["A".into()],
+                ips: ips.iter().map(|s| s.to_string()).collect(),
+                rrtypes: ips.iter().map(|_| "A".to_string()).collect(),
+                rcode,
+                ..Dns::default()
+            })
+        };
+        m.observe_flow(&l7(dns(0, &[]), false, 0));
+        m.observe_flow(&l7(dns(0, &["1.0.0.1"]), true, 1_000_000));
+        m.observe_flow(&l7(dns(3, &[]), true, 1_000_000));
+        let get = |k: MetricKind, v: &[&str]| m.family(k).unwrap().get(v);
+        let q = "one.one.one.one.";
+        assert_eq!(get(MetricKind::Dns, &["", "A", "0", q]), Some(1));
+        let extra = m.extra_families(MetricKind::Dns);
+        assert_eq!(extra[0].name(), "hubble_dns_responses");
+        assert_eq!(extra[0].get(&["No Error", "A", "1", q]), Some(1));
+        assert_eq!(extra[0].get(&["Non-Existent Domain", "A", "0", q]), Some(1));
+        assert_eq!(extra[1].name(), "hubble_dns_response_types");
+        assert_eq!(extra[1].get(&["A", "A", q]), Some(1));
+        assert_eq!(
+            get(MetricKind::Flow, &["DNS", "L7", "DNS", "FORWARDED"]),
+            Some(3)
+        );
+
+        let http = |code: u32| {
+            layer7::Record::Http(Http {
+                code,
+                method: "GET".into(),
+                url: "http://one.one.one.one/".into(),
+                protocol: "HTTP/1.1".into(),
+                ..Http::default()
+            })
+        };
+        m.observe_flow(&l7(http(0), false, 0));
+        m.observe_flow(&l7(http(404), true, 20_000_000));
+        assert_eq!(
+            get(
+                MetricKind::Http,
+                &["GET", "HTTP/1.1", "client", "default/pod-a"]
+            ),
+            Some(1)
+        );
+        let extra = m.extra_families(MetricKind::Http);
+        assert_eq!(
+            extra[0].get(&["GET", "HTTP/1.1", "404", "client", "default/pod-a"]),
+            Some(1)
+        );
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(m));
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "hubble_http_request_duration_seconds_bucket{le=\"0.025\",method=\"GET\",reporter=\"client\",source=\"default/pod-a\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("hubble_dns_queries_total{"), "{text}");
     }
 
     #[test]

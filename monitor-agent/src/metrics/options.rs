@@ -87,17 +87,26 @@ pub enum MetricKind {
     Icmp,
     /// `hubble_flows_to_world_total{protocol,verdict[,port]}`.
     FlowsToWorld,
+    /// `hubble_dns_queries_total`, `hubble_dns_responses_total{rcode,qtypes,ips_returned}`,
+    /// `hubble_dns_response_types_total{type,qtypes}`.
+    Dns,
+    /// `hubble_http_requests_total{method,protocol,reporter}`,
+    /// `hubble_http_responses_total{method,protocol,status,reporter}`,
+    /// `hubble_http_request_duration_seconds{method,reporter}`.
+    Http,
 }
 
 impl MetricKind {
     /// Every kind, in the order they are documented.
-    pub const ALL: [MetricKind; 6] = [
+    pub const ALL: [MetricKind; 8] = [
         MetricKind::Flow,
         MetricKind::Drop,
         MetricKind::Tcp,
         MetricKind::PortDistribution,
         MetricKind::Icmp,
         MetricKind::FlowsToWorld,
+        MetricKind::Dns,
+        MetricKind::Http,
     ];
 
     /// The name used in `--metrics`.
@@ -109,6 +118,8 @@ impl MetricKind {
             MetricKind::PortDistribution => "port-distribution",
             MetricKind::Icmp => "icmp",
             MetricKind::FlowsToWorld => "flows-to-world",
+            MetricKind::Dns => "dns",
+            MetricKind::Http => "http",
         }
     }
 
@@ -244,6 +255,10 @@ pub struct MetricSpec {
     pub port: bool,
     /// `flows-to-world:syn-only`: count only TCP SYNs (one per connection attempt).
     pub syn_only: bool,
+    /// `dns:query`: add the query name as a label (one series per name).
+    pub query: bool,
+    /// `dns:ignoreAAAA`: leave out DNS flows whose only question is AAAA.
+    pub ignore_aaaa: bool,
 }
 
 impl fmt::Display for MetricSpec {
@@ -255,13 +270,15 @@ impl fmt::Display for MetricSpec {
 /// The default `--metrics`: every metric we have; flows and drops with the namespaces (and for
 /// flows the pods) at both ends, which the dashboard's "top namespaces / pods" panels use. The
 /// other metrics keep label sets from closed sets.
-pub const DEFAULT_METRICS: [&str; 6] = [
+pub const DEFAULT_METRICS: [&str; 8] = [
     "flow:labelsContext=source_namespace,source_pod,destination_namespace,destination_pod",
     "drop:labelsContext=source_namespace,destination_namespace",
     "tcp",
     "port-distribution",
     "icmp",
     "flows-to-world",
+    "dns",
+    "http",
 ];
 
 /// Parses every `--metrics` value. A value may hold several entries separated by whitespace, as
@@ -289,6 +306,8 @@ fn parse_one(entry: &str) -> Result<MetricSpec, MetricsOptionError> {
         any_drop: false,
         port: false,
         syn_only: false,
+        query: false,
+        ignore_aaaa: false,
     };
     for option in options.split(';').filter(|o| !o.is_empty()) {
         let (key, value) = match option.split_once('=') {
@@ -322,6 +341,8 @@ fn parse_one(entry: &str) -> Result<MetricSpec, MetricsOptionError> {
             ("any-drop", MetricKind::FlowsToWorld) if value.is_none() => spec.any_drop = true,
             ("port", MetricKind::FlowsToWorld) if value.is_none() => spec.port = true,
             ("syn-only", MetricKind::FlowsToWorld) if value.is_none() => spec.syn_only = true,
+            ("query", MetricKind::Dns) if value.is_none() => spec.query = true,
+            ("ignoreaaaa", MetricKind::Dns) if value.is_none() => spec.ignore_aaaa = true,
             _ => {
                 return Err(MetricsOptionError::UnknownOption {
                     metric: name.to_owned(),
@@ -401,6 +422,9 @@ mod tests {
         assert!(!specs[1].context.has_destination());
         assert_eq!(specs[2].kind, MetricKind::Tcp);
         assert!(specs[2].context.is_empty());
+        let dns = parse(&["dns:query;ignoreAAAA;sourceContext=pod", "http"]).unwrap();
+        assert!(dns[0].query && dns[0].ignore_aaaa);
+        assert_eq!(dns[1].kind, MetricKind::Http);
     }
 
     #[test]

@@ -16,6 +16,8 @@
 //! | `flowscope_history_flows`, `flowscope_history_capacity`, `flowscope_flows_seen_total` | the flow history |
 //! | `flowscope_drops_unspecified_total` | drops without a kernel reason, left out |
 //! | `flowscope_unanswered_connections_total{protocol}`, `flowscope_unanswered_untracked_total` | the unanswered-connection tracker |
+//! | `flowscope_l7_flows_total{protocol}`, `flowscope_l7_unparsed_total{protocol,reason}`, `flowscope_l7_unmatched_responses_total{protocol}` | the L7 decoder: flows made, payloads that were no message (`malformed`) or cut before one (`truncated`), responses without their request |
+//! | `flowscope_fqdn_cache_entries`, `flowscope_fqdn_cache_evictions_total` | the FQDN cache: addresses named, addresses evicted before their TTL |
 //! | `flowscope_export_flows_total`, `flowscope_export_errors_total`, `flowscope_export_rotations_total` | the exporter |
 //!
 //! The datapath is behind a mutex that the interface follower holds while it attaches: a scrape
@@ -288,6 +290,54 @@ impl Collector for PipelineCollector {
             "flowscope_unanswered_untracked",
             "New connections not watched for a reply because the tracker's table was full",
             un.untracked.load(Ordering::Relaxed),
+        )?;
+        let l7 = &s.l7_stats;
+        let get = |c: &[std::sync::atomic::AtomicU64; 2], i: usize| c[i].load(Ordering::Relaxed);
+        labelled(
+            &mut e,
+            "flowscope_l7_flows",
+            "L7 flows made from captured payloads",
+            MetricType::Counter,
+            "protocol",
+            &[("dns", get(&l7.flows, 0)), ("http", get(&l7.flows, 1))],
+        )?;
+        let mut unparsed = e.encode_descriptor(
+            "flowscope_l7_unparsed",
+            "Captured payloads on L7 ports that gave no L7 flow: not a message start (malformed) or cut before one could be read (truncated)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, protocol) in ["dns", "http"].into_iter().enumerate() {
+            for (reason, v) in [
+                ("malformed", get(&l7.malformed, i)),
+                ("truncated", get(&l7.truncated, i)),
+            ] {
+                let l = [("protocol", protocol), ("reason", reason)];
+                ConstCounter::new(v).encode(unparsed.encode_family(&l)?)?;
+            }
+        }
+        labelled(
+            &mut e,
+            "flowscope_l7_unmatched_responses",
+            "L7 responses whose request was not seen (no latency)",
+            MetricType::Counter,
+            "protocol",
+            &[
+                ("dns", get(&l7.unmatched, 0)),
+                ("http", get(&l7.unmatched, 1)),
+            ],
+        )?;
+        gauge(
+            &mut e,
+            "flowscope_fqdn_cache_entries",
+            "Addresses the FQDN cache names (from DNS answers)",
+            s.fqdn_stats.entries.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut e,
+            "flowscope_fqdn_cache_evictions",
+            "Addresses removed from the full FQDN cache before their TTL ran out",
+            s.fqdn_stats.evictions.load(Ordering::Relaxed),
         )?;
         if let Some(x) = &self.export {
             counter(

@@ -10,7 +10,7 @@
 use std::{borrow::Cow, net::IpAddr};
 
 use flowscope_proto::{
-    flow::{Flow, Verdict, layer4::Protocol},
+    flow::{Flow, Layer7, Verdict, layer4::Protocol},
     flowscope::v1::FlowExtension,
 };
 
@@ -58,6 +58,8 @@ pub trait FlowView {
     fn icmp_type_name(&self) -> Cow<'_, str>;
     /// The kernel's name of a drop's reason (flowscope's extension), when it has one.
     fn kernel_drop_reason_name(&self) -> Option<Cow<'_, str>>;
+    /// `l7` (records are flows of packets: never L7).
+    fn l7(&self) -> Option<&Layer7>;
 }
 
 impl FlowView for Flow {
@@ -145,6 +147,10 @@ impl FlowView for Flow {
         let ext: FlowExtension = self.extensions.as_ref()?.to_msg().ok()??;
         Some(Cow::<str>::Owned(ext.kernel_drop_reason_name)).filter(|n| !n.is_empty())
     }
+
+    fn l7(&self) -> Option<&Layer7> {
+        self.l7.as_ref()
+    }
 }
 
 impl FlowView for FlowRecord {
@@ -201,8 +207,13 @@ impl FlowView for FlowRecord {
         })
     }
 
-    fn names(&self, _source: bool) -> &[String] {
-        &[]
+    fn names(&self, source: bool) -> &[String] {
+        let names = if source {
+            &self.src_names
+        } else {
+            &self.dst_names
+        };
+        names.as_deref().unwrap_or_default()
     }
 
     fn icmp_type_name(&self) -> Cow<'_, str> {
@@ -228,5 +239,9 @@ impl FlowView for FlowRecord {
             .as_deref()
             .filter(|n| !n.is_empty())
             .map(Cow::Borrowed)
+    }
+
+    fn l7(&self) -> Option<&Layer7> {
+        None
     }
 }

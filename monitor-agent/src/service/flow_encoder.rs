@@ -35,6 +35,8 @@ mod tag {
     pub const DESTINATION: u32 = 9;
     pub const TYPE: u32 = 10;
     pub const NODE_NAME: u32 = 11;
+    pub const SOURCE_NAMES: u32 = 13;
+    pub const DESTINATION_NAMES: u32 = 14;
     pub const REPLY: u32 = 16;
     pub const EVENT_TYPE: u32 = 19;
     pub const SOURCE_SERVICE: u32 = 20;
@@ -90,6 +92,14 @@ impl FlowEncoder {
         }
         int32(tag::TYPE, FlowType::L3L4 as i32, out);
         string(tag::NODE_NAME, &rec.node.node_name, out);
+        for (field, names) in [
+            (tag::SOURCE_NAMES, &rec.src_names),
+            (tag::DESTINATION_NAMES, &rec.dst_names),
+        ] {
+            for n in names.as_deref().unwrap_or_default() {
+                repeated_string(field, n, out);
+            }
+        }
         if reply == Some(true) {
             encoding::bool::encode(tag::REPLY, &true, out);
         }
@@ -182,10 +192,7 @@ fn endpoint(field: u32, id: &Identity, out: &mut Vec<u8>) {
             string(3, &e.namespace, out);
         }
         for l in id.labels.iter() {
-            // Repeated strings are written even when empty.
-            encoding::encode_key(4, WireType::LengthDelimited, out);
-            encoding::encode_varint(l.len() as u64, out);
-            out.extend_from_slice(l.as_bytes());
+            repeated_string(4, l, out);
         }
         if let Some(e) = ep {
             string(5, &e.pod_name, out);
@@ -216,6 +223,13 @@ fn nested(field: u32, out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let mut w = &mut prefix[..];
     encoding::encode_varint(len as u64, &mut w);
     out[at..at + width].copy_from_slice(&prefix[..width]);
+}
+
+/// One element of a repeated string field: written even when empty.
+fn repeated_string(field: u32, s: &str, out: &mut Vec<u8>) {
+    encoding::encode_key(field, WireType::LengthDelimited, out);
+    encoding::encode_varint(s.len() as u64, out);
+    out.extend_from_slice(s.as_bytes());
 }
 
 fn string(field: u32, s: &str, out: &mut Vec<u8>) {
@@ -373,6 +387,9 @@ mod tests {
         same_bytes("TCP SYN to a ClusterIP", &to_svc);
         to_svc.src_service = Some(web);
         same_bytes("both ends named by services", &to_svc);
+        to_svc.dst_names = Some(vec!["one.one.one.one".to_owned(), "x.example".to_owned()].into());
+        to_svc.src_names = Some(vec![String::new()].into());
+        same_bytes("names from DNS answers", &to_svc);
         let mut back = base(obs::FROM_NETWORK, ct_state::REPLY, ipproto::TCP);
         back.src_addr = v4([1, 0, 0, 1]);
         back.dst_addr = v4([198, 51, 100, 10]);

@@ -60,6 +60,10 @@ pub struct AgentState {
     pub unanswered: Arc<FlowStore>,
     /// The unanswered tracker's counters.
     pub unanswered_stats: Arc<crate::decode::unanswered::UnansweredStats>,
+    /// The L7 decoder's counters.
+    pub l7_stats: Arc<crate::decode::l7::L7Stats>,
+    /// The FQDN cache's counters.
+    pub fqdn_stats: Arc<crate::decode::fqdn::FqdnStats>,
     /// The kernel side.
     pub datapath: Arc<Mutex<Datapath>>,
     /// Endpoint metadata.

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use testbed::{
     Scenario, bin_path, client,
+    dns::{self, DnsServer},
     process::Spawned,
     scenario::{HOST_DEV, LXC_A, NODE_IP, POD_A_IP, POD_B_IP, WORLD_IP},
     traffic,
@@ -30,7 +31,8 @@ fn main() -> anyhow::Result<()> {
     println!("  pod-b {POD_B_IP}/32 --veth-- node");
     let world: SocketAddr = format!("{WORLD_IP}:80").parse()?;
     let _http = traffic::http_server(&s.world(), world, "hello from 1.0.0.1\n");
-    let _dns = traffic::udp_server(&s.world(), format!("{WORLD_IP}:53").parse()?, true);
+    // A real DNS server in the world (dnsmasq), pod-a's resolver pointed at it.
+    let dns_server = DnsServer::start(&s.world(), WORLD_IP, &[s.pod_a()]);
     let _b = traffic::tcp_sink(&s.pod_b(), format!("{POD_B_IP}:8080").parse()?);
 
     step(
@@ -62,7 +64,7 @@ fn main() -> anyhow::Result<()> {
     println!("  serving on unix://{}", socket.display());
 
     step(
-        "Traffic from pod-a: ping 1.0.0.1, wget http://1.0.0.1, a DNS-like UDP query, pod-a -> pod-b",
+        "Traffic from pod-a: ping 1.0.0.1, resolve one.one.one.one, wget http://one.one.one.one/ and a missing page, pod-a -> pod-b",
     );
     println!(
         "  ping: {}",
@@ -72,14 +74,31 @@ fn main() -> anyhow::Result<()> {
             "FAILED"
         }
     );
-    let get = traffic::http_get(&s.pod_a(), world)?;
+    match &dns_server {
+        Some(_) => println!(
+            "  resolve: {} -> {:?}",
+            dns::NAME,
+            dns::resolve(&s.pod_a(), dns::NAME)
+        ),
+        None => println!("  resolve: skipped, dnsmasq is not installed (scripts/setup.sh)"),
+    }
+    let get = traffic::http_request(&s.pod_a(), world, dns::NAME, "/")?;
     println!(
         "  wget: {} bytes from 1.0.0.1:80 (pod-a port {})",
         get.received.len(),
         get.local_port
     );
-    let dns = traffic::udp_request(&s.pod_a(), format!("{WORLD_IP}:53").parse()?, b"query")?;
-    println!("  udp:  {} bytes back from 1.0.0.1:53", dns.received.len());
+    let missing = traffic::http_request(&s.pod_a(), world, dns::NAME, "/missing")?;
+    println!(
+        "  wget /missing: {}",
+        String::from_utf8_lossy(
+            missing
+                .received
+                .split(|b| *b == b'\r')
+                .next()
+                .unwrap_or(&[])
+        )
+    );
     traffic::tcp_send(&s.pod_a(), format!("{POD_B_IP}:8080").parse()?, b"hi pod-b")?;
     println!("  tcp:  pod-a -> pod-b:8080");
 
@@ -139,6 +158,10 @@ fn main() -> anyhow::Result<()> {
         "-o",
         "monitor",
     ])?;
+    step("DNS and HTTP, read from the packets (no proxy): Hubble's L7 flows");
+    flowctl(&["observe", "-t", "l7", "--last", "100"])?;
+    step("The same as `cilium monitor` prints the proxy's access-log records");
+    flowctl(&["observe", "-t", "l7", "--last", "100", "-o", "monitor"])?;
     step("Drops, with the kernel's reason");
     flowctl(&[
         "observe",
