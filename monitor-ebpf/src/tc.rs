@@ -151,8 +151,18 @@ fn next_hop(ctx: &TcContext, pkt: &Packet, ifindex: u32) -> (u8, u32) {
         p.__bindgen_anon_4.ipv4_dst = word(&pkt.key.dst_addr, 0);
     } else {
         p.family = AF_INET6;
-        p.__bindgen_anon_3.ipv6_src = [0, 1, 2, 3].map(|i| word(&pkt.key.src_addr, i));
-        p.__bindgen_anon_4.ipv6_dst = [0, 1, 2, 3].map(|i| word(&pkt.key.dst_addr, i));
+        // One volatile store per word: `p` is on the stack, where the verifier refuses a
+        // misaligned access, and LLVM (allowed misaligned access, see build.rs) would join two
+        // of these 4-byte stores into an 8-byte one at a 4-byte boundary.
+        let src = (&raw mut p.__bindgen_anon_3).cast::<u32>();
+        let dst = (&raw mut p.__bindgen_anon_4).cast::<u32>();
+        for i in 0..4 {
+            // SAFETY: both unions hold a `[u32; 4]` (ipv6_src, ipv6_dst): in bounds, aligned.
+            unsafe {
+                src.add(i).write_volatile(word(&pkt.key.src_addr, i));
+                dst.add(i).write_volatile(word(&pkt.key.dst_addr, i));
+            }
+        }
     }
     // SAFETY: `p` is a valid, writable bpf_fib_lookup of the size passed.
     let r = unsafe {
