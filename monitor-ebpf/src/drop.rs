@@ -114,7 +114,7 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
     let now = unsafe { bpf_ktime_get_ns() };
 
     // The event is filled in place in the ring buffer: the stack is too small for a copy.
-    emit(cfg, |ev| {
+    emit(cfg, true, |ev| {
         ev.ts_ns = now;
         ev.drop_location = location;
         ev.hash = rd(skb + off.skb_hash as u64)?;
