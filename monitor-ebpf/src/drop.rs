@@ -22,7 +22,7 @@ use monitor_common::{Config, counter, ct_state, direction, event_type, obs};
 use monitor_parse::{PacketBytes, ParseError};
 
 use crate::{
-    maps::{DROP_PKT_SCRATCH, config, count, emit, is_monitored},
+    maps::{DROP_PKT_SCRATCH, config, count, emit, filter_passes, is_monitored},
     parse::{COPY_DROP, copy_buffer},
 };
 
@@ -109,6 +109,11 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
         // A later fragment (no L4 header), or not IP: reported with what is known.
         Ok(None) | Err(ParseError::NotIp) => {}
         Err(ParseError::Truncated) => return Err(-1),
+    }
+    // The agent's `--kernel-filter` applies to drops too (a frame that is not IP has an empty
+    // key: it passes only a filter without addresses, ports or protocols).
+    if !filter_passes(pkt) {
+        return Ok(());
     }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };

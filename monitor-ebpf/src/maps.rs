@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use monitor_common::{
     CONNTRACK_MAX_ENTRIES, Config, CtEntry, CtKey, DEFAULT_RING_BYTES, FlowEvent,
-    IFACES_MAX_ENTRIES, IfaceInfo, counter,
+    IFACES_MAX_ENTRIES, IfaceInfo, KernelFilter, counter, event_flags, proto,
 };
 
 /// Events to user space. Its size can be changed by the agent before load.
@@ -35,6 +35,17 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 static CONFIG: Config = Config {
     // Not all zeroes, so that the compiler keeps it in `.rodata` rather than `.bss`.
     report_interval_ns: u64::MAX,
+    // SAFETY: plain integers, for which all-zero bytes are valid.
+    ..unsafe { core::mem::zeroed() }
+};
+
+/// The filter of reported packets (`--kernel-filter`), set by the agent at load like
+/// [`CONFIG`]: without one (`enabled` zero, the default) the verifier removes its code.
+/// Never read directly: see [`kernel_filter`].
+#[unsafe(no_mangle)]
+static KERNEL_FILTER: KernelFilter = KernelFilter {
+    // Not all zeroes, so that the compiler keeps it in `.rodata` rather than `.bss`.
+    protocols: u8::MAX,
     // SAFETY: plain integers, for which all-zero bytes are valid.
     ..unsafe { core::mem::zeroed() }
 };
@@ -122,6 +133,22 @@ pub fn config() -> &'static Config {
     let p: *const Config = &raw const CONFIG;
     // SAFETY: reading a local; the result points to the static, valid for the program's life.
     unsafe { &*core::ptr::read_volatile(&p) }
+}
+
+/// The packet filter the agent set at load (read like [`config`]).
+#[inline(always)]
+pub fn kernel_filter() -> &'static KernelFilter {
+    let p: *const KernelFilter = &raw const KERNEL_FILTER;
+    // SAFETY: as in `config`.
+    unsafe { &*core::ptr::read_volatile(&p) }
+}
+
+/// Does the packet pass the agent's `--kernel-filter`?
+#[inline(always)]
+pub fn filter_passes(pkt: &Packet) -> bool {
+    let has_ports = pkt.flags & event_flags::HAS_L4 != 0
+        && matches!(pkt.key.proto, proto::TCP | proto::UDP | proto::SCTP);
+    kernel_filter().matches(&pkt.key, has_ports)
 }
 
 /// Is this interface one the agent monitors (in the agent's namespace)?

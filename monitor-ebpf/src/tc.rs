@@ -20,7 +20,7 @@ use monitor_common::{
 
 use crate::{
     conntrack::{self, Verdict},
-    maps::{PKT_SCRATCH, config, count, emit, iface_role, zero_pad},
+    maps::{PKT_SCRATCH, config, count, emit, filter_passes, iface_role, zero_pad},
     parse::{self, Packet, ParseError},
 };
 
@@ -106,7 +106,10 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let transit = || iface_role(ingress_ifindex);
     let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now, reply_first);
-    if !verdict.report {
+    // Parsed and counted; what follows reports the packet. The agent's `--kernel-filter` comes
+    // after conntrack (whose counts stay those of every packet) and before the clock, the hash
+    // and the ring.
+    if !verdict.report || !filter_passes(pkt) {
         return TC_ACT_UNSPEC;
     }
     // The skb's hash when it has one (a socket's, the NIC's, or the one an earlier hook or the

@@ -20,7 +20,7 @@ use aya::{
 };
 use monitor_common::{
     CONFIG_GLOBAL, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
-    IfaceInfo, aggregation, counter, ct_flags, prog, proto,
+    IfaceInfo, KERNEL_FILTER_GLOBAL, KernelFilter, aggregation, counter, ct_flags, prog, proto,
 };
 
 use crate::kernel::{facts as kernel, ifaces::Role};
@@ -172,6 +172,8 @@ pub struct DatapathOptions {
     pub closing_lifetime: Duration,
     /// Lifetime of other connections (UDP, ICMP…).
     pub other_lifetime: Duration,
+    /// Only packets this filter passes are reported (`--kernel-filter`); `None`: all.
+    pub kernel_filter: Option<KernelFilter>,
 }
 
 impl Default for DatapathOptions {
@@ -188,6 +190,7 @@ impl Default for DatapathOptions {
             tcp_lifetime: Duration::from_secs(21_600),
             closing_lifetime: Duration::from_secs(10),
             other_lifetime: Duration::from_secs(60),
+            kernel_filter: None,
         }
     }
 }
@@ -297,6 +300,13 @@ impl Datapath {
             .map_max_entries(EVENTS_MAP, opts.ring_bytes)
             .map_max_entries(CONNTRACK_MAP, opts.conntrack_entries)
             .override_global(CONFIG_GLOBAL, &config, true)
+            // Always written, so that without a filter the verifier sees it disabled and
+            // removes its code.
+            .override_global(
+                KERNEL_FILTER_GLOBAL,
+                &opts.kernel_filter.unwrap_or_default(),
+                true,
+            )
             .load(EBPF_OBJECT)
             .map_err(DatapathError::Load)?;
 
