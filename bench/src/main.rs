@@ -43,6 +43,10 @@ struct Cli {
     /// Length of the idle run of benchmark 7, in seconds.
     #[arg(long, default_value_t = 60)]
     idle: u64,
+    /// An extra option for the agents of benchmark 2 (repeatable), e.g.
+    /// `--agent-arg=--kernel-filter --agent-arg='--ip 192.0.2.1'` to measure a kernel filter.
+    #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
+    agent_args: Vec<String>,
     /// Also write the Markdown report to this file.
     #[arg(long, value_name = "FILE")]
     output: Option<std::path::PathBuf>,
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         variants: cli.variants,
         sustain: Duration::from_secs(if cli.smoke { 2 } else { cli.sustain.max(1) }),
         idle: Duration::from_secs(if cli.smoke { 2 } else { cli.idle.max(1) }),
+        agent_args: cli.agent_args,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

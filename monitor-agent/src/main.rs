@@ -107,6 +107,14 @@ struct Cli {
     /// a pod's packets reported at its veth as to-stack, or to-endpoint for a local pod).
     #[arg(long, value_enum, default_value = "per-hop")]
     observation_points: ObservationPoints,
+    /// Report only the packets that match this filter, decided in the kernel before anything
+    /// is emitted (conntrack still counts every packet): flowctl's filter flags --ip,
+    /// --from-ip, --to-ip (address or CIDR), --port, --from-port, --to-port and --protocol
+    /// (tcp, udp, sctp, icmp, icmpv4, icmpv6) in one string, e.g.
+    /// "--ip 10.244.0.0/16 --protocol udp --port 53". Values of one flag OR together, flags
+    /// AND together. Applies to drops too.
+    #[arg(long, value_name = "FLAGS", value_parser = monitor_agent::kernel::filter::parse_kernel_filter, allow_hyphen_values = true)]
+    kernel_filter: Option<monitor_common::KernelFilter>,
     /// Size of the kernel ring buffer (a power of two, e.g. 4MiB, 16MiB).
     #[arg(long, value_name = "SIZE", default_value = "4MiB", value_parser = parse_size)]
     ring_size: u32,
@@ -534,6 +542,7 @@ async fn main() -> ExitCode {
             attach_mode: cli.attach_mode,
             l7_ports: cli.l7_ports.clone(),
             l7_snap_len: usize::from(cli.l7_capture_bytes),
+            kernel_filter: cli.kernel_filter,
             ..DatapathOptions::default()
         },
         poll_interval: cli.poll_interval,

@@ -24,6 +24,10 @@ pub const IFACES_MAP: &str = "IFACES";
 /// payload captured), set by the agent at load.
 pub const L7_CONFIG_GLOBAL: &str = "L7_CONFIG";
 
+/// Name of the programs' read-only global holding the [`KernelFilter`], set by the agent at
+/// load (`--kernel-filter`).
+pub const KERNEL_FILTER_GLOBAL: &str = "KERNEL_FILTER";
+
 /// Default size of the ring buffer in bytes (a power of two, a multiple of the page size).
 pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Default capacity of the conntrack LRU map.
@@ -286,7 +290,12 @@ pub const FLOW_EVENT_SIZE: usize = 104;
 const _: () = assert!(core::mem::size_of::<FlowEvent>() == FLOW_EVENT_SIZE);
 
 /// The conntrack key: the tuple in the connection's original direction.
-#[repr(C)]
+///
+/// Aligned to 8 (the size stays 40, the offsets do not move): the kernel programs copy keys
+/// and addresses on every packet (the parsed key, the reversed key, the event's addresses),
+/// and the BPF target copies a value of alignment 2 two bytes at a time, where 8-byte
+/// alignment gives five word moves per key.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey {
     /// Source address (IPv4 in the first 4 bytes).
@@ -509,6 +518,228 @@ pub struct Config {
 pub const CONFIG_SIZE: usize = 112;
 const _: () = assert!(core::mem::size_of::<Config>() == CONFIG_SIZE);
 
+/// Most CIDRs in one list of a [`KernelFilter`].
+pub const FILTER_MAX_CIDRS: usize = 8;
+/// Most ports in one list of a [`KernelFilter`].
+pub const FILTER_MAX_PORTS: usize = 8;
+
+/// One CIDR of a [`KernelFilter`]: the address and the mask as two words each, in memory order
+/// (the 16-byte form of keys and events read as two native-endian `u64`: IPv4 in the first
+/// four bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterCidr {
+    /// The network address, host bits zero.
+    pub addr: [u64; 2],
+    /// The mask.
+    pub mask: [u64; 2],
+    /// One of [`family`].
+    pub family: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 7],
+}
+
+/// CIDRs of which an address must be in one (none: any address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CidrList {
+    /// How many of `cidrs` are used.
+    pub len: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The CIDRs.
+    pub cidrs: [FilterCidr; FILTER_MAX_CIDRS],
+}
+
+/// Ports of which a port must be one (none: any port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortList {
+    /// How many of `ports` are used.
+    pub len: u32,
+    /// The ports.
+    pub ports: [u16; FILTER_MAX_PORTS],
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// Bits of [`KernelFilter::protocols`].
+pub mod filter_proto {
+    /// TCP
+    pub const TCP: u8 = 1 << 0;
+    /// UDP
+    pub const UDP: u8 = 1 << 1;
+    /// SCTP
+    pub const SCTP: u8 = 1 << 2;
+    /// ICMP (IPv4)
+    pub const ICMP: u8 = 1 << 3;
+    /// ICMPv6
+    pub const ICMPV6: u8 = 1 << 4;
+}
+
+/// Which packets the TC programs report (`--kernel-filter`), the agent's compilation of a
+/// subset of flowctl's filter flags: every non-empty list must match (AND), one entry of a
+/// list is enough (OR). Evaluated on the tuple as it is on the wire at each hook, after
+/// conntrack (which still counts every packet), before anything is emitted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelFilter {
+    /// Non-zero when the filter is set; zero: every packet is reported.
+    pub enabled: u8,
+    /// Bits of [`filter_proto`]; zero: any protocol.
+    pub protocols: u8,
+    /// Explicit padding.
+    pub _pad: [u8; 6],
+    /// `--ip`: the source or the destination is in one of these.
+    pub ip: CidrList,
+    /// `--from-ip`: the source is in one of these.
+    pub from_ip: CidrList,
+    /// `--to-ip`: the destination is in one of these.
+    pub to_ip: CidrList,
+    /// `--port`: the source or the destination port (TCP, UDP, SCTP) is one of these.
+    pub port: PortList,
+    /// `--from-port`: the source port is one of these.
+    pub from_port: PortList,
+    /// `--to-port`: the destination port is one of these.
+    pub to_port: PortList,
+}
+
+/// Size of [`KernelFilter`]; checked at compile time.
+pub const KERNEL_FILTER_SIZE: usize = 8 + 3 * 328 + 3 * 24;
+const _: () = assert!(core::mem::size_of::<KernelFilter>() == KERNEL_FILTER_SIZE);
+
+impl KernelFilter {
+    /// Does a packet with this tuple pass? `has_ports`: the key's ports are TCP, UDP or SCTP
+    /// ports (for ICMP they hold the echo identifier, which port filters do not match, as in
+    /// Hubble).
+    ///
+    /// Written for the BPF verifier (inlined, loops with constant bounds, stopping at the
+    /// lists' lengths, which the verifier knows: the filter is a read-only global).
+    #[inline(always)]
+    pub fn matches(&self, key: &CtKey, has_ports: bool) -> bool {
+        if self.enabled == 0 {
+            return true;
+        }
+        if self.protocols != 0 {
+            let bit = match key.proto {
+                proto::TCP => filter_proto::TCP,
+                proto::UDP => filter_proto::UDP,
+                proto::SCTP => filter_proto::SCTP,
+                proto::ICMP => filter_proto::ICMP,
+                proto::ICMPV6 => filter_proto::ICMPV6,
+                _ => 0,
+            };
+            if self.protocols & bit == 0 {
+                return false;
+            }
+        }
+        let src = words(&key.src_addr);
+        let dst = words(&key.dst_addr);
+        let fam = key.family;
+        if self.ip.len != 0 && !self.ip.contains(fam, src) && !self.ip.contains(fam, dst) {
+            return false;
+        }
+        if self.from_ip.len != 0 && !self.from_ip.contains(fam, src) {
+            return false;
+        }
+        if self.to_ip.len != 0 && !self.to_ip.contains(fam, dst) {
+            return false;
+        }
+        let any_port = self.port.len != 0 || self.from_port.len != 0 || self.to_port.len != 0;
+        if any_port && !has_ports {
+            return false;
+        }
+        if self.port.len != 0
+            && !self.port.contains(key.src_port)
+            && !self.port.contains(key.dst_port)
+        {
+            return false;
+        }
+        if self.from_port.len != 0 && !self.from_port.contains(key.src_port) {
+            return false;
+        }
+        if self.to_port.len != 0 && !self.to_port.contains(key.dst_port) {
+            return false;
+        }
+        true
+    }
+}
+
+/// A 16-byte address as two words in memory order.
+#[inline(always)]
+fn words(a: &[u8; 16]) -> [u64; 2] {
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
+}
+
+impl FilterCidr {
+    /// The CIDR `addr/prefix` (host bits are cleared; `prefix` is capped at the family's).
+    pub fn new(addr: core::net::IpAddr, prefix: u8) -> FilterCidr {
+        let (raw, family) = addr_to_raw(addr);
+        let bits = match addr {
+            core::net::IpAddr::V4(_) => prefix.min(32),
+            core::net::IpAddr::V6(_) => prefix.min(128),
+        } as u32;
+        // The mask in the address's byte order: `bits` leading one bits.
+        let mut m = [0u8; 16];
+        for (i, b) in m.iter_mut().enumerate() {
+            let left = bits.saturating_sub(8 * i as u32).min(8);
+            *b = if left == 0 { 0 } else { 0xffu8 << (8 - left) };
+        }
+        let mask = words(&m);
+        let a = words(&raw);
+        FilterCidr {
+            addr: [a[0] & mask[0], a[1] & mask[1]],
+            mask,
+            family,
+            _pad: [0; 7],
+        }
+    }
+
+    #[inline(always)]
+    fn contains(&self, family: u8, a: [u64; 2]) -> bool {
+        self.family == family
+            && a[0] & self.mask[0] == self.addr[0]
+            && a[1] & self.mask[1] == self.addr[1]
+    }
+}
+
+impl CidrList {
+    #[inline(always)]
+    fn contains(&self, family: u8, a: [u64; 2]) -> bool {
+        let mut i = 0;
+        while i < FILTER_MAX_CIDRS {
+            if i as u32 >= self.len {
+                return false;
+            }
+            if self.cidrs[i].contains(family, a) {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+impl PortList {
+    #[inline(always)]
+    fn contains(&self, port: u16) -> bool {
+        let mut i = 0;
+        while i < FILTER_MAX_PORTS {
+            if i as u32 >= self.len {
+                return false;
+            }
+            if self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 /// Roles of monitored interfaces in [`IFACES_MAP`].
 pub mod role {
     /// A pod's veth, host side.
@@ -680,6 +911,8 @@ mod user {
     unsafe impl aya::Pod for L7Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for L7Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for KernelFilter {}
 }
 
 #[cfg(test)]
@@ -834,6 +1067,131 @@ mod tests {
         assert!(!c.has_port(proto::TCP, 8081));
         assert!(c.has_port(proto::TCP, 65_535));
         assert!(!c.has_port(proto::ICMP, 53));
+    }
+
+    #[test]
+    fn kernel_filter_layout() {
+        assert_no_padding!(FilterCidr {
+            addr: [u64; 2],
+            mask: [u64; 2],
+            family: u8,
+            _pad: [u8; 7],
+        });
+        assert_no_padding!(CidrList {
+            len: u32,
+            _pad: u32,
+            cidrs: [FilterCidr; FILTER_MAX_CIDRS],
+        });
+        assert_no_padding!(PortList {
+            len: u32,
+            ports: [u16; FILTER_MAX_PORTS],
+            _pad: u32,
+        });
+        assert_no_padding!(KernelFilter {
+            enabled: u8,
+            protocols: u8,
+            _pad: [u8; 6],
+            ip: CidrList,
+            from_ip: CidrList,
+            to_ip: CidrList,
+            port: PortList,
+            from_port: PortList,
+            to_port: PortList,
+        });
+    }
+
+    fn key(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> CtKey {
+        CtKey::new(
+            proto,
+            src.parse().unwrap(),
+            sport,
+            dst.parse().unwrap(),
+            dport,
+        )
+    }
+
+    fn cidrs(list: &[(&str, u8)]) -> CidrList {
+        let mut l = CidrList::default();
+        for (i, (a, p)) in list.iter().enumerate() {
+            l.cidrs[i] = FilterCidr::new(a.parse().unwrap(), *p);
+        }
+        l.len = list.len() as u32;
+        l
+    }
+
+    fn ports(list: &[u16]) -> PortList {
+        let mut l = PortList::default();
+        l.ports[..list.len()].copy_from_slice(list);
+        l.len = list.len() as u32;
+        l
+    }
+
+    #[test]
+    fn kernel_filter_matches() {
+        let udp = key(proto::UDP, "10.244.0.213", 41000, "1.0.0.1", 53);
+        let tcp6 = key(
+            proto::TCP,
+            "fd00:10:244::213",
+            40000,
+            "2606:4700::1001",
+            443,
+        );
+        let ping = key(proto::ICMP, "10.244.0.213", 42, "1.0.0.1", 0);
+        // Disabled: everything passes, whatever the lists say.
+        let mut f = KernelFilter {
+            ip: cidrs(&[("192.0.2.0", 24)]),
+            ..KernelFilter::default()
+        };
+        assert!(f.matches(&udp, true));
+        f.enabled = 1;
+        assert!(!f.matches(&udp, true), "no address in 192.0.2.0/24");
+        // --ip: either end; a CIDR; one of the list is enough; families do not mix.
+        f.ip = cidrs(&[("192.0.2.0", 24), ("1.0.0.0", 8)]);
+        assert!(f.matches(&udp, true));
+        assert!(f.matches(&udp.reversed(), true));
+        f.ip = cidrs(&[("10.244.0.0", 16)]);
+        assert!(f.matches(&udp, true));
+        assert!(!f.matches(&tcp6, true));
+        f.ip = cidrs(&[("fd00:10:244::", 48)]);
+        assert!(f.matches(&tcp6, true) && !f.matches(&udp, true));
+        // A bare address is a /32 (/128), host bits of a CIDR are ignored.
+        f.ip = cidrs(&[("1.0.0.1", 32)]);
+        assert!(f.matches(&udp, true));
+        f.ip = cidrs(&[("1.0.0.2", 32)]);
+        assert!(!f.matches(&udp, true));
+        f.ip = cidrs(&[("1.0.0.77", 24)]);
+        assert!(f.matches(&udp, true));
+        // --from-ip / --to-ip: one end only; AND with each other.
+        f.ip = CidrList::default();
+        f.from_ip = cidrs(&[("1.0.0.1", 32)]);
+        assert!(!f.matches(&udp, true) && f.matches(&udp.reversed(), true));
+        f.from_ip = cidrs(&[("10.244.0.213", 32)]);
+        f.to_ip = cidrs(&[("1.0.0.1", 32)]);
+        assert!(f.matches(&udp, true) && !f.matches(&udp.reversed(), true));
+        // Ports: TCP/UDP/SCTP only (the ICMP echo identifier is not a port).
+        let mut f = KernelFilter {
+            enabled: 1,
+            port: ports(&[80, 53]),
+            ..KernelFilter::default()
+        };
+        assert!(f.matches(&udp, true) && f.matches(&udp.reversed(), true));
+        assert!(!f.matches(&tcp6, true));
+        f.port = ports(&[42]);
+        assert!(!f.matches(&ping, false));
+        f.port = PortList::default();
+        f.to_port = ports(&[53]);
+        assert!(f.matches(&udp, true) && !f.matches(&udp.reversed(), true));
+        f.from_port = ports(&[41000]);
+        assert!(f.matches(&udp, true));
+        f.from_port = ports(&[41001]);
+        assert!(!f.matches(&udp, true));
+        // Protocols.
+        let f = KernelFilter {
+            enabled: 1,
+            protocols: filter_proto::TCP | filter_proto::ICMP,
+            ..KernelFilter::default()
+        };
+        assert!(!f.matches(&udp, true) && f.matches(&tcp6, true) && f.matches(&ping, false));
     }
 
     #[test]

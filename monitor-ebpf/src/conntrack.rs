@@ -88,13 +88,13 @@ pub fn track(
             && unsafe { (*e).flags } & ct_flags::CLOSING != 0;
         (live && !closed_reopen).then_some((e, DIR_ORIG))
     };
-    // Reply direction?
-    // One reversed-key buffer, reused: stack space is scarce.
-    let mut rev = key.reversed();
-    let reply = |rev: &CtKey| {
-        let e = CONNTRACK.get_ptr_mut(rev)?;
+    // Reply direction? The reversed key is built only when this is asked (a packet found in
+    // the original direction never needs it).
+    let reply = || {
+        let rev = key.reversed();
+        let e = CONNTRACK.get_ptr_mut(&rev)?;
         // SAFETY: as above.
-        is_live(cfg, rev, unsafe { &*e }, now).then_some((e, DIR_REPLY))
+        is_live(cfg, &rev, unsafe { &*e }, now).then_some((e, DIR_REPLY))
     };
     // Which first? The direction this hook found last on this CPU: a hook sees runs of one
     // direction (an uplink's ingress mostly replies to the pods' connections), and a miss is a
@@ -102,9 +102,9 @@ pub fn track(
     // answer: at most one of the two keys has a live entry (an entry is created only when
     // neither direction has one, and one that is no longer live never becomes live again).
     let found = if *reply_first != 0 {
-        reply(&rev).or_else(orig)
+        reply().or_else(orig)
     } else {
-        orig().or_else(|| reply(&rev))
+        orig().or_else(reply)
     };
     if let Some((_, d)) = found {
         *reply_first = u8::from(d == DIR_REPLY);
@@ -114,7 +114,7 @@ pub fn track(
         // An ICMP error about a connection we track: RELATED, reported wherever this hook
         // reports.
         if pkt.has_inner {
-            rev = pkt.inner.reversed();
+            let rev = pkt.inner.reversed();
             if CONNTRACK.get_ptr(&pkt.inner).is_some() || CONNTRACK.get_ptr(&rev).is_some() {
                 return Verdict {
                     state: ct_state::RELATED,

@@ -8,15 +8,23 @@
 //! agent (see `KernelOffsets`): Rust's BPF target emits no CO-RE relocations, and hard-coded
 //! offsets would break on the next kernel build.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated::bpf_ktime_get_ns},
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf, generated as helpers,
+        generated::bpf_ktime_get_ns,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{Config, counter, ct_state, direction, event_type, obs};
 use monitor_parse::{PacketBytes, ParseError};
 
-use crate::maps::{DROP_PKT_SCRATCH, config, count, emit, is_monitored};
+use crate::{
+    maps::{DROP_PKT_SCRATCH, config, count, emit, filter_passes, is_monitored},
+    parse::{COPY_DROP, copy_buffer},
+};
 
 /// `enum skb_drop_reason`: 0 = not dropped yet, 1 = consumed (a normal free).
 const SKB_CONSUMED: u32 = 1;
@@ -102,11 +110,16 @@ fn try_drop(ctx: &TracePointContext, cfg: &Config) -> Result<(), i32> {
         Ok(None) | Err(ParseError::NotIp) => {}
         Err(ParseError::Truncated) => return Err(-1),
     }
+    // The agent's `--kernel-filter` applies to drops too (a frame that is not IP has an empty
+    // key: it passes only a filter without addresses, ports or protocols).
+    if !filter_passes(pkt) {
+        return Ok(());
+    }
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
 
     // The event is filled in place in the ring buffer: the stack is too small for a copy.
-    emit(cfg, |ev| {
+    emit(cfg, true, |ev| {
         ev.ts_ns = now;
         ev.drop_location = location;
         ev.hash = rd(skb + off.skb_hash as u64)?;
@@ -145,7 +158,22 @@ struct KernelBytes(u64);
 impl PacketBytes for KernelBytes {
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Result<[u8; N], ParseError> {
-        rd::<[u8; N]>(self.0 + off as u64).map_err(|_| ParseError::Truncated)
+        // Into a per-CPU map buffer, not the stack: see `COPY_SCRATCH`.
+        let buf = copy_buffer::<N>(COPY_DROP)?;
+        // SAFETY: `buf` points to at least N writable bytes of a per-CPU map value; the helper
+        // copes with any source address.
+        let r = unsafe {
+            helpers::bpf_probe_read_kernel(
+                buf.cast(),
+                N as u32,
+                (self.0 + off as u64) as *const c_void,
+            )
+        };
+        if r != 0 {
+            return Err(ParseError::Truncated);
+        }
+        // SAFETY: the helper wrote the N bytes; a byte array has no alignment needs.
+        Ok(unsafe { core::ptr::read_unaligned(buf.cast::<[u8; N]>()) })
     }
 }
 

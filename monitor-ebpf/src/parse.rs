@@ -9,7 +9,9 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{
+    helpers::generated::bpf_skb_load_bytes, macros::map, maps::PerCpuArray, programs::TcContext,
+};
 use monitor_parse::PacketBytes;
 pub use monitor_parse::{Packet, ParseError};
 
@@ -38,10 +40,44 @@ struct Skb<'a>(&'a TcContext);
 impl PacketBytes for Skb<'_> {
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Result<[u8; N], ParseError> {
-        self.0
-            .load::<[u8; N]>(off)
-            .map_err(|_| ParseError::Truncated)
+        let buf = copy_buffer::<N>(COPY_TC)?;
+        // SAFETY: `buf` points to at least N writable bytes of a per-CPU map value.
+        let r =
+            unsafe { bpf_skb_load_bytes(self.0.skb.skb.cast(), off as u32, buf.cast(), N as u32) };
+        if r != 0 {
+            return Err(ParseError::Truncated);
+        }
+        // SAFETY: the helper wrote the N bytes; a byte array has no alignment needs.
+        Ok(unsafe { core::ptr::read_unaligned(buf.cast::<[u8; N]>()) })
     }
+}
+
+/// The slot of [`COPY_SCRATCH`] of the TC programs.
+pub const COPY_TC: u32 = 0;
+/// The slot of [`COPY_SCRATCH`] of the drop tracepoint (which may run, for an skb freed in an
+/// interrupt, while a TC program is between two reads on the same CPU).
+pub const COPY_DROP: u32 = 1;
+
+/// Per-CPU buffers for the readers that copy header bytes with a helper.
+///
+/// Not the stack: the programs are compiled with misaligned loads allowed (see build.rs), so
+/// that header fields are read a word at a time wherever they are; the verifier accepts that
+/// for packet and map memory but never for the stack, and LLVM reads a copied header by words
+/// at whatever offsets its fields have.
+#[map(name = "COPY_SCRATCH")]
+pub static COPY_SCRATCH: PerCpuArray<[u8; COPY_MAX]> = PerCpuArray::with_max_entries(2, 0);
+
+/// The longest read of the parser (an IPv6 header).
+const COPY_MAX: usize = 64;
+
+/// The buffer of `slot` for a read of N bytes.
+#[inline(always)]
+pub fn copy_buffer<const N: usize>(slot: u32) -> Result<*mut u8, ParseError> {
+    const { assert!(N <= COPY_MAX) };
+    COPY_SCRATCH
+        .get_ptr_mut(slot)
+        .map(|p| p.cast::<u8>())
+        .ok_or(ParseError::Truncated)
 }
 
 /// Parses Ethernet, IPv4/IPv6 and the L4 header of the packet in `ctx` into `pkt`, which lives

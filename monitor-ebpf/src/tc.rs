@@ -15,12 +15,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use monitor_common::{
-    Config, aggregation, counter, direction, event_type, family, obs, obs_mode, role,
+    Config, FlowEvent, aggregation, counter, direction, event_type, family, obs, obs_mode, role,
 };
 
 use crate::{
     conntrack::{self, Verdict},
-    maps::{PKT_SCRATCH, config, count, emit, iface_role},
+    maps::{PKT_SCRATCH, config, count, emit, filter_passes, iface_role, zero_pad},
     parse::{self, Packet, ParseError},
 };
 
@@ -89,9 +89,15 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
         }
     }
     // SAFETY: reading fields of the program's own context.
-    let (ifindex, ingress_ifindex, len, mark) = unsafe {
+    let (ifindex, ingress_ifindex, len, mark, skb_hash) = unsafe {
         let skb = &*ctx.skb.skb;
-        (skb.ifindex, skb.ingress_ifindex, skb.len, skb.mark)
+        (
+            skb.ifindex,
+            skb.ingress_ifindex,
+            skb.len,
+            skb.mark,
+            skb.hash,
+        )
     };
     // Conntrack's clock is the coarse one (CLOCK_MONOTONIC at tick resolution, a memory read):
     // lifetimes and report intervals are seconds, and the precise clock costs tens of
@@ -100,25 +106,50 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let transit = || iface_role(ingress_ifindex);
     let verdict = conntrack::track(pkt, point, ifindex, len, transit, cfg, now, reply_first);
+    // The agent's `--kernel-filter` comes after conntrack (whose counts stay those of every
+    // packet) and before the L7 capture, the clock, the hash and the ring.
+    let passes = filter_passes(pkt);
     // Payloads on L7 ports, whatever aggregation reports (one bit test for other packets).
-    crate::l7::capture(
-        ctx,
-        pkt,
-        &crate::l7::Hook {
-            point,
-            dir,
-            ifindex,
-            ingress_ifindex,
-            len,
-            ct_state: verdict.state,
-            ct_flags: verdict.flags,
-        },
-    );
-    if !verdict.report {
+    if passes {
+        crate::l7::capture(
+            ctx,
+            pkt,
+            &crate::l7::Hook {
+                point,
+                dir,
+                ifindex,
+                ingress_ifindex,
+                len,
+                ct_state: verdict.state,
+                ct_flags: verdict.flags,
+            },
+        );
+    }
+    // Parsed and counted; what follows reports the packet.
+    if !verdict.report || !passes {
         return TC_ACT_UNSPEC;
     }
-    // SAFETY: as above. Computing the hash may set skb->hash, as the stack itself would.
-    let (hash, ts) = unsafe { (bpf_get_hash_recalc(ctx.skb.skb), bpf_ktime_get_ns()) };
+    // The skb's hash when it has one (a socket's, the NIC's, or the one an earlier hook or the
+    // stack computed): a field of the context, where the helper is a call. Without one, the
+    // helper computes it (the flow dissector) and sets it, as the stack itself would.
+    let hash = if skb_hash != 0 {
+        skb_hash
+    } else {
+        // SAFETY: a plain helper on the program's own skb.
+        unsafe { bpf_get_hash_recalc(ctx.skb.skb) }
+    };
+    // The event's time. Without aggregation every packet is reported, and the precise clock
+    // (kvm-clock on a VM: tens of nanoseconds) would be read on every one: there, events carry
+    // the conntrack clock read above (CLOCK_MONOTONIC as well, at tick resolution: CONFIG_HZ,
+    // 1 to 10 ms). All of them, not only the later packets of a connection: a precise time on
+    // the first and a coarse one (up to a tick behind) on the next would run backwards. With
+    // aggregation, reported packets are few and get the precise clock.
+    let ts = if cfg.aggregation == aggregation::NONE {
+        now
+    } else {
+        // SAFETY: a helper without arguments.
+        unsafe { bpf_ktime_get_ns() }
+    };
     let seen = Seen {
         dir,
         ingress_ifindex,
@@ -165,8 +196,18 @@ fn next_hop(ctx: &TcContext, pkt: &Packet, ifindex: u32) -> (u8, u32) {
         p.__bindgen_anon_4.ipv4_dst = word(&pkt.key.dst_addr, 0);
     } else {
         p.family = AF_INET6;
-        p.__bindgen_anon_3.ipv6_src = [0, 1, 2, 3].map(|i| word(&pkt.key.src_addr, i));
-        p.__bindgen_anon_4.ipv6_dst = [0, 1, 2, 3].map(|i| word(&pkt.key.dst_addr, i));
+        // One volatile store per word: `p` is on the stack, where the verifier refuses a
+        // misaligned access, and LLVM (allowed misaligned access, see build.rs) would join two
+        // of these 4-byte stores into an 8-byte one at a 4-byte boundary.
+        let src = (&raw mut p.__bindgen_anon_3).cast::<u32>();
+        let dst = (&raw mut p.__bindgen_anon_4).cast::<u32>();
+        for i in 0..4 {
+            // SAFETY: both unions hold a `[u32; 4]` (ipv6_src, ipv6_dst): in bounds, aligned.
+            unsafe {
+                src.add(i).write_volatile(word(&pkt.key.src_addr, i));
+                dst.add(i).write_volatile(word(&pkt.key.dst_addr, i));
+            }
+        }
     }
     // SAFETY: `p` is a valid, writable bpf_fib_lookup of the size passed.
     let r = unsafe {
@@ -192,10 +233,12 @@ const AF_INET6: u8 = 10;
 /// Writes one trace event for `pkt` at `point` on `ifindex`.
 #[inline(always)]
 fn emit_trace(cfg: &Config, pkt: &Packet, verdict: &Verdict, seen: &Seen, point: u8, ifindex: u32) {
-    let _ = emit(cfg, |ev| {
+    // Every field is written: the event is not zeroed first.
+    let _ = emit(cfg, false, |ev| {
         ev.ts_ns = seen.ts;
-        ev.src_addr = pkt.key.src_addr;
-        ev.dst_addr = pkt.key.dst_addr;
+        ev.drop_location = 0;
+        ev.drop_reason = 0;
+        zero_pad(ev);
         ev.hash = seen.hash;
         ev.ifindex = ifindex;
         ev.ingress_ifindex = seen.ingress_ifindex;
@@ -213,8 +256,55 @@ fn emit_trace(cfg: &Config, pkt: &Packet, verdict: &Verdict, seen: &Seen, point:
         ev.icmp_type = pkt.icmp_type;
         ev.icmp_code = pkt.icmp_code;
         ev.flags = pkt.flags | verdict.flags;
-        ev.src_mac = pkt.src_mac;
-        ev.dst_mac = pkt.dst_mac;
+        copy_addresses(ev, pkt);
         Ok(())
     });
+}
+
+/// Copies the addresses and the MACs of `pkt` into `ev` a word at a time.
+///
+/// As array assignments they become calls to the BPF target's `memcpy` (a byte loop) or byte
+/// moves, depending on what LLVM makes of the rest of the function; volatile word moves stay
+/// what they are.
+#[inline(always)]
+fn copy_addresses(ev: &mut FlowEvent, pkt: &Packet) {
+    use core::mem::offset_of;
+    const {
+        assert!(offset_of!(FlowEvent, src_addr) == 16 && offset_of!(FlowEvent, dst_addr) == 32);
+        assert!(offset_of!(FlowEvent, src_mac) == 86 && offset_of!(FlowEvent, dst_mac) == 92);
+        assert!(offset_of!(Packet, dst_mac) == 80 && offset_of!(Packet, src_mac) == 86);
+        assert!(core::mem::align_of::<Packet>() == 8 && core::mem::align_of::<FlowEvent>() == 8);
+    };
+    let d = (ev as *mut FlowEvent).cast::<u8>();
+    let s = (pkt as *const Packet).cast::<u8>();
+    // SAFETY: every offset is in bounds of its struct (checked above) and aligned for the
+    // width moved there (both structs are 8-byte aligned); the fields are byte arrays, which
+    // accept any bytes.
+    unsafe {
+        let mv64 = |to: usize, from: usize| {
+            d.add(to)
+                .cast::<u64>()
+                .write_volatile(s.add(from).cast::<u64>().read_volatile())
+        };
+        let mv32 = |to: usize, from: usize| {
+            d.add(to)
+                .cast::<u32>()
+                .write_volatile(s.add(from).cast::<u32>().read_volatile())
+        };
+        let mv16 = |to: usize, from: usize| {
+            d.add(to)
+                .cast::<u16>()
+                .write_volatile(s.add(from).cast::<u16>().read_volatile())
+        };
+        // Addresses: the key's (Packet 0 and 16) to the event's 16 and 32.
+        mv64(16, 0);
+        mv64(24, 8);
+        mv64(32, 16);
+        mv64(40, 24);
+        // src_mac: Packet 86..92 to FlowEvent 86..92; dst_mac: Packet 80..86 to 92..98.
+        mv16(86, 86);
+        mv32(88, 88);
+        mv32(92, 80);
+        mv16(96, 84);
+    }
 }

@@ -47,14 +47,21 @@ impl PacketBytes for [u8] {
 
 /// What the programs need from one packet.
 ///
-/// Aligned to 8 so that [`Packet::clear`] zeroes it with word stores.
+/// Aligned to 8 so that [`Packet::clear`] zeroes it with word stores; the MACs start at an
+/// 8-byte boundary so that they are written with word stores too (they are copied from the
+/// packet on every parse).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C, align(8))]
 pub struct Packet {
     /// The tuple as it appears on the wire (source -> destination).
     pub key: CtKey,
     /// For ICMP errors: the tuple of the packet the error is about, as that packet was sent.
+    /// All zeroes unless `has_inner` (the parser clears what a previous packet left).
     pub inner: CtKey,
+    /// Ethernet destination address.
+    pub dst_mac: [u8; 6],
+    /// Ethernet source address.
+    pub src_mac: [u8; 6],
     /// `inner` is set.
     pub has_inner: bool,
     /// TCP flags byte.
@@ -65,12 +72,8 @@ pub struct Packet {
     pub icmp_code: u8,
     /// Bits of `event_flags` (HAS_L4, TCP_NS, FRAGMENT).
     pub flags: u8,
-    /// Ethernet source address.
-    pub src_mac: [u8; 6],
-    /// Ethernet destination address.
-    pub dst_mac: [u8; 6],
     /// Offset of the L4 header from the start of the packet (0 when there is none): where the
-    /// L7 capture finds the payload.
+    /// L7 capture finds the payload. In the struct's tail padding: the size stays 104.
     pub l4_off: u16,
 }
 
@@ -93,6 +96,137 @@ impl Packet {
             i += 1;
         }
     }
+
+    /// Clears what [`parse`] does not always overwrite: the fields after the MACs, and the
+    /// quoted tuple if a previous packet left one (`inner` is written only for ICMP errors, and
+    /// its family first, so a zero family and no `has_inner` mean that it is still all zeroes).
+    /// The key is written whole by the L3 parser, the MACs by [`parse`]: on the common path
+    /// this is one or two stores where [`Packet::clear`] is thirteen.
+    #[inline(always)]
+    fn reset(&mut self) {
+        if self.has_inner || self.inner.family != 0 {
+            put::<40, u64>(self, 0);
+            put::<48, u64>(self, 0);
+            put::<56, u64>(self, 0);
+            put::<64, u64>(self, 0);
+            put::<72, u64>(self, 0);
+        }
+        // has_inner, tcp_flags, icmp_type, icmp_code; then flags.
+        put::<92, u32>(self, 0);
+        self.flags = 0;
+        self.l4_off = 0;
+    }
+}
+
+// Where `put` writes: the key, the quoted key and the MACs (see `Packet`).
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(Packet, key) == 0 && offset_of!(Packet, inner) == 40);
+    assert!(offset_of!(CtKey, dst_addr) == 16 && offset_of!(CtKey, src_port) == 32);
+    assert!(offset_of!(Packet, dst_mac) == 80 && offset_of!(Packet, src_mac) == 86);
+    assert!(offset_of!(Packet, has_inner) == 92 && offset_of!(Packet, icmp_code) == 95);
+    assert!(core::mem::size_of::<Packet>() == 104);
+};
+
+/// Writes `v` at byte `OFF` of `pkt` with one store (a volatile one).
+///
+/// Written field by field (or as a struct or array assignment), these bytes become byte
+/// stores or a call to the BPF target's `memset`, a loop of one-byte stores; a word store is
+/// one instruction.
+#[inline(always)]
+fn put<const OFF: usize, T: Copy>(pkt: &mut Packet, v: T) {
+    const {
+        assert!(OFF.is_multiple_of(core::mem::align_of::<T>()));
+        assert!(OFF + core::mem::size_of::<T>() <= core::mem::size_of::<Packet>());
+    }
+    // SAFETY: `OFF` is in bounds and aligned for `T` (checked above; `Packet` is aligned to 8);
+    // `T` is an integer here, and every field of `Packet` accepts any bytes (integers, byte
+    // arrays, and `has_inner`, which is only ever written 0 or 1 this way).
+    // Volatile: LLVM would otherwise join neighbouring stores of zeroes into a call to the
+    // BPF target's `memset`.
+    unsafe {
+        (pkt as *mut Packet)
+            .cast::<u8>()
+            .add(OFF)
+            .cast::<T>()
+            .write_volatile(v)
+    };
+}
+
+/// The bytes `at .. at + 4` of `h` as a word in memory order (one load: LLVM joins the bytes).
+#[inline(always)]
+fn w32<const N: usize>(h: &[u8; N], at: usize) -> u32 {
+    u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]])
+}
+
+/// The bytes `at .. at + 2` of `h`, in memory order.
+#[inline(always)]
+fn w16<const N: usize>(h: &[u8; N], at: usize) -> u16 {
+    u16::from_ne_bytes([h[at], h[at + 1]])
+}
+
+/// The bytes `at .. at + 8` of `h`, in memory order.
+#[inline(always)]
+fn w64<const N: usize>(h: &[u8; N], at: usize) -> u64 {
+    u64::from_ne_bytes([
+        h[at],
+        h[at + 1],
+        h[at + 2],
+        h[at + 3],
+        h[at + 4],
+        h[at + 5],
+        h[at + 6],
+        h[at + 7],
+    ])
+}
+
+/// The last word of a key: ports, protocol, family, padding, in memory order.
+#[inline(always)]
+fn key_tail(src_port: u16, dst_port: u16, proto: u8, family: u8) -> u64 {
+    let s = src_port.to_ne_bytes();
+    let d = dst_port.to_ne_bytes();
+    u64::from_ne_bytes([s[0], s[1], d[0], d[1], proto, family, 0, 0])
+}
+
+/// Writes a key at byte `OFF` of `pkt` (0: the key, 40: the quoted key) from its addresses as
+/// words in memory order (IPv4: the address in the first word's low half, zeroes after) and
+/// its last word ([`key_tail`]).
+#[inline(always)]
+fn put_key<const OFF: usize>(pkt: &mut Packet, src: [u64; 2], dst: [u64; 2], tail: u64) {
+    const { assert!(OFF == 0 || OFF == 40) };
+    // Const generic arithmetic is not stable: the two keys spelled out.
+    if OFF == 0 {
+        put::<0, u64>(pkt, src[0]);
+        put::<8, u64>(pkt, src[1]);
+        put::<16, u64>(pkt, dst[0]);
+        put::<24, u64>(pkt, dst[1]);
+        put::<32, u64>(pkt, tail);
+    } else {
+        put::<40, u64>(pkt, src[0]);
+        put::<48, u64>(pkt, src[1]);
+        put::<56, u64>(pkt, dst[0]);
+        put::<64, u64>(pkt, dst[1]);
+        put::<72, u64>(pkt, tail);
+    }
+}
+
+/// An IPv4 address at `at` in `h` as the two words of a key's address (memory order).
+#[inline(always)]
+fn v4_words<const N: usize>(h: &[u8; N], at: usize) -> [u64; 2] {
+    // Zero-extended in memory order: the address's bytes first, then zeroes.
+    let w = w32(h, at);
+    let lo = if cfg!(target_endian = "little") {
+        u64::from(w)
+    } else {
+        u64::from(w) << 32
+    };
+    [lo, 0]
+}
+
+/// An IPv6 address at `at` in `h` as two words (memory order).
+#[inline(always)]
+fn v6_words<const N: usize>(h: &[u8; N], at: usize) -> [u64; 2] {
+    [w64(h, at), w64(h, at + 8)]
 }
 
 /// Ethernet header length (no VLAN tag: on veths and uplinks the kernel keeps tags out of the
@@ -113,17 +247,27 @@ fn be16(b0: u8, b1: u8) -> u16 {
 }
 
 /// Parses Ethernet, IPv4/IPv6 and the L4 header of a packet that starts with its Ethernet
-/// header into `pkt` (cleared first).
+/// header into `pkt` (every field is written or cleared: what a previous packet left does not
+/// show through).
 ///
-/// A truncated L4 header fails the whole parse: the TC programs then retry through
-/// `bpf_skb_load_bytes`, which reads beyond the linear part of the skb.
+/// One read per header (Ethernet, IP, L4), each field a word read and a word write, and a frame
+/// that is not IP is rejected before anything but its MACs is written. A truncated L4 header fails the whole parse: the TC programs then
+/// retry through `bpf_skb_load_bytes`, which reads beyond the linear part of the skb.
 #[inline(always)]
 pub fn parse<B: PacketBytes + ?Sized>(b: &B, pkt: &mut Packet) -> Result<(), ParseError> {
-    pkt.clear();
-    pkt.dst_mac = b.load::<6>(0)?;
-    pkt.src_mac = b.load::<6>(6)?;
-    let ethertype: [u8; 2] = b.load(12)?;
-    if let Some(off) = parse_l3(b, ETH_HLEN, be16(ethertype[0], ethertype[1]), pkt)? {
+    let eth: [u8; ETH_HLEN] = b.load(0)?;
+    // dst_mac at 80, src_mac at 86: two words each, aligned. Before the EtherType is looked
+    // at: in the same basic block as the load, LLVM reads them as words too.
+    put::<80, u32>(pkt, w32(&eth, 0));
+    put::<84, u16>(pkt, w16(&eth, 4));
+    put::<86, u16>(pkt, w16(&eth, 6));
+    put::<88, u32>(pkt, w32(&eth, 8));
+    let ethertype = be16(eth[12], eth[13]);
+    if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+        return Err(ParseError::NotIp);
+    }
+    pkt.reset();
+    if let Some(off) = parse_l3(b, ETH_HLEN, ethertype, pkt)? {
         // At most 14 + 40 + 4 extension headers of 2 KiB each: fits in 16 bits.
         pkt.l4_off = off as u16;
         parse_l4(b, off, pkt)?;
@@ -131,8 +275,9 @@ pub fn parse<B: PacketBytes + ?Sized>(b: &B, pkt: &mut Packet) -> Result<(), Par
     Ok(())
 }
 
-/// Parses the IPv4 or IPv6 header at `off` (`ethertype` says which) into `pkt`'s addresses,
-/// protocol and fragment flag; returns the offset of the L4 header, or `None` for a fragment
+/// Parses the IPv4 or IPv6 header at `off` (`ethertype` says which) into `pkt`'s key (written
+/// whole: addresses, protocol and family, ports zero until [`parse_l4`]) and fragment flag;
+/// returns the offset of the L4 header, or `None` for a fragment
 /// that is not the first (it has none).
 #[inline(always)]
 pub fn parse_l3<B: PacketBytes + ?Sized>(
@@ -148,36 +293,23 @@ pub fn parse_l3<B: PacketBytes + ?Sized>(
     }
 }
 
-/// Copies `N` bytes at `off` into the first `N` bytes of `dst`. A fixed-size load: a length
-/// computed from `dst` may look possibly zero to the verifier.
-#[inline(always)]
-fn load_into<const N: usize, B: PacketBytes + ?Sized>(
-    b: &B,
-    off: usize,
-    dst: &mut [u8],
-) -> Result<(), ParseError> {
-    let v: [u8; N] = b.load(off)?;
-    if let Some(d) = dst.get_mut(..N) {
-        d.copy_from_slice(&v);
-    }
-    Ok(())
-}
-
 #[inline(always)]
 fn parse_ipv4<B: PacketBytes + ?Sized>(
     b: &B,
     off: usize,
     pkt: &mut Packet,
 ) -> Result<Option<usize>, ParseError> {
-    let ip: [u8; 12] = b.load(off)?;
+    let ip: [u8; 20] = b.load(off)?;
     let ihl = (ip[0] & 0x0f) as usize * 4;
     if ihl < 20 {
         return Err(ParseError::Truncated);
     }
-    pkt.key.family = family::V4;
-    pkt.key.proto = ip[9];
-    load_into::<4, _>(b, off + 12, &mut pkt.key.src_addr)?;
-    load_into::<4, _>(b, off + 16, &mut pkt.key.dst_addr)?;
+    put_key::<0>(
+        pkt,
+        v4_words(&ip, 12),
+        v4_words(&ip, 16),
+        key_tail(0, 0, ip[9], family::V4),
+    );
     let frag_offset = be16(ip[6], ip[7]) & 0x1fff;
     if frag_offset != 0 {
         pkt.flags |= event_flags::FRAGMENT;
@@ -193,10 +325,13 @@ fn parse_ipv6<B: PacketBytes + ?Sized>(
     off: usize,
     pkt: &mut Packet,
 ) -> Result<Option<usize>, ParseError> {
-    let ip: [u8; 8] = b.load(off)?;
-    pkt.key.family = family::V6;
-    load_into::<16, _>(b, off + 8, &mut pkt.key.src_addr)?;
-    load_into::<16, _>(b, off + 24, &mut pkt.key.dst_addr)?;
+    let ip: [u8; 40] = b.load(off)?;
+    put_key::<0>(
+        pkt,
+        v6_words(&ip, 8),
+        v6_words(&ip, 24),
+        key_tail(0, 0, 0, family::V6),
+    );
     let mut next = ip[6];
     let mut l4 = off + 40;
     for _ in 0..MAX_IPV6_EXT {
@@ -293,23 +428,22 @@ pub fn parse_l4<B: PacketBytes + ?Sized>(
 /// The packet quoted in an ICMPv4 error. Best effort: a short quote leaves `has_inner` false.
 #[inline(always)]
 fn parse_inner_ipv4<B: PacketBytes + ?Sized>(b: &B, off: usize, pkt: &mut Packet) {
-    let Ok(ip) = b.load::<12>(off) else {
+    let Ok(ip) = b.load::<20>(off) else {
         return;
     };
     let ihl = (ip[0] & 0x0f) as usize * 4;
     if ihl < 20 {
         return;
     }
-    pkt.inner.family = family::V4;
-    pkt.inner.proto = ip[9];
-    if load_into::<4, _>(b, off + 12, &mut pkt.inner.src_addr).is_err()
-        || load_into::<4, _>(b, off + 16, &mut pkt.inner.dst_addr).is_err()
-    {
-        return;
-    }
     let Ok(l4) = b.load::<8>(off + (ihl & 0x3c)) else {
         return;
     };
+    put_key::<40>(
+        pkt,
+        v4_words(&ip, 12),
+        v4_words(&ip, 16),
+        key_tail(0, 0, ip[9], family::V4),
+    );
     set_inner_ports(pkt, &l4, proto::ICMP, 8);
     pkt.has_inner = true;
 }
@@ -318,19 +452,18 @@ fn parse_inner_ipv4<B: PacketBytes + ?Sized>(b: &B, off: usize, pkt: &mut Packet
 /// quoted tuple is then left without ports). Best effort, like [`parse_inner_ipv4`].
 #[inline(always)]
 fn parse_inner_ipv6<B: PacketBytes + ?Sized>(b: &B, off: usize, pkt: &mut Packet) {
-    let Ok(ip) = b.load::<8>(off) else {
+    let Ok(ip) = b.load::<40>(off) else {
         return;
     };
-    pkt.inner.family = family::V6;
-    pkt.inner.proto = ip[6];
-    if load_into::<16, _>(b, off + 8, &mut pkt.inner.src_addr).is_err()
-        || load_into::<16, _>(b, off + 24, &mut pkt.inner.dst_addr).is_err()
-    {
-        return;
-    }
     let Ok(l4) = b.load::<8>(off + 40) else {
         return;
     };
+    put_key::<40>(
+        pkt,
+        v6_words(&ip, 8),
+        v6_words(&ip, 24),
+        key_tail(0, 0, ip[6], family::V6),
+    );
     set_inner_ports(pkt, &l4, proto::ICMPV6, 128);
     pkt.has_inner = true;
 }

@@ -40,7 +40,8 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         for &level in &levels {
             crate::check_interrupt()?;
             eprintln!("  [2] round {}/{} {level}", rep + 1, ctx.plan.reps);
-            let agent = Agent::start(ctx.rt, &s, level, &[])?;
+            let extra: Vec<&str> = ctx.plan.agent_args.iter().map(String::as_str).collect();
+            let agent = Agent::start(ctx.rt, &s, level, &extra)?;
             let ids = bpf::program_ids(agent.pid());
             anyhow::ensure!(!ids.is_empty(), "the agent holds no BPF program fds");
             let before = bpf::snapshot(&ids);
@@ -108,6 +109,12 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
                 with_goal(row)
             });
         }
+    }
+    if !ctx.plan.agent_args.is_empty() {
+        r.note(format!(
+            "2: the agents ran with {}",
+            ctx.plan.agent_args.join(" ")
+        ));
     }
     r.note(format!(
         "2: bpf_stats enabled with BPF_ENABLE_STATS for the run; per round: iperf3 TCP {secs} s, \

@@ -30,6 +30,9 @@ pub struct Plan {
     pub sustain: Duration,
     /// Length of the idle run of benchmark 7.
     pub idle: Duration,
+    /// Extra options for the agents of benchmark 2 (e.g. a `--kernel-filter`, to measure
+    /// what it costs per packet).
+    pub agent_args: Vec<String>,
 }
 
 impl Plan {

@@ -20,7 +20,8 @@ use aya::{
 };
 use monitor_common::{
     CONFIG_GLOBAL, CONNTRACK_MAP, COUNTERS_MAP, Config, CtEntry, CtKey, EVENTS_MAP, IFACES_MAP,
-    IfaceInfo, L7_CONFIG_GLOBAL, aggregation, counter, ct_flags, prog, proto,
+    IfaceInfo, KERNEL_FILTER_GLOBAL, KernelFilter, L7_CONFIG_GLOBAL, aggregation, counter,
+    ct_flags, prog, proto,
 };
 
 use crate::kernel::{facts as kernel, ifaces::Role};
@@ -176,6 +177,8 @@ pub struct DatapathOptions {
     pub l7_ports: crate::decode::l7::L7Ports,
     /// Payload bytes captured per packet on those ports.
     pub l7_snap_len: usize,
+    /// Only packets this filter passes are reported (`--kernel-filter`); `None`: all.
+    pub kernel_filter: Option<KernelFilter>,
 }
 
 impl Default for DatapathOptions {
@@ -194,6 +197,7 @@ impl Default for DatapathOptions {
             tcp_lifetime: Duration::from_secs(21_600),
             closing_lifetime: Duration::from_secs(10),
             other_lifetime: Duration::from_secs(60),
+            kernel_filter: None,
         }
     }
 }
@@ -305,6 +309,13 @@ impl Datapath {
             .map_max_entries(CONNTRACK_MAP, opts.conntrack_entries)
             .override_global(CONFIG_GLOBAL, &config, true)
             .override_global(L7_CONFIG_GLOBAL, &l7_config, true)
+            // Always written, so that without a filter the verifier sees it disabled and
+            // removes its code.
+            .override_global(
+                KERNEL_FILTER_GLOBAL,
+                &opts.kernel_filter.unwrap_or_default(),
+                true,
+            )
             .load(EBPF_OBJECT)
             .map_err(DatapathError::Load)?;
 
