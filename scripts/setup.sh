@@ -8,12 +8,12 @@ export PATH="$HOME/.cargo/bin:/usr/lib/llvm-22/bin:$PATH"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages: LLVM 22 for bpf-linker, the network tools the test bed drives,
-#    Prometheus (the metrics tests start their own server and promtool inside a test namespace)
-#    and dnsmasq's binary without its system service (dnsmasq-base: the L7 tests start their own
-#    DNS server in the world namespace).
+#    Prometheus (the metrics tests start their own server and promtool inside a test namespace),
+#    dnsmasq's binary without its system service (dnsmasq-base: the L7 tests start their own
+#    DNS server in the world namespace), and Chromium (the web view's test drives it headless).
 packages=(llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
           iproute2 iptables iputils-ping conntrack iperf3 tcpdump util-linux procps prometheus
-          dnsmasq-base)
+          dnsmasq-base chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -98,6 +98,17 @@ then
       --break-system-packages "${otel_pkgs[@]}" "protobuf==$pb_version"
 fi
 
-# 7. Kernel features the agent relies on.
+# 7. websocket-client (PyPI): the web view's test speaks Chrome's DevTools protocol to the
+#    headless Chromium with it (testbed/tests/web/cdp.py).
+ws_version=1.8.0
+if [[ "$(python3 -c 'import websocket; print(websocket.__version__)' 2>/dev/null)" != "$ws_version" ]]; then
+  log "installing websocket-client $ws_version (Python)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      "websocket-client==$ws_version" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages "websocket-client==$ws_version"
+fi
+
+# 8. Kernel features the agent relies on.
 [[ -r /sys/kernel/btf/vmlinux ]] || log "warning: no /sys/kernel/btf/vmlinux: drop tracing needs BTF"
 log "ready"

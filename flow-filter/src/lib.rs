@@ -34,6 +34,8 @@
 //! # Ok::<(), flowscope_filter::FilterError>(())
 //! ```
 
+/// Filter flags as flowctl (and `hubble observe`) take them, into white- and blacklists.
+pub mod flags;
 mod glob;
 mod ip;
 mod label;

@@ -65,6 +65,10 @@ struct Cli {
     /// Serve TCP in plain text (only on a trusted network).
     #[arg(long)]
     tls_disabled: bool,
+    /// Serve the web view (service map, flows, paths) on this address, e.g. :12000 (Hubble
+    /// UI's port); off by default. With the TCP listener's TLS files, over TLS.
+    #[arg(long, value_name = "ADDR")]
+    ui_listen_address: Option<flowscope_ui::ListenAddress>,
     /// Number of recent flows kept in memory.
     #[arg(long, value_name = "N", default_value_t = 4095, value_parser = clap::value_parser!(u64).range(1..=16_777_216))]
     history_size: u64,
@@ -498,6 +502,15 @@ async fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if cli.ui_listen_address.is_some()
+        && !cli.tls_disabled
+        && (cli.tls_cert_file.is_none() || cli.tls_key_file.is_none())
+    {
+        eprintln!(
+            "error: --ui-listen-address serves flows over the network: give --tls-cert-file and --tls-key-file, or --tls-disabled on a trusted network"
+        );
+        return ExitCode::from(2);
+    }
     let tls = match (&cli.tls_cert_file, &cli.tls_key_file) {
         (Some(cert), Some(key)) if !cli.tls_disabled => Some(TlsFiles {
             cert: cert.clone(),
@@ -556,6 +569,7 @@ async fn main() -> ExitCode {
             socket: cli.socket.clone(),
             tcp: cli.listen_address,
             tls,
+            ui: cli.ui_listen_address,
         },
         endpoints_file: cli.endpoints_file.clone(),
         remote_nodes: cli.remote_nodes.clone(),

@@ -156,6 +156,11 @@ pub struct Cli {
     #[arg(long, env = "FLOWSCOPE_RELAY_METRICS_LISTEN_ADDRESS")]
     pub metrics_listen_address: Option<ListenAddress>,
 
+    /// Serve the web view (service map, flows, paths) on this address (`:12000`, Hubble UI's
+    /// port); off when not given. Same TLS as the gRPC listener.
+    #[arg(long, env = "FLOWSCOPE_RELAY_UI_LISTEN_ADDRESS")]
+    pub ui_listen_address: Option<flowscope_ui::ListenAddress>,
+
     /// The relay's name in the node status and lost events it sends
     /// (default: the host name).
     #[arg(long)]
@@ -210,6 +215,7 @@ impl Cli {
             client_tls,
             tls_reload_interval: self.tls_reload_interval,
             metrics_listen_address: self.metrics_listen_address,
+            ui_listen_address: self.ui_listen_address,
             name: self.name.unwrap_or_else(host_name),
             ..defaults
         }

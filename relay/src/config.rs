@@ -310,6 +310,8 @@ pub struct RelayConfig {
     pub tls_reload_interval: Duration,
     /// Prometheus metrics listen address (off when `None`).
     pub metrics_listen_address: Option<ListenAddress>,
+    /// The web view's listen address (off when `None`).
+    pub ui_listen_address: Option<flowscope_ui::ListenAddress>,
     /// The relay's name in the status and lost events it creates.
     pub name: String,
 }
@@ -337,6 +339,7 @@ impl Default for RelayConfig {
             client_tls: None,
             tls_reload_interval: Duration::from_secs(5),
             metrics_listen_address: None,
+            ui_listen_address: None,
             name: "flowscope-relay".to_string(),
         }
     }
@@ -364,6 +367,7 @@ impl fmt::Debug for RelayConfig {
             .field("client_tls", &self.client_tls)
             .field("tls_reload_interval", &self.tls_reload_interval)
             .field("metrics_listen_address", &self.metrics_listen_address)
+            .field("ui_listen_address", &self.ui_listen_address)
             .field("name", &self.name)
             .finish_non_exhaustive()
     }

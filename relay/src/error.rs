@@ -15,7 +15,7 @@ pub enum RelayError {
     /// A listening socket could not be bound.
     #[error("binding {what} on {addr}")]
     Bind {
-        /// Which listener (`gRPC`, `metrics`).
+        /// Which listener (`gRPC`, `metrics`, `web view`).
         what: &'static str,
         /// The address we tried.
         addr: SocketAddr,

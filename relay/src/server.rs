@@ -169,6 +169,19 @@ pub async fn start(
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let ui_listener = match config.ui_listen_address {
+        Some(ui) => Some(
+            bind(
+                "web view",
+                ListenAddress {
+                    addr: ui.addr,
+                    any: ui.any,
+                },
+            )
+            .await?,
+        ),
+        None => None,
+    };
 
     let mut tasks: JoinSet<Result<(), RelayError>> = JoinSet::new();
 
@@ -312,6 +325,23 @@ pub async fn start(
     .max_encoding_message_size(crate::pool::MAX_MESSAGE);
     // GetFlows forwards flows encoded; the other methods are the generated server's.
     let observer = crate::wire::observer_service(observer);
+
+    if let Some(listener) = ui_listener {
+        // The web view calls the very Observer service served below, in process.
+        let ui_tls = server_tls.clone().map(|tls| -> flowscope_ui::TlsSource {
+            Arc::new(move || {
+                let mut config = (*tls.current()).clone();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Arc::new(config)
+            })
+        });
+        let api = flowscope_ui::api(observer.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            flowscope_ui::serve(listener, ui_tls, api, flowscope_ui::Role::Relay, shutdown).await;
+            Ok(())
+        });
+    }
 
     let incoming = tls::incoming(listener, server_tls, shutdown.clone());
     let router = tonic::transport::Server::builder()

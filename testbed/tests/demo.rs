@@ -67,6 +67,8 @@ fn the_demo_shows_the_reference_scenario() {
         "TCP OUT 10.244.0.213:",
         "SNAT",
         "from-endpoint → eth0 to-network +",
+        // The web view's address.
+        "web view: http://",
         "Done: namespaces removed",
     ] {
         assert!(stdout.contains(expected), "no {expected:?} in:\n{stdout}");

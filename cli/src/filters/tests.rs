@@ -9,6 +9,7 @@ use flowscope_proto::flow::{
 
 use super::*;
 use crate::Cli;
+use flowscope_proto::names::TRACE_POINTS;
 
 /// Parses `flowctl observe ARGS…` and builds the lists.
 fn lists(args: &[&str]) -> Result<(Vec<FlowFilter>, Vec<FlowFilter>), String> {
@@ -745,4 +746,38 @@ fn fqdn_is_either_end_and_http_fields_go_into_both() {
             .unwrap_err()
             .contains("cannot be combined")
     );
+}
+
+/// The web view parses the words of its filter box with `flowscope_filter::flags::parse_args`:
+/// it must build the lists flowctl builds from the same flags.
+#[test]
+fn words_build_what_the_flags_build() {
+    let cases: &[&[&str]] = &[
+        &["--ip", "1.0.0.1"],
+        &["--pod", "default/pod-a", "--not", "--port", "53"],
+        &["-n", "default", "--verdict", "DROPPED"],
+        &[
+            "--from-ip",
+            "10.0.0.0/8",
+            "--to-port",
+            "80",
+            "--protocol",
+            "TCP",
+        ],
+        &["-A", "--pod", "web"],
+        &["-t", "trace:to-network", "--tcp-flags", "SYN,ACK"],
+        &["--label", "app=web", "--not", "--identity", "world"],
+        &[
+            "--to-namespace",
+            "default",
+            "--from-all-namespaces",
+            "--workload",
+            "Deployment/web",
+        ],
+        &["--to-service", "default/web", "--http-status", "4+"],
+        &["--fqdn", "one.one.one.one", "--protocol", "dns"],
+    ];
+    for args in cases {
+        assert_eq!(parse_args(args).unwrap(), lists(args).unwrap(), "{args:?}");
+    }
 }

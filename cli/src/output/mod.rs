@@ -516,9 +516,9 @@ pub(crate) mod msg_type {
     pub const TRACE_SOCK: i32 = 7;
 }
 
-pub(crate) use flowscope_proto::names::{TRACE_POINTS, trace_point_name};
+pub(crate) use flowscope_proto::names::trace_point_name;
 
-pub(crate) use flowscope_proto::names::{RESERVED_IDENTITIES, reserved_identity_name};
+pub(crate) use flowscope_proto::names::reserved_identity_name;
 
 /// flowscope's extension of the flow, when present and readable.
 pub(crate) fn extension(flow: &Flow) -> Option<FlowExtension> {

@@ -40,6 +40,8 @@ pub struct ListenOptions {
     pub tcp: Option<SocketAddr>,
     /// TLS for the TCP listener; `None` with `tcp` set means plain text (explicitly allowed).
     pub tls: Option<TlsFiles>,
+    /// The web view's address, if any (same TLS as the TCP listener).
+    pub ui: Option<flowscope_ui::ListenAddress>,
 }
 
 /// Binds the unix socket: removes a stale socket file, creates the directory, restricts the
@@ -83,6 +85,7 @@ pub struct Listeners {
     socket: PathBuf,
     tcp: Option<tokio::net::TcpListener>,
     tls: Option<ServerTlsConfig>,
+    ui: Option<(tokio::net::TcpListener, Option<flowscope_ui::TlsSource>)>,
 }
 
 impl Listeners {
@@ -120,11 +123,30 @@ pub async fn bind(opts: &ListenOptions) -> anyhow::Result<Listeners> {
         None => None,
     };
     let tls = opts.tls.as_ref().map(tls_config).transpose()?;
+    let ui = match opts.ui {
+        Some(addr) => {
+            let listener = flowscope_ui::bind(addr).await?;
+            let tls = match &opts.tls {
+                Some(files) => {
+                    let config = flowscope_ui::server_config(&flowscope_ui::TlsFiles {
+                        cert: files.cert.clone(),
+                        key: files.key.clone(),
+                        client_cas: files.client_cas.clone(),
+                    })?;
+                    Some(std::sync::Arc::new(move || config.clone()) as flowscope_ui::TlsSource)
+                }
+                None => None,
+            };
+            Some((listener, tls))
+        }
+        None => None,
+    };
     Ok(Listeners {
         unix,
         socket: opts.socket.clone(),
         tcp,
         tls,
+        ui,
     })
 }
 
@@ -139,6 +161,7 @@ pub async fn serve(
         socket,
         tcp,
         tls,
+        ui,
     } = listeners;
     let (health, health_service) = tonic_health::server::health_reporter();
     // The first answer is known before the first request can come; then once a second.
@@ -171,6 +194,18 @@ pub async fn serve(
                 .add_service(reflection_v1alpha.clone()),
         )
     };
+
+    if let Some((listener, ui_tls)) = ui {
+        // The web view calls the Observer service in process: the same GetFlows as gRPC.
+        let api = flowscope_ui::api(observer_routes(ObserverService::new(state.clone())));
+        tokio::spawn(flowscope_ui::serve(
+            listener,
+            ui_tls,
+            api,
+            flowscope_ui::Role::Agent,
+            shutdown.clone(),
+        ));
+    }
 
     info!(socket = %socket.display(), "serving the Observer API");
     let unix_task = {

@@ -4,7 +4,7 @@
 //! sends the lab's traffic and prints what flowscope saw. Everything is removed at the end,
 //! also on error or Ctrl-C (the namespaces are deleted by the scenario's guard).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{io::IsTerminal as _, net::SocketAddr, time::Duration};
 
 use testbed::{
     Scenario, bin_path, client,
@@ -16,6 +16,18 @@ use testbed::{
 
 fn step(title: &str) {
     println!("\n\x1b[1m== {title}\x1b[0m");
+}
+
+/// Whether something accepts TCP connections on `addr` within `limit`.
+fn wait_listening(addr: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,6 +74,35 @@ fn main() -> anyhow::Result<()> {
     }
     drop(rt);
     println!("  serving on unix://{}", socket.display());
+
+    // The web view: a relay in front of the node's agent (the agent's own view would listen
+    // inside the node's namespace, which the machine's browser cannot reach).
+    let ui = std::env::var("FLOWSCOPE_DEMO_UI").unwrap_or_else(|_| "127.0.0.1:12000".into());
+    let mut relay = None;
+    if std::net::TcpStream::connect(&ui).is_ok() {
+        println!("  web view: not started, {ui} is taken (set FLOWSCOPE_DEMO_UI=ip:port)");
+    } else {
+        let started = Spawned::spawn({
+            let mut c = std::process::Command::new(bin_path("flowscope-relay"));
+            c.args([
+                "--listen-address",
+                "127.0.0.1:0",
+                "--ui-listen-address",
+                &ui,
+            ])
+            .arg("--peers")
+            .arg(format!("node-1=unix://{}", socket.display()));
+            c
+        });
+        if wait_listening(&ui, Duration::from_secs(10)) {
+            println!(
+                "  web view: http://{ui}/  (the service map, the flows and their paths, live)"
+            );
+            relay = Some(started);
+        } else {
+            println!("  web view: the relay did not start: {}", started.stderr());
+        }
+    }
 
     step(
         "Traffic from pod-a: ping 1.0.0.1, resolve one.one.one.one, wget http://one.one.one.one/ and a missing page, pod-a -> pod-b",
@@ -186,6 +227,17 @@ fn main() -> anyhow::Result<()> {
     flowctl(&["path", "--ip", WORLD_IP, "--port", "80"])?;
     step("The agent");
     flowctl(&["status"])?;
+
+    if relay.is_some() && std::io::stdin().is_terminal() {
+        step(&format!(
+            "The scenario as a picture: open http://{ui}/ in a browser (press Enter to end the demo)"
+        ));
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
+    if let Some(mut relay) = relay {
+        relay.stop();
+    }
 
     let status = agent.stop();
     if !status.success() {
