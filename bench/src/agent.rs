@@ -12,12 +12,17 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use flowscope_proto::{
+    flow::LostEvent,
     flowscope::v1::{AgentStatusRequest, StageCounters, inspector_client::InspectorClient},
-    observer::{
-        GetFlowsRequest, get_flows_response::ResponseTypes, observer_client::ObserverClient,
-    },
+    observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
+    wkt::Timestamp,
 };
 use futures::StreamExt as _;
+use prost::{
+    Message,
+    bytes::{Buf, BufMut},
+    encoding::{self, DecodeContext, WireType},
+};
 use testbed::{Scenario, bin_path, client, process::Spawned};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -135,6 +140,135 @@ pub fn lost_between(a: &StageCounters, b: &StageCounters) -> u64 {
         + (b.lost_history - a.lost_history)
 }
 
+/// What a follower reads of one `GetFlowsResponse`.
+enum Seen {
+    /// A flow, with its `time`.
+    Flow(Option<Timestamp>),
+    /// LostEvents: this many.
+    Lost(u64),
+    Other,
+}
+
+/// A response type a follower can decode.
+trait Read: Message + Default + Send + 'static {
+    fn seen(self) -> Seen;
+}
+
+impl Read for GetFlowsResponse {
+    fn seen(self) -> Seen {
+        match self.response_types {
+            Some(ResponseTypes::Flow(flow)) => Seen::Flow(flow.time),
+            Some(ResponseTypes::LostEvents(e)) => Seen::Lost(e.num_events_lost),
+            _ => Seen::Other,
+        }
+    }
+}
+
+/// `GetFlowsResponse` as the light follower decodes it: of a flow (field 1) only its `time`
+/// (`Flow.time`, field 1; the flow's other fields are skipped, not built), of LostEvents
+/// (field 3) the count; the rest is skipped. Decode-only.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Tally {
+    flow: Option<FlowTime>,
+    lost: Option<u64>,
+}
+
+/// A `flow.Flow` of which only `time` is read.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct FlowTime {
+    time: Option<Timestamp>,
+}
+
+impl Message for FlowTime {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some(t) = &self.time {
+            encoding::message::encode(1, t, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        if tag == 1 {
+            let t = self.time.get_or_insert_with(Timestamp::default);
+            encoding::message::merge(wire_type, t, buf, ctx)
+        } else {
+            encoding::skip_field(wire_type, tag, buf, ctx)
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.time
+            .as_ref()
+            .map_or(0, |t| encoding::message::encoded_len(1, t))
+    }
+
+    fn clear(&mut self) {
+        self.time = None;
+    }
+}
+
+impl Message for Tally {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        if let Some(f) = &self.flow {
+            encoding::message::encode(1, f, buf);
+        }
+        if let Some(n) = self.lost {
+            let e = LostEvent {
+                num_events_lost: n,
+                ..LostEvent::default()
+            };
+            encoding::message::encode(3, &e, buf);
+        }
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        match tag {
+            1 => {
+                let f = self.flow.get_or_insert_with(FlowTime::default);
+                encoding::message::merge(wire_type, f, buf, ctx)
+            }
+            3 => {
+                let mut e = LostEvent::default();
+                encoding::message::merge(wire_type, &mut e, buf, ctx)?;
+                self.lost = Some(e.num_events_lost);
+                Ok(())
+            }
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+
+    fn encoded_len(&self) -> usize {
+        let mut buf = Vec::new();
+        self.encode_raw(&mut buf);
+        buf.len()
+    }
+
+    fn clear(&mut self) {
+        *self = Tally::default();
+    }
+}
+
+impl Read for Tally {
+    fn seen(self) -> Seen {
+        match (self.flow, self.lost) {
+            (Some(f), _) => Seen::Flow(f.time),
+            (None, Some(n)) => Seen::Lost(n),
+            (None, None) => Seen::Other,
+        }
+    }
+}
+
 /// A gRPC client following every flow (`GetFlows` with `follow`, no filter), counting flows and
 /// LostEvents, optionally recording each flow's latency (receive time − flow time). Aborted
 /// on drop.
@@ -152,20 +286,42 @@ pub struct Follower {
 
 impl Follower {
     /// Starts following on `channel` (an agent or a relay) and waits until the stream is open.
+    /// Decodes every flow in full, as a Hubble client does.
     pub fn start(rt: &Runtime, channel: Channel) -> anyhow::Result<Follower> {
+        Self::start_reading::<GetFlowsResponse>(rt, channel)
+    }
+
+    /// As [`Follower::start`], but reads of each flow only its `time` (the rest is skipped,
+    /// not built): a client that costs the machine less, so that benchmark 5 measures the
+    /// relay rather than its client (issue 13).
+    pub fn start_light(rt: &Runtime, channel: Channel) -> anyhow::Result<Follower> {
+        Self::start_reading::<Tally>(rt, channel)
+    }
+
+    fn start_reading<R: Read>(rt: &Runtime, channel: Channel) -> anyhow::Result<Follower> {
         let flows = Arc::new(AtomicU64::new(0));
         let lost = Arc::new(AtomicU64::new(0));
         let latencies: Arc<Mutex<Option<Vec<u32>>>> = Arc::default();
         let error: Arc<Mutex<Option<String>>> = Arc::default();
-        let mut client = ObserverClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
         let req = GetFlowsRequest {
             follow: true,
             ..GetFlowsRequest::default()
         };
+        // What the generated client's get_flows does, with `R` as the response type.
+        let open = async move {
+            let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE);
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::unknown(format!("service not ready: {e}")))?;
+            grpc.server_streaming(
+                tonic::Request::new(req),
+                tonic::codegen::http::uri::PathAndQuery::from_static("/observer.Observer/GetFlows"),
+                tonic_prost::ProstCodec::<GetFlowsRequest, R>::default(),
+            )
+            .await
+        };
         let mut stream = rt
-            .block_on(async {
-                tokio::time::timeout(Duration::from_secs(10), client.get_flows(req)).await
-            })
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), open).await })
             .context("GetFlows timed out")?
             .context("GetFlows")?
             .into_inner();
@@ -184,11 +340,11 @@ impl Follower {
                         return;
                     }
                 };
-                match msg.response_types {
-                    Some(ResponseTypes::Flow(flow)) => {
+                match msg.seen() {
+                    Seen::Flow(time) => {
                         f.fetch_add(1, Ordering::Relaxed);
                         let mut rec = lat.lock().expect("latencies");
-                        if let (Some(v), Some(t)) = (rec.as_mut(), flow.time) {
+                        if let (Some(v), Some(t)) = (rec.as_mut(), time) {
                             let sent = t.as_nanos();
                             let now = SystemTime::now()
                                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -196,10 +352,10 @@ impl Follower {
                             v.push(((now - sent).max(0) / 1000).min(u32::MAX as i64) as u32);
                         }
                     }
-                    Some(ResponseTypes::LostEvents(e)) => {
-                        l.fetch_add(e.num_events_lost, Ordering::Relaxed);
+                    Seen::Lost(n) => {
+                        l.fetch_add(n, Ordering::Relaxed);
                     }
-                    _ => {}
+                    Seen::Other => {}
                 }
             }
         });
@@ -245,5 +401,50 @@ impl Follower {
 impl Drop for Follower {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flowscope_proto::flow::LostEventSource;
+
+    use super::*;
+
+    fn seen<R: Read>(resp: &GetFlowsResponse) -> (Option<Option<Timestamp>>, Option<u64>) {
+        match R::decode(resp.encode_to_vec().as_slice())
+            .expect("decodes")
+            .seen()
+        {
+            Seen::Flow(t) => (Some(t), None),
+            Seen::Lost(n) => (None, Some(n)),
+            Seen::Other => (None, None),
+        }
+    }
+
+    #[test]
+    fn the_light_decode_reads_what_the_full_one_reads() {
+        let flow = crate::micro::Fixture::new().response;
+        let lost = GetFlowsResponse {
+            node_name: "n".into(),
+            response_types: Some(ResponseTypes::LostEvents(LostEvent {
+                source: LostEventSource::HubbleRingBuffer as i32,
+                num_events_lost: 17,
+                ..LostEvent::default()
+            })),
+            ..GetFlowsResponse::default()
+        };
+        let status = GetFlowsResponse {
+            response_types: Some(ResponseTypes::NodeStatus(Default::default())),
+            ..GetFlowsResponse::default()
+        };
+        let (t, _) = seen::<GetFlowsResponse>(&flow);
+        assert!(matches!(t, Some(Some(_))), "the fixture's flow has a time");
+        for resp in [&flow, &lost, &status] {
+            assert_eq!(
+                seen::<Tally>(resp),
+                seen::<GetFlowsResponse>(resp),
+                "{resp:?}"
+            );
+        }
     }
 }

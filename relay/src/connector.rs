@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::config::PeerTarget;
+use crate::peer::PeerTarget;
 use crate::tls::Reloading;
 
 /// HTTP/2 flow control windows towards agents. A following client that

@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Backoff, DnsTarget, PeerSpec, PeerTarget};
-use crate::pool::{PeerDesc, PeerPool, Source};
+use crate::peer::{Backoff, DnsTarget, PeerDesc, PeerSpec, PeerTarget, Source};
+use crate::pool::PeerPool;
 use flowscope_proto::peer::{
     ChangeNotification, ChangeNotificationType, NotifyRequest, peer_client::PeerClient,
 };
@@ -222,7 +222,7 @@ pub(crate) async fn watch_peer_service(
             Ok(s) => s.into_inner(),
             Err(status) => {
                 if failures == 0 {
-                    warn!(error = %crate::pool::describe(&status), "the peer service cannot be reached; keeping the known peers");
+                    warn!(error = %crate::peer::describe(&status), "the peer service cannot be reached; keeping the known peers");
                 }
                 failures = failures.saturating_add(1);
                 continue;
@@ -261,7 +261,7 @@ pub(crate) async fn watch_peer_service(
                 }
                 Some(Ok(None)) | Some(Err(_)) => {
                     if let Some(Err(status)) = &next {
-                        warn!(error = %crate::pool::describe(status), "the peer service stream ended; keeping the known peers");
+                        warn!(error = %crate::peer::describe(status), "the peer service stream ended; keeping the known peers");
                     }
                     if !settled && !peers.is_empty() {
                         sync(&peers);

@@ -58,7 +58,8 @@ use tracing::{Instrument as _, debug, debug_span};
 
 use crate::error::ObserverError;
 use crate::metrics::Metrics;
-use crate::pool::{Peer, PeerPool, PeerState, describe, is_transient};
+use crate::peer::{PeerState, describe, is_transient};
+use crate::pool::{Peer, PeerPool};
 use crate::queue::{SortWindow, SourceId};
 use crate::wire::{Event, RelayedResponse, open_get_flows};
 
@@ -870,7 +871,7 @@ impl NodeTask {
     /// over, node removed, `until` passed).
     async fn wait_connected(
         &self,
-        status_rx: &mut tokio::sync::watch::Receiver<crate::pool::PeerStatus>,
+        status_rx: &mut tokio::sync::watch::Receiver<crate::peer::PeerStatus>,
         failed_generation: u64,
         reported_unavailable: &mut bool,
     ) -> Option<u64> {

@@ -13,7 +13,8 @@ use flowscope_proto::flowscope::v1::{
 use futures::future::join_all;
 use tonic::{Request, Response, Status, transport::Channel};
 
-use crate::pool::{PeerPool, PeerState};
+use crate::peer::{MAX_MESSAGE, PeerState};
+use crate::pool::PeerPool;
 
 /// The relay's Inspector.
 #[derive(Clone)]
@@ -50,8 +51,8 @@ impl RelayInspector {
                 unavailable.push(status.name);
                 continue;
             }
-            let client = InspectorClient::new(peer.channel())
-                .max_decoding_message_size(crate::pool::MAX_MESSAGE);
+            let client =
+                InspectorClient::new(peer.channel()).max_decoding_message_size(MAX_MESSAGE);
             let call = tokio::time::timeout(self.timeout, f(client));
             calls.push(async move { (status.name, call.await) });
         }

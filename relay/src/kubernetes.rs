@@ -23,9 +23,9 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::config::{Backoff, PeerSpec, PeerTarget};
 use crate::error::RelayError;
-use crate::pool::{PeerDesc, PeerPool, Source};
+use crate::peer::{Backoff, PeerDesc, PeerSpec, PeerTarget, Source};
+use crate::pool::PeerPool;
 
 /// The agents' port: a number, or the name of a port of the pods' containers (`grpc`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,6 +50,7 @@ pub mod inspector;
 pub mod kubernetes;
 pub mod metrics;
 pub mod observer;
+pub mod peer;
 pub mod pool;
 pub mod queue;
 mod server;

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::pool::PeerState;
+use crate::peer::PeerState;
 
 /// Label set of `flowscope_relay_nodes`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

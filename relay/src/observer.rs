@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowscope_proto::observer::observer_server::Observer;
+use flowscope_proto::observer::observer_server::{Observer, ObserverServer};
 use flowscope_proto::observer::{
     GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest, GetDebugEventsResponse,
     GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest, GetNamespacesResponse,
@@ -19,6 +19,7 @@ use flowscope_proto::observer::{
     Tls,
 };
 use flowscope_proto::relay::NodeState;
+use flowscope_proto::route::StreamingRoute;
 use futures::future::join_all;
 use futures::{Stream, StreamExt as _};
 use tokio_stream::wrappers::ReceiverStream;
@@ -29,8 +30,9 @@ use tracing::debug;
 use crate::error::ObserverError;
 use crate::flows::{FlowStream, FlowsSettings, get_flows};
 use crate::metrics::Metrics;
-use crate::pool::{Peer, PeerPool, PeerState, describe};
-use crate::wire::RelayedResponse;
+use crate::peer::{MAX_MESSAGE, PeerState, describe};
+use crate::pool::{Peer, PeerPool};
+use crate::wire::{GET_FLOWS_PATH, RelayedResponse};
 
 /// Hubble reports at most this many unavailable nodes in ServerStatus.
 pub const MAX_UNAVAILABLE_REPORTED: usize = 10;
@@ -289,4 +291,26 @@ impl Observer for RelayObserver {
         response.unavailable_nodes = unavailable;
         Ok(Response::new(response))
     }
+}
+
+/// The relay's `observer.Observer` service: GetFlows answered with
+/// [`RelayedResponse`]s (flows forwarded encoded), every other method by the
+/// generated [`ObserverServer`] over the same [`RelayObserver`]. The
+/// generated server cannot serve GetFlows this way: its `Observer` trait
+/// fixes the stream's item type to `GetFlowsResponse`.
+pub(crate) type ObserverService =
+    StreamingRoute<ObserverServer<RelayObserver>, GetFlowsRequest, RelayedResponse, FlowStream>;
+
+/// The relay's Observer service over `observer`.
+pub(crate) fn observer_service(observer: RelayObserver) -> ObserverService {
+    let observer = Arc::new(observer);
+    let generated = ObserverServer::from_arc(observer.clone())
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    StreamingRoute::new(
+        GET_FLOWS_PATH,
+        generated,
+        Arc::new(move |request| observer.relayed_flows(request)),
+    )
+    .max_message_size(MAX_MESSAGE)
 }

@@ -21,68 +21,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use crate::config::{Backoff, PeerSpec, PeerTarget};
 use crate::connector::{TlsDial, lazy_channel};
 use crate::metrics::Metrics;
+use crate::peer::{Backoff, MAX_MESSAGE, PeerDesc, PeerTarget, Source, describe, is_transient};
+pub use crate::peer::{PeerState, PeerStatus};
 use crate::tls::{self, Reloading};
-
-/// Largest gRPC message accepted from an agent.
-pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
-
-/// Connection state of an agent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum PeerState {
-    /// Not probed yet.
-    Connecting,
-    /// The last probe (or stream) succeeded.
-    Connected,
-    /// The agent cannot be reached.
-    Unavailable,
-    /// The agent answered with an error.
-    Error,
-}
-
-impl PeerState {
-    /// Every state, for metrics.
-    pub const ALL: [PeerState; 4] = [
-        PeerState::Connecting,
-        PeerState::Connected,
-        PeerState::Unavailable,
-        PeerState::Error,
-    ];
-
-    /// Lower-case name (metrics label value).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PeerState::Connecting => "connecting",
-            PeerState::Connected => "connected",
-            PeerState::Unavailable => "unavailable",
-            PeerState::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for PeerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A snapshot of what the relay knows about one agent.
-#[derive(Debug, Clone)]
-pub struct PeerStatus {
-    /// Node name: configured, reported by the agent, or its address.
-    pub name: String,
-    /// Connection state.
-    pub state: PeerState,
-    /// Incremented each time the peer becomes connected: a stream that
-    /// failed on generation `g` waits for a connection newer than `g`.
-    pub generation: u64,
-    /// Why it is not connected.
-    pub last_error: Option<String>,
-    /// The agent's last ServerStatus answer.
-    pub info: Option<ServerStatusResponse>,
-}
 
 /// Where a peer's name comes from; a weaker source never overrides a
 /// stronger one.
@@ -91,28 +34,6 @@ enum NameSource {
     Address,
     Agent,
     Configured,
-}
-
-/// What lists a peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Source {
-    /// `--peers`.
-    Static,
-    /// The n-th `--peer-dns` name.
-    Dns(usize),
-    /// `--peer-pods`: the agents' pods, from the Kubernetes API.
-    Kubernetes,
-    /// The n-th `--peer-service`: Hubble's Peer service.
-    PeerService(usize),
-}
-
-/// A peer as a source describes it.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerDesc {
-    pub spec: PeerSpec,
-    /// TLS server name to use when none is configured (the DNS name for
-    /// discovered addresses).
-    pub server_name_hint: Option<String>,
 }
 
 /// Settings of the pool, from the relay configuration.
@@ -288,34 +209,6 @@ impl Peer {
             s.last_error = Some(error);
         });
         changed
-    }
-}
-
-/// Is this status a connectivity problem (try again later) rather than an
-/// answer from the agent (it would say the same again)?
-pub(crate) fn is_transient(status: &tonic::Status) -> bool {
-    use tonic::Code;
-    !matches!(
-        status.code(),
-        Code::InvalidArgument
-            | Code::Unimplemented
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::FailedPrecondition
-            | Code::OutOfRange
-            | Code::NotFound
-            | Code::AlreadyExists
-    )
-}
-
-/// A short, stable description of a failed call, used in node status
-/// events (identical messages are coalesced).
-pub(crate) fn describe(status: &tonic::Status) -> String {
-    let message = status.message();
-    if message.is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        format!("{:?}: {message}", status.code())
     }
 }
 

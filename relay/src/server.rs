@@ -17,7 +17,8 @@ use crate::error::RelayError;
 use crate::flows::FlowsSettings;
 use crate::metrics::{self, Metrics};
 use crate::observer::{RelayObserver, VERSION};
-use crate::pool::{PeerPool, PeerState, PoolSettings, Source};
+use crate::peer::{MAX_MESSAGE, PeerState, Source};
+use crate::pool::{PeerPool, PoolSettings};
 use crate::tls::{self, Reloading};
 
 /// A started relay.
@@ -321,10 +322,10 @@ pub async fn start(
     let inspector = flowscope_proto::flowscope::v1::inspector_server::InspectorServer::new(
         crate::inspector::RelayInspector::new(pool.clone(), config.request_timeout),
     )
-    .max_decoding_message_size(crate::pool::MAX_MESSAGE)
-    .max_encoding_message_size(crate::pool::MAX_MESSAGE);
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE);
     // GetFlows forwards flows encoded; the other methods are the generated server's.
-    let observer = crate::wire::observer_service(observer);
+    let observer = crate::observer::observer_service(observer);
 
     if let Some(listener) = ui_listener {
         // The web view calls the very Observer service served below, in process.

@@ -35,8 +35,35 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tracing::{debug, info, warn};
 
-use crate::config::{ClientTlsFiles, ServerTlsFiles};
 use crate::error::TlsError;
+
+/// The relay's own listener TLS: certificate and key, and CAs whose client
+/// certificates are required (mTLS) when given. Reloaded when they change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA bundles; when non-empty, clients must present a certificate
+    /// signed by one of them.
+    pub client_ca: Vec<PathBuf>,
+}
+
+/// TLS towards agents: CAs to trust, an optional client certificate (mTLS)
+/// and the name to expect in the agents' certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientTlsFiles {
+    /// PEM CA bundles the agents' certificates must chain to.
+    pub ca: Vec<PathBuf>,
+    /// PEM client certificate chain (with `key`), for agents requiring mTLS.
+    pub cert: Option<PathBuf>,
+    /// PEM client private key.
+    pub key: Option<PathBuf>,
+    /// The server name to verify in every agent's certificate; default: the
+    /// host of the peer address (or of the DNS name for discovered peers).
+    pub server_name: Option<String>,
+}
 
 /// Longest time a client may take to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

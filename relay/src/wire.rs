@@ -30,16 +30,13 @@
 //! bytes the agent encoded, and the relay does not interpret them. A full
 //! decode happens only in [`RelayedResponse::to_response`], used by the
 //! `Observer` trait implementation, which the relay's server does not route
-//! GetFlows to (see `ObserverService` below).
-
-use std::sync::Arc;
+//! GetFlows to (see `observer::ObserverService`).
 
 use flowscope_proto::flow::LostEvent;
 use flowscope_proto::observer::get_flows_response::ResponseTypes;
-use flowscope_proto::observer::observer_server::{self, ObserverServer};
+use flowscope_proto::observer::observer_server;
 use flowscope_proto::observer::{GetFlowsRequest, GetFlowsResponse};
 use flowscope_proto::relay::NodeStatusEvent;
-use flowscope_proto::route::StreamingRoute;
 use flowscope_proto::wkt::Timestamp;
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::encoding::{self, DecodeContext, WireType};
@@ -48,8 +45,7 @@ use tonic::codegen::{Body, StdError, http};
 use tonic::{Status, Streaming};
 use tonic_prost::ProstCodec;
 
-use crate::observer::RelayObserver;
-use crate::pool::MAX_MESSAGE;
+use crate::peer::MAX_MESSAGE;
 
 /// The gRPC path of `observer.Observer/GetFlows`.
 pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
@@ -345,32 +341,6 @@ where
         codec,
     )
     .await
-}
-
-/// The relay's `observer.Observer` service: GetFlows answered with
-/// [`RelayedResponse`]s (flows forwarded encoded), every other method by the
-/// generated [`ObserverServer`] over the same [`RelayObserver`]. The
-/// generated server cannot serve GetFlows this way: its `Observer` trait
-/// fixes the stream's item type to `GetFlowsResponse`.
-pub(crate) type ObserverService = StreamingRoute<
-    ObserverServer<RelayObserver>,
-    GetFlowsRequest,
-    RelayedResponse,
-    crate::flows::FlowStream,
->;
-
-/// The relay's Observer service over `observer`.
-pub(crate) fn observer_service(observer: RelayObserver) -> ObserverService {
-    let observer = Arc::new(observer);
-    let generated = ObserverServer::from_arc(observer.clone())
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    StreamingRoute::new(
-        GET_FLOWS_PATH,
-        generated,
-        Arc::new(move |request| observer.relayed_flows(request)),
-    )
-    .max_message_size(MAX_MESSAGE)
 }
 
 #[cfg(test)]

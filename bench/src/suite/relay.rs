@@ -7,7 +7,6 @@
 use std::{
     collections::BTreeMap,
     process::Command,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -56,17 +55,12 @@ fn percentile(sorted: &[u32], q: f64) -> f64 {
 }
 
 fn one_run(ctx: &Ctx<'_>, n: usize, total_rate: f64, extra: &[&str]) -> anyhow::Result<Run> {
-    let template = Arc::new(crate::micro::Fixture::new().flow);
+    let template = crate::micro::Fixture::new().flow;
     let agents: Vec<SynthAgent> = ctx.rt.block_on(async {
         let mut v = Vec::new();
         for i in 0..n {
             v.push(
-                SynthAgent::start(
-                    &format!("node-{i}"),
-                    total_rate / n as f64,
-                    template.clone(),
-                )
-                .await?,
+                SynthAgent::start(&format!("node-{i}"), total_rate / n as f64, &template).await?,
             );
         }
         anyhow::Ok(v)
@@ -117,7 +111,7 @@ fn one_run(ctx: &Ctx<'_>, n: usize, total_rate: f64, extra: &[&str]) -> anyhow::
             }
         }
     })?;
-    let follower = Follower::start(ctx.rt, channel)?;
+    let follower = Follower::start_light(ctx.rt, channel)?;
     crate::sleep(ctx.plan.secs(2.0, 1.0))?;
     let (f0, l0, c0, h0, t0) = (
         follower.flows(),
@@ -256,10 +250,11 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         );
     }
     r.note(
-        "5: synthetic agents are tonic Observer servers in the harness's process (flows cloned \
-         from the real agent's flow for pod-a's SYN, ~0.5 KiB encoded), the relay is the release \
-         binary with default options, the client follows everything through it; all on \
-         127.0.0.1 and the same 2 cores. Latency = client receive time − flow time.",
+        "5: synthetic agents are tonic Observer servers in the harness's process (the real \
+         agent's flow for pod-a's SYN, ~0.5 KiB, pre-encoded: per flow only time, uuid and port \
+         are written), the relay is the release binary with default options, the client follows \
+         everything through it and decodes of each flow only its time; all on 127.0.0.1 and \
+         the same 2 cores. Latency = client receive time − flow time.",
     );
     Ok(())
 }
