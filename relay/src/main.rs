@@ -13,8 +13,9 @@ use tracing_subscriber::EnvFilter;
 /// How long a stop waits for open connections to close.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Every merged flow is decoded and re-encoded: many small allocations, which mimalloc serves
-/// faster than the system allocator (docs/benchmarks.md, benchmark 5).
+/// The relay forwards the flow bytes agents send (`wire.rs`), but its streams, sort window and
+/// channels still allocate per flow: mimalloc serves them faster than the system allocator
+/// (docs/benchmarks.md, benchmark 5).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
