@@ -138,18 +138,12 @@ fn observe(ctx: &TcContext, point: u8, dir: u8) -> i32 {
         // SAFETY: a plain helper on the program's own skb.
         unsafe { bpf_get_hash_recalc(ctx.skb.skb) }
     };
-    // The event's time. Without aggregation every packet is reported, and the precise clock
-    // (kvm-clock on a VM: tens of nanoseconds) would be read on every one: there, events carry
-    // the conntrack clock read above (CLOCK_MONOTONIC as well, at tick resolution: CONFIG_HZ,
-    // 1 to 10 ms). All of them, not only the later packets of a connection: a precise time on
-    // the first and a coarse one (up to a tick behind) on the next would run backwards. With
-    // aggregation, reported packets are few and get the precise clock.
-    let ts = if cfg.aggregation == aggregation::NONE {
-        now
-    } else {
-        // SAFETY: a helper without arguments.
-        unsafe { bpf_ktime_get_ns() }
-    };
+    // The event's time, from the precise clock. The conntrack clock read above (tick
+    // resolution) was tried at aggregation `none` to save this read (issue 14): it dates a
+    // packet up to a tick before it was seen, which `since` queries, the order against other
+    // clocks and the path's time between hooks all read (testbed/tests/api_history.rs fails).
+    // SAFETY: a helper without arguments.
+    let ts = unsafe { bpf_ktime_get_ns() };
     let seen = Seen {
         dir,
         ingress_ifindex,
