@@ -74,7 +74,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let r = &mut *ctx.report;
     for &level in &levels {
         let goal = match level {
-            "none" => Some(150.0),
+            "none" => Some(200.0),
             "medium" => Some(120.0),
             _ => None,
         };

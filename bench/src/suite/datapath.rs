@@ -123,8 +123,18 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     for &config in configs.iter().filter(|c| c.starts_with("agent")) {
         let ot = overhead_pct(base_t, &tcp[config]);
         let ou = overhead_pct(base_u, &udp[config]);
-        r.push(Row::new(1, "TCP overhead vs no agent", config, "%", &ot).goal(Goal::at_most(3.0)));
-        let udp_goal = if config == "agent medium" { 5.0 } else { 10.0 };
+        // The goals are the "must" columns of docs/benchmarks.md: at `medium` TCP ≤ 2 % and UDP
+        // ≤ 4 %; at `none` (every hop reported, the agent's user space on the same cores) TCP
+        // ≤ 3 % and UDP ≤ 25 %.
+        let (tcp_goal, udp_goal) = if config == "agent medium" {
+            (2.0, 4.0)
+        } else {
+            (3.0, 25.0)
+        };
+        r.push(
+            Row::new(1, "TCP overhead vs no agent", config, "%", &ot)
+                .goal(Goal::at_most(tcp_goal)),
+        );
         let mut row = Row::new(1, "UDP pps overhead vs no agent", config, "%", &ou);
         if config != "agent low" {
             row = row.goal(Goal::at_most(udp_goal));

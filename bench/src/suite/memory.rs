@@ -17,7 +17,7 @@ use crate::{
 pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let s = Scenario::build();
     let _sink = udp_sink(&s.world(), sink_addr())?;
-    let configs: [(u64, f64); 2] = [(4095, 64.0), (65535, 160.0)];
+    let configs: [(u64, f64); 2] = [(4095, 32.0), (65535, 64.0)];
     let mut peak: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut end: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     for rep in 0..ctx.plan.reps {

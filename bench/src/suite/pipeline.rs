@@ -231,6 +231,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             "µs",
             &col(|w| w.cores * 1e6 / w.events_per_s.max(1.0)),
         )
+        .goal(Goal::at_most(2.0))
         .note("1 core at 200 k events/s = 5 µs"),
     );
     r.section(
