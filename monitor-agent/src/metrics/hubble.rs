@@ -451,14 +451,7 @@ impl Handler {
         let mut context: Option<Context<'_>> = None;
         let mut inc = |fixed: &[&str]| {
             let ctx = context.get_or_insert_with(|| Context::of(&self.spec.context, f));
-            let mut v = Values::new();
-            for s in fixed {
-                v.push(s);
-            }
-            for c in ctx.iter() {
-                v.push(c);
-            }
-            self.family.inc(v.as_slice(), now);
+            self.family.inc_parts(fixed, ctx.iter(), now);
         };
         let verdict = facts.verdict;
         let mut buf = [0u8; 10];
@@ -852,7 +845,7 @@ impl<'f> Context<'f> {
         self.n += 1;
     }
 
-    fn iter(&self) -> impl Iterator<Item = &str> {
+    fn iter(&self) -> impl Iterator<Item = &str> + Clone {
         self.v[..self.n].iter().map(|c| &**c)
     }
 

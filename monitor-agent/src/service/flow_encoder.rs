@@ -254,6 +254,14 @@ fn int32(field: u32, v: i32, out: &mut Vec<u8>) {
 
 /// An address as its text (`Display`, as `to_string` writes it), without allocating.
 fn address(field: u32, a: IpAddr, out: &mut Vec<u8>) {
+    if let IpAddr::V4(v4) = a {
+        // The common case, written digit by digit: `core::fmt`'s `Display` of an address
+        // (a formatter, padding support, one `write_str` per part) cost about 5 % of the
+        // agent's CPU per event by a profile of benchmark 3.
+        let mut buf = [0u8; 15];
+        string(field, ipv4_text(v4, &mut buf), out);
+        return;
+    }
     let mut buf = [0u8; 48];
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     // 45 bytes is the longest IPv6 text form: the write cannot fail.
@@ -265,6 +273,29 @@ fn address(field: u32, a: IpAddr, out: &mut Vec<u8>) {
         std::str::from_utf8(&buf[..n]).unwrap_or_default(),
         out,
     );
+}
+
+/// An IPv4 address as `Display` writes it (dotted decimal, no leading zeroes).
+fn ipv4_text(a: std::net::Ipv4Addr, buf: &mut [u8; 15]) -> &str {
+    let mut n = 0;
+    for (i, octet) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    // Only ASCII digits and dots were written.
+    std::str::from_utf8(&buf[..n]).unwrap_or_default()
 }
 
 /// A MAC as `record::format_mac` writes it.
@@ -316,6 +347,22 @@ mod tests {
                     "{what} (extensions {extensions}): encoder bytes differ from prost's\n\
                      want {want:02x?}\n got {got:02x?}\n flow {flow:?}\n decoded {decoded:?}"
                 );
+            }
+        }
+    }
+
+    /// The digit-by-digit IPv4 text is `Display`'s, for every octet value in every position.
+    #[test]
+    fn ipv4_text_is_what_display_writes() {
+        let mut buf = [0u8; 15];
+        for o in 0..=255u8 {
+            for a in [
+                std::net::Ipv4Addr::new(o, 0, 9, 255),
+                std::net::Ipv4Addr::new(10, o, 100, 1),
+                std::net::Ipv4Addr::new(255, 99, o, 10),
+                std::net::Ipv4Addr::new(1, 200, 0, o),
+            ] {
+                assert_eq!(ipv4_text(a, &mut buf), a.to_string());
             }
         }
     }
