@@ -132,8 +132,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             (3.0, 25.0)
         };
         r.push(
-            Row::new(1, "TCP overhead vs no agent", config, "%", &ot)
-                .goal(Goal::at_most(tcp_goal)),
+            Row::new(1, "TCP overhead vs no agent", config, "%", &ot).goal(Goal::at_most(tcp_goal)),
         );
         let mut row = Row::new(1, "UDP pps overhead vs no agent", config, "%", &ou);
         if config != "agent low" {

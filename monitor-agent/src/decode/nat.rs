@@ -26,7 +26,6 @@
 //! shows; the few messages we send and read fit in this file.
 
 use std::{
-    collections::HashMap,
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
@@ -614,7 +613,8 @@ enum By {
 /// answer lives a short time too, so that a burst of packets of an untranslated connection costs
 /// one lookup.
 pub struct NatCache {
-    entries: Mutex<HashMap<(By, TupleKey), Cached>>,
+    /// Looked up for every event that may be translated: foldhash, not SipHash.
+    entries: Mutex<foldhash::HashMap<(By, TupleKey), Cached>>,
     ttl: Duration,
     negative_ttl: Duration,
     max: usize,

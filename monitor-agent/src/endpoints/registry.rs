@@ -8,7 +8,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::{Arc, Mutex, PoisonError, RwLock},
 };
@@ -55,10 +55,11 @@ struct State {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Address -> (endpoint, its labels as a shared slice).
-    by_ip: HashMap<IpAddr, (Arc<Endpoint>, Arc<[String]>)>,
-    node_ips: HashSet<IpAddr>,
+    /// Looked up for both ends of every event: foldhash, not SipHash.
+    by_ip: foldhash::HashMap<IpAddr, (Arc<Endpoint>, Arc<[String]>)>,
+    node_ips: foldhash::HashSet<IpAddr>,
     /// Remote nodes given as single addresses.
-    remote_addrs: HashSet<IpAddr>,
+    remote_addrs: foldhash::HashSet<IpAddr>,
     /// Remote nodes given as wider CIDRs (few: a linear scan).
     remote_nets: Vec<IpNet>,
     endpoints: Vec<Arc<Endpoint>>,
@@ -397,7 +398,7 @@ impl Snapshot {
             .collect();
         namespaces.dedup(); // sorted by namespace above
 
-        let mut remote_addrs = HashSet::new();
+        let mut remote_addrs = foldhash::HashSet::default();
         let mut remote_nets = Vec::new();
         for net in state.remote_nodes.values().flatten() {
             let net = net.trunc();
