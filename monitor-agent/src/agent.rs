@@ -782,10 +782,8 @@ impl Sink {
     /// `source_names` / `destination_names` from the FQDN cache, as Hubble fills them from
     /// Cilium's DNS proxy (by the addresses on the wire).
     fn put_names(&self, rec: &mut FlowRecord, now: std::time::Instant) {
-        let names = |ip: Option<std::net::IpAddr>| {
-            let v = ip.map(|ip| self.fqdn.names(&ip, now)).unwrap_or_default();
-            (!v.is_empty()).then(|| Arc::from(v))
-        };
+        let names =
+            |ip: Option<std::net::IpAddr>| ip.and_then(|ip| self.fqdn.shared_names(&ip, now));
         rec.src_names = names(rec.event.src);
         rec.dst_names = names(rec.event.dst);
     }

@@ -9,7 +9,6 @@
 //! and the eviction is counted.
 
 use std::{
-    collections::HashMap,
     net::IpAddr,
     sync::{
         Arc,
@@ -30,9 +29,31 @@ pub struct FqdnStats {
     pub evictions: AtomicU64,
 }
 
+/// The names of one address.
+#[derive(Default)]
+struct Names {
+    /// Each name and when it expires.
+    entries: Vec<(String, Instant)>,
+    /// The names, sorted, as flows carry them: shared by every flow to or from the address
+    /// (looked up for both ends of every event, so handing out a clone of this `Arc` keeps the
+    /// lookup free of allocations).
+    sorted: Arc<[String]>,
+    /// The earliest expiry in `entries`: until then `sorted` holds only valid names.
+    first_expiry: Option<Instant>,
+}
+
+impl Names {
+    fn rebuild(&mut self) {
+        let mut v: Vec<String> = self.entries.iter().map(|(n, _)| n.clone()).collect();
+        v.sort();
+        self.sorted = v.into();
+        self.first_expiry = self.entries.iter().map(|(_, e)| *e).min();
+    }
+}
+
 /// Address → names, with expiry.
 pub struct FqdnCache {
-    by_ip: HashMap<IpAddr, Vec<(String, Instant)>>,
+    by_ip: foldhash::HashMap<IpAddr, Names>,
     capacity: usize,
     min_ttl: Duration,
     stats: Arc<FqdnStats>,
@@ -42,7 +63,7 @@ impl FqdnCache {
     /// A cache of at most `capacity` addresses (0: names are never learnt).
     pub fn new(capacity: usize, min_ttl: Duration) -> Self {
         FqdnCache {
-            by_ip: HashMap::new(),
+            by_ip: foldhash::HashMap::default(),
             capacity,
             min_ttl,
             stats: Arc::default(),
@@ -67,7 +88,8 @@ impl FqdnCache {
                     self.evict_one();
                 }
             }
-            let names = self.by_ip.entry(*ip).or_default();
+            let slot = self.by_ip.entry(*ip).or_default();
+            let names = &mut slot.entries;
             match names.iter_mut().find(|(n, _)| n == name) {
                 Some((_, e)) => *e = (*e).max(expires),
                 None => {
@@ -80,6 +102,7 @@ impl FqdnCache {
                     names.push((name.to_owned(), expires));
                 }
             }
+            slot.rebuild();
         }
         self.stats
             .entries
@@ -87,25 +110,39 @@ impl FqdnCache {
     }
 
     /// The names of `ip` still valid at `now`, sorted (Hubble's order is its cache's; sorted is
-    /// stable for clients and tests).
-    pub fn names(&self, ip: &IpAddr, now: Instant) -> Vec<String> {
-        let Some(names) = self.by_ip.get(ip) else {
-            return Vec::new();
-        };
+    /// stable for clients and tests); `None` without any. Allocates nothing unless a name
+    /// expired since the last [`FqdnCache::expire`].
+    pub fn shared_names(&self, ip: &IpAddr, now: Instant) -> Option<Arc<[String]>> {
+        let names = self.by_ip.get(ip)?;
+        if names.first_expiry.is_some_and(|e| e > now) {
+            return Some(names.sorted.clone());
+        }
         let mut v: Vec<String> = names
+            .entries
             .iter()
             .filter(|(_, e)| *e > now)
             .map(|(n, _)| n.clone())
             .collect();
         v.sort();
-        v
+        (!v.is_empty()).then(|| v.into())
+    }
+
+    /// [`FqdnCache::shared_names`] as a list (empty without any).
+    pub fn names(&self, ip: &IpAddr, now: Instant) -> Vec<String> {
+        self.shared_names(ip, now)
+            .map(|a| a.to_vec())
+            .unwrap_or_default()
     }
 
     /// Removes what expired by `now` (the agent calls it every second).
     pub fn expire(&mut self, now: Instant) {
         self.by_ip.retain(|_, names| {
-            names.retain(|(_, e)| *e > now);
-            !names.is_empty()
+            let before = names.entries.len();
+            names.entries.retain(|(_, e)| *e > now);
+            if names.entries.len() != before {
+                names.rebuild();
+            }
+            !names.entries.is_empty()
         });
         self.stats
             .entries
@@ -116,7 +153,7 @@ impl FqdnCache {
         let victim = self
             .by_ip
             .iter()
-            .min_by_key(|(_, names)| names.iter().map(|(_, e)| *e).max())
+            .min_by_key(|(_, names)| names.entries.iter().map(|(_, e)| *e).max())
             .map(|(ip, _)| *ip);
         if let Some(ip) = victim {
             self.by_ip.remove(&ip);
@@ -147,7 +184,15 @@ mod tests {
         assert_eq!(c.names(&ip("1.0.0.1"), later), ["a.example"]);
         c.expire(later);
         assert!(c.names(&ip("1.1.1.1"), later).is_empty());
+        assert_eq!(c.names(&ip("1.0.0.1"), later), ["a.example"]);
         assert_eq!(c.stats().entries.load(Ordering::Relaxed), 1);
+        // Between expiries every lookup lends the same shared list.
+        let (a, b) = (
+            c.shared_names(&ip("1.0.0.1"), later).unwrap(),
+            c.shared_names(&ip("1.0.0.1"), later).unwrap(),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(c.shared_names(&ip("1.1.1.1"), later).is_none());
     }
 
     #[test]
