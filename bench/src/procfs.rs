@@ -1,14 +1,23 @@
 //! Per-process facts from /proc: resident memory, CPU ticks, context switches.
 
+/// One `kB` field of /proc/PID/status.
+fn status_kib(pid: i32, name: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+}
+
 /// Resident set size now and its peak (`VmRSS`, `VmHWM`), in KiB.
 pub fn rss_kib(pid: i32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((status_kib(pid, "VmRSS:")?, status_kib(pid, "VmHWM:")?))
+}
+
+/// The resident set now by kind, in KiB: anonymous (heap, stacks) and file-backed (the
+/// binary's pages, and mappings of kernel memory such as a BPF ring buffer: its data pages are
+/// mapped twice, so a 4 MiB ring counts 8 MiB here).
+pub fn rss_split_kib(pid: i32) -> Option<(u64, u64)> {
+    Some((status_kib(pid, "RssAnon:")?, status_kib(pid, "RssFile:")?))
 }
 
 /// `utime + stime` of the process (all live threads), in µs.
@@ -72,6 +81,8 @@ mod tests {
         let pid = std::process::id() as i32;
         let (rss, hwm) = rss_kib(pid).unwrap();
         assert!(rss > 0 && hwm >= rss);
+        let (anon, file) = rss_split_kib(pid).unwrap();
+        assert!(anon > 0 && file > 0);
         assert!(cpu_usec(pid).is_some());
         assert!(context_switches(pid) > 0);
         assert!(threads(pid) >= 1);

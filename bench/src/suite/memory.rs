@@ -20,6 +20,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let configs: [(u64, f64); 2] = [(4095, 32.0), (65535, 64.0)];
     let mut peak: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
     let mut end: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    let mut split: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
     for rep in 0..ctx.plan.reps {
         for (h, _) in configs {
             crate::check_interrupt()?;
@@ -33,6 +34,11 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
                 crate::sleep(std::time::Duration::from_millis(200))?;
             }
             let (rss, hwm) = procfs::rss_kib(agent.pid()).unwrap_or((0, 0));
+            let (anon, file) = procfs::rss_split_kib(agent.pid()).unwrap_or((0, 0));
+            split
+                .entry(h)
+                .or_default()
+                .push((anon as f64 / 1024.0, file as f64 / 1024.0));
             drop(flood);
             drop(follower);
             agent.stop();
@@ -47,6 +53,15 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
             Row::new(6, "agent peak RSS (VmHWM)", &cfg, "MiB", &peak[&h]).goal(Goal::at_most(goal)),
         );
         r.push(Row::new(6, "agent RSS at the end", &cfg, "MiB", &end[&h]));
+        let (anon, file): (Vec<f64>, Vec<f64>) = split[&h].iter().copied().unzip();
+        r.push(
+            Row::new(6, "  of which anonymous (heap, stacks)", &cfg, "MiB", &anon)
+                .note("grows with the history"),
+        );
+        r.push(
+            Row::new(6, "  of which file-backed", &cfg, "MiB", &file)
+                .note("the binary's pages and the ring's two mappings (4 MiB ring: 8 MiB)"),
+        );
     }
     r.note(
         "6: RSS of the agent process after 8 s at 200 k events/s (aggregation none, one \
