@@ -816,8 +816,9 @@ fn shutdown_leaves_nothing_behind() {
         .filter(|id| !ours_before.contains(id))
         .collect();
     assert!(
-        loaded_by_agent.len() > ids.len(),
-        "the TC programs and the drop tracepoint: {loaded_by_agent:?}"
+        ids.iter().all(|id| loaded_by_agent.contains(id))
+            && loaded_by_agent.iter().any(|id| !ids.contains(id)),
+        "the attached TC programs {ids:?} and the drop tracepoint among {loaded_by_agent:?}"
     );
 
     let mut follow = Spawned::spawn({
