@@ -12,17 +12,13 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use flowscope_proto::{
-    flow::LostEvent,
     flowscope::v1::{AgentStatusRequest, StageCounters, inspector_client::InspectorClient},
+    get_flows::{self, Event, LightResponse},
     observer::{GetFlowsRequest, GetFlowsResponse, get_flows_response::ResponseTypes},
     wkt::Timestamp,
 };
 use futures::StreamExt as _;
-use prost::{
-    Message,
-    bytes::{Buf, BufMut},
-    encoding::{self, DecodeContext, WireType},
-};
+use prost::Message;
 use testbed::{Scenario, bin_path, client, process::Spawned};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -164,107 +160,14 @@ impl Read for GetFlowsResponse {
     }
 }
 
-/// `GetFlowsResponse` as the light follower decodes it: of a flow (field 1) only its `time`
-/// (`Flow.time`, field 1; the flow's other fields are skipped, not built), of LostEvents
-/// (field 3) the count; the rest is skipped. Decode-only.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct Tally {
-    flow: Option<FlowTime>,
-    lost: Option<u64>,
-}
-
-/// A `flow.Flow` of which only `time` is read.
-#[derive(Clone, Debug, Default, PartialEq)]
-struct FlowTime {
-    time: Option<Timestamp>,
-}
-
-impl Message for FlowTime {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        if let Some(t) = &self.time {
-            encoding::message::encode(1, t, buf);
-        }
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        if tag == 1 {
-            let t = self.time.get_or_insert_with(Timestamp::default);
-            encoding::message::merge(wire_type, t, buf, ctx)
-        } else {
-            encoding::skip_field(wire_type, tag, buf, ctx)
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.time
-            .as_ref()
-            .map_or(0, |t| encoding::message::encoded_len(1, t))
-    }
-
-    fn clear(&mut self) {
-        self.time = None;
-    }
-}
-
-impl Message for Tally {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        if let Some(f) = &self.flow {
-            encoding::message::encode(1, f, buf);
-        }
-        if let Some(n) = self.lost {
-            let e = LostEvent {
-                num_events_lost: n,
-                ..LostEvent::default()
-            };
-            encoding::message::encode(3, &e, buf);
-        }
-    }
-
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        match tag {
-            1 => {
-                let f = self.flow.get_or_insert_with(FlowTime::default);
-                encoding::message::merge(wire_type, f, buf, ctx)
-            }
-            3 => {
-                let mut e = LostEvent::default();
-                encoding::message::merge(wire_type, &mut e, buf, ctx)?;
-                self.lost = Some(e.num_events_lost);
-                Ok(())
-            }
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
-        }
-    }
-
-    fn encoded_len(&self) -> usize {
-        let mut buf = Vec::new();
-        self.encode_raw(&mut buf);
-        buf.len()
-    }
-
-    fn clear(&mut self) {
-        *self = Tally::default();
-    }
-}
-
-impl Read for Tally {
+/// The light follower reads the proto crate's `LightResponse`: a flow stays encoded (a slice of
+/// the receive buffer) and only its `time` is read from it; of LostEvents, the count.
+impl Read for LightResponse {
     fn seen(self) -> Seen {
-        match (self.flow, self.lost) {
-            (Some(f), _) => Seen::Flow(f.time),
-            (None, Some(n)) => Seen::Lost(n),
-            (None, None) => Seen::Other,
+        match self.event {
+            Some(Event::Flow(bytes)) => Seen::Flow(get_flows::flow_time(&bytes)),
+            Some(Event::LostEvents(e)) => Seen::Lost(e.num_events_lost),
+            _ => Seen::Other,
         }
     }
 }
@@ -295,7 +198,7 @@ impl Follower {
     /// not built): a client that costs the machine less, so that benchmark 5 measures the
     /// relay rather than its client (issue 13).
     pub fn start_light(rt: &Runtime, channel: Channel) -> anyhow::Result<Follower> {
-        Self::start_reading::<Tally>(rt, channel)
+        Self::start_reading::<LightResponse>(rt, channel)
     }
 
     fn start_reading<R: Read>(rt: &Runtime, channel: Channel) -> anyhow::Result<Follower> {
@@ -406,7 +309,7 @@ impl Drop for Follower {
 
 #[cfg(test)]
 mod tests {
-    use flowscope_proto::flow::LostEventSource;
+    use flowscope_proto::flow::{LostEvent, LostEventSource};
 
     use super::*;
 
@@ -441,7 +344,7 @@ mod tests {
         assert!(matches!(t, Some(Some(_))), "the fixture's flow has a time");
         for resp in [&flow, &lost, &status] {
             assert_eq!(
-                seen::<Tally>(resp),
+                seen::<LightResponse>(resp),
                 seen::<GetFlowsResponse>(resp),
                 "{resp:?}"
             );

@@ -29,6 +29,7 @@ use std::{
 
 use flowscope_proto::{
     flow::{Flow, Layer4, layer4},
+    get_flows,
     observer::{
         GetAgentEventsRequest, GetAgentEventsResponse, GetDebugEventsRequest,
         GetDebugEventsResponse, GetFlowsRequest, GetFlowsResponse, GetNamespacesRequest,
@@ -58,14 +59,12 @@ const STREAM_BUFFER: usize = 1024;
 /// Frames are written into chunks of this size (one allocation per chunk, not per flow).
 const CHUNK: usize = 64 << 10;
 
-/// Field numbers: `flow.Flow` (flow/flow.proto) and `observer.GetFlowsResponse`.
+/// Field numbers of `flow.Flow` (flow/flow.proto) that change per flow. The response around the
+/// flow is written by the proto crate's `get_flows`.
 mod tag {
-    pub const FLOW_TIME: u32 = 1;
+    pub const FLOW_TIME: u32 = flowscope_proto::get_flows::FLOW_TIME_FIELD;
     pub const FLOW_L4: u32 = 6;
     pub const FLOW_UUID: u32 = 34;
-    pub const RESP_FLOW: u32 = 1;
-    pub const RESP_NODE_NAME: u32 = 1000;
-    pub const RESP_TIME: u32 = 1001;
 }
 
 /// `uuid` of flow `n`: a version-4 layout with `n` (48 bits) as its last group.
@@ -119,8 +118,8 @@ pub struct FrameTemplate {
     parts: Vec<Part>,
     /// The template's `l4` (TCP: its source port changes per flow; no heap inside), if any.
     l4: Option<Layer4>,
-    /// `node_name = 1000` of the response, encoded.
-    node_name: Vec<u8>,
+    /// `node_name` of the response.
+    node_name: String,
 }
 
 impl FrameTemplate {
@@ -157,13 +156,11 @@ impl FrameTemplate {
         if run_start < constant.len() {
             parts.push(Part::Constant(run_start..constant.len()));
         }
-        let mut node_name = Vec::new();
-        encoding::string::encode(tag::RESP_NODE_NAME, &f.node_name, &mut node_name);
         FrameTemplate {
             constant,
             parts,
             l4,
-            node_name,
+            node_name: f.node_name,
         }
     }
 
@@ -193,16 +190,11 @@ impl FrameTemplate {
                 Part::Uuid => uuid_len,
             })
             .sum();
-        let total = encoding::key_len(tag::RESP_FLOW)
-            + encoding::encoded_len_varint(flow_len as u64)
-            + flow_len
-            + self.node_name.len()
-            + encoding::message::encoded_len(tag::RESP_TIME, time);
+        let total = get_flows::flow_response_len(flow_len, &self.node_name, Some(time));
         if out.capacity() - out.len() < total {
             out.reserve(total.max(CHUNK));
         }
-        encoding::encode_key(tag::RESP_FLOW, WireType::LengthDelimited, out);
-        encoding::encode_varint(flow_len as u64, out);
+        get_flows::put_flow_head(flow_len, out);
         for p in &self.parts {
             match p {
                 Part::Constant(r) => out.put_slice(&self.constant[r.clone()]),
@@ -215,8 +207,7 @@ impl FrameTemplate {
                 }
             }
         }
-        out.put_slice(&self.node_name);
-        encoding::message::encode(tag::RESP_TIME, time, out);
+        get_flows::put_tail(&self.node_name, Some(time), out);
     }
 
     /// The response carrying flow `n`, generated at `time`.

@@ -1,12 +1,12 @@
-//! The agent's main loop: load, attach, follow interfaces, read events, hand them on, detach.
+//! The agent's main loop: load, attach, follow interfaces, read events, hand them on; then
+//! stop in order ([`shutdown`]).
+
+mod shutdown;
 
 use std::{
     collections::{BTreeMap, HashMap},
     io::Write as _,
-    sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, RwLock, atomic::Ordering},
     time::Duration,
 };
 
@@ -101,6 +101,9 @@ const UNSPECIFIED_DROP: &str = "NOT_SPECIFIED";
 
 /// The shortest silence after which the reader counts as stalled (gRPC health).
 const READER_STALL_MIN: Duration = Duration::from_secs(5);
+
+/// How often expired conntrack entries are removed.
+const CONNTRACK_GC_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Unanswered-connection reports kept for clients that ask for them (their own history: they
 /// are not packets and never take a packet's place in the flow history).
@@ -294,7 +297,8 @@ fn is_link_local(ip: &std::net::IpAddr) -> bool {
     }
 }
 
-/// Runs the agent until `shutdown` fires; everything attached is detached before returning.
+/// Runs the agent until `shutdown` fires (or its ring reader dies), then stops in order
+/// ([`shutdown`]): everything attached is detached before returning.
 pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     preflight(&opts)?;
     // Everything that can fail on bad input is checked before the programs are attached.
@@ -330,17 +334,52 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     let initial = sync_interfaces(&mut dp, &opts.selector, &names);
     log_changes(&initial);
     refresh_registry(&dp, &registry);
+    let conntrack = dp.conntrack_table();
+    let mut gc_handle = conntrack.try_clone()?;
+    // Lock order: the datapath, then the interface names (the interface follower takes both);
+    // no one holds the datapath while waiting for a walk of a map (see `Conntrack`).
     let dp = Arc::new(Mutex::new(dp));
+    // From here on, every stage that outlives a request to stop is handed to `stop`, which
+    // ends them in order.
+    let mut stop = shutdown::Shutdown::new(shutdown, opts.listen.socket.clone());
+    stop.datapath(dp.clone());
 
-    let file_watch = opts.endpoints_file.clone().map(|path| {
-        endpoints::file::watch(
+    if let Some(path) = opts.endpoints_file.clone() {
+        stop.watcher_task(endpoints::file::watch(
             path,
             registry.clone(),
             Duration::from_secs(1),
-            shutdown.clone(),
-        )
+            stop.watchers(),
+        ));
+    }
+    let kube_watch = kubernetes.map(|k| k.watch(registry.clone(), stop.watchers()));
+    // The conntrack GC walks the whole table (the LRU map only evicts under pressure): blocking
+    // work, so it runs in `spawn_blocking` with a handle of its own on the map, neither on the
+    // decode loop nor under the datapath's mutex. It stops with the watchers.
+    stop.watcher_task({
+        let token = stop.watchers();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(CONNTRACK_GC_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                let shared = conntrack.clone();
+                let walk = tokio::task::spawn_blocking(move || {
+                    gc_handle.gc(Clock::monotonic_ns(), &shared);
+                    gc_handle
+                });
+                match walk.await {
+                    Ok(h) => gc_handle = h,
+                    Err(e) => {
+                        warn!("conntrack GC: {e}");
+                        return;
+                    }
+                }
+            }
+        })
     });
-    let kube_watch = kubernetes.map(|k| k.watch(registry.clone(), shutdown.clone()));
 
     let mut out = std::io::BufWriter::new(std::io::stdout());
     if opts.dump == Some(DumpFormat::Json) {
@@ -355,14 +394,12 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         out.flush()?;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    // The interface watcher stops first (nothing may re-attach once we detach), the reader last.
-    let watch_stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(ReaderStats::default());
     let queue_batches = (opts.queue_events / reader::BATCH).max(1);
     let (tx, mut rx) = mpsc::channel::<Vec<Record>>(queue_batches);
-    let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.clone())
+    let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.reader())
         .context("starting the ring-buffer reader")?;
+    stop.reader_thread(reader);
 
     let unanswered = crate::decode::unanswered::Unanswered::new(opts.unanswered_timeout, 65_536);
     let l7 = L7Decoder::new(opts.datapath.l7_ports.clone());
@@ -387,21 +424,28 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         addresses: listeners.addresses(),
         tls: listeners.tls(),
         peers: peer_directory(&opts, &listeners, &registry),
-        shutdown: shutdown.clone(),
+        shutdown: stop.serving(),
     });
-    let server = tokio::spawn(service::serve(state.clone(), listeners, shutdown.clone()));
+    stop.server(tokio::spawn(service::serve(
+        state.clone(),
+        listeners,
+        stop.serving(),
+    )));
     let export_stats = exporter.as_ref().map(crate::export::Exporter::stats);
     let mut collectors: Vec<Box<dyn prometheus_client::collector::Collector>> = Vec::new();
-    if let Some(k) = &kube_watch {
+    if let Some(k) = kube_watch {
         collectors.push(Box::new(k.status.clone()));
+        stop.watcher_task(k.task);
     }
     if let Some(o) = &otlp {
         collectors.push(o.collector());
     }
-    let metrics = metrics.start(state.clone(), export_stats, collectors, shutdown.clone());
+    let metrics = metrics.start(state.clone(), export_stats, collectors, stop.serving());
     if let Some(o) = &mut otlp {
         o.start_metrics(metrics.flows());
     }
+    let flow_metrics = metrics.flows();
+    stop.metrics(metrics);
 
     // Interface follower: wakes on rtnetlink notifications, rescans at least every few seconds.
     let (change_tx, mut change_rx) = mpsc::unbounded_channel::<Vec<Change>>();
@@ -409,7 +453,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         let (dp, names, stop, sel, every, registry) = (
             dp.clone(),
             names.clone(),
-            watch_stop.clone(),
+            stop.watchers(),
             opts.selector.clone(),
             opts.rescan_interval,
             registry.clone(),
@@ -419,7 +463,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
             .name("iface-watcher".into())
             .spawn(move || {
                 let mut last = std::time::Instant::now();
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.is_cancelled() {
                     let changed = watch.wait(Duration::from_millis(200));
                     if !changed && last.elapsed() < every {
                         continue;
@@ -440,18 +484,17 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
                 }
             })?
     };
+    stop.iface_watcher(watcher);
 
-    let mut clock = Clock::now();
     let mut tick = tokio::time::interval(opts.stats_interval);
     let mut second = tokio::time::interval(Duration::from_secs(1));
-    let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
     let builder = FlowBuilder::new(opts.node_name.clone(), registry.clone())
         .with_nat(Arc::new(crate::decode::nat::NatCache::default()));
-    let mut sink = Sink {
+    let sink = Sink {
         dump: opts.dump,
         out,
         reasons,
-        metrics: metrics.flows(),
+        metrics: flow_metrics,
         exporter,
         otlp,
         node: Arc::from(opts.node_name.as_str()),
@@ -461,104 +504,103 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
         l7,
         fqdn,
     };
+    let mut decode = Decode {
+        sink,
+        clock: Clock::now(),
+        names,
+        builder,
+        store: state.store.clone(),
+        dp: dp.clone(),
+        stats: stats.clone(),
+    };
     let mut loss = LossTracker::default();
-    // Set when the reader ends on its own (it only ends when told to, or by a panic).
-    let mut reader_died = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            batch = rx.recv() => {
-                let Some(batch) = batch else {
-                    warn!("the ring-buffer reader stopped unexpectedly: shutting down");
-                    reader_died = true;
-                    // Everything else stops as on a signal, in the same order.
-                    shutdown.cancel();
-                    break;
-                };
-                sink.events(&batch, &clock, &names, &builder, &state.store)?;
-            }
-            Some(changes) = change_rx.recv() => sink.changes(&changes)?,
-            _ = tick.tick() => sink.stats(&dp, &stats)?,
-            _ = second.tick() => {
-                clock = Clock::now();
-                state.sample_rate();
-                let lost = loss.report(&dp, &stats, &state, &opts.node_name);
-                sink.observe(&lost);
-                let now = std::time::Instant::now();
-                sink.l7.expire(now);
-                sink.fqdn.expire(now);
-                let late = sink.unanswered.expire(&dp);
-                if !late.is_empty() {
-                    sink.unanswered_reports(&late);
-                    state
-                        .unanswered
-                        .push_batch(late.into_iter().map(Entry::Flow).collect::<Vec<_>>());
+    // Until a stop is requested (or the reader ends on its own: it only ends when told to, or
+    // by a panic). An error here (standard output gone with `--dump`) stops the agent too, in
+    // the same order.
+    let looped: anyhow::Result<bool> = async {
+        loop {
+            tokio::select! {
+                _ = stop.requested().cancelled() => return Ok::<_, anyhow::Error>(false),
+                batch = rx.recv() => {
+                    let Some(batch) = batch else {
+                        warn!("the ring-buffer reader stopped unexpectedly: shutting down");
+                        return Ok(true);
+                    };
+                    decode.batch(&batch)?;
                 }
-            }
-            _ = gc_tick.tick() => {
-                if let Ok(mut d) = dp.lock() {
-                    d.gc_conntrack(Clock::monotonic_ns());
+                Some(changes) = change_rx.recv() => decode.sink.changes(&changes)?,
+                _ = tick.tick() => decode.sink.stats(&dp, &stats)?,
+                _ = second.tick() => {
+                    decode.clock = Clock::now();
+                    state.sample_rate();
+                    let lost = loss.report(&dp, &stats, &state, &opts.node_name);
+                    let sink = &mut decode.sink;
+                    sink.observe(&lost);
+                    let now = std::time::Instant::now();
+                    sink.l7.expire(now);
+                    sink.fqdn.expire(now);
+                    let late = sink.unanswered.expire(&dp);
+                    if !late.is_empty() {
+                        sink.unanswered_reports(&late);
+                        state
+                            .unanswered
+                            .push_batch(late.into_iter().map(Entry::Flow).collect::<Vec<_>>());
+                    }
                 }
             }
         }
     }
+    .await;
 
-    info!("shutting down");
-    // Order matters for "nothing lost silently": stop following interfaces, detach (no event
-    // can enter the ring after that), then let the reader drain the ring one last time.
-    watch_stop.store(true, Ordering::Relaxed);
-    let _ = watcher.join();
-    if let Ok(mut d) = dp.lock() {
-        d.detach_all();
-    }
-    stop.store(true, Ordering::Relaxed);
-    // The reader drains the ring once more before it exits; hand on what it read.
-    let _ = tokio::task::spawn_blocking(move || reader.join()).await;
-    while let Ok(batch) = rx.try_recv() {
-        sink.events(&batch, &clock, &names, &builder, &state.store)?;
-    }
-    sink.stats(&dp, &stats)?;
-    sink.conntrack(&dp)?;
-    if let Some(x) = sink.exporter.take() {
-        // Writes what is queued; bounded, a hung disk must not hang the shutdown.
-        let _ = tokio::task::spawn_blocking(move || x.close(Duration::from_secs(5))).await;
-    }
-    if let Some(o) = sink.otlp.take() {
-        // Sends what is queued; bounded, a receiver that is down must not hang the shutdown.
-        o.close(Duration::from_secs(5)).await;
-    }
-    metrics.stopped().await;
-    // Graceful: in-flight requests finish and follow streams end (they watch the token). A
-    // client that keeps an idle connection open must not hold the node's agent hostage.
-    let abort = server.abort_handle();
-    match tokio::time::timeout(Duration::from_secs(3), server).await {
-        Ok(Ok(Err(e))) => warn!("API server: {e:#}"),
-        Ok(Err(e)) => warn!("API server task: {e}"),
-        Ok(Ok(Ok(()))) => {}
-        Err(_) => {
-            warn!("clients still connected after 3 s: closing their connections");
-            abort.abort();
-        }
-    }
-    let _ = std::fs::remove_file(&opts.listen.socket);
-    if let Some(w) = file_watch {
-        let _ = w.await;
-    }
-    if let Some(k) = kube_watch {
-        let _ = k.task.await;
-    }
-    if let Ok(mut d) = dp.lock() {
-        d.detach_all();
-    }
+    let stopped = stop.run(&mut decode, &mut rx).await;
+    drop(decode);
     drop(state);
     drop(dp);
-    info!("detached from every interface");
-    if reader_died {
+    if looped? {
         // Blind, the agent is of no use: exit with an error so that its supervisor (systemd,
         // the kubelet) starts it again.
         bail!("the ring-buffer reader stopped unexpectedly");
     }
-    Ok(())
+    stopped
+}
+
+/// The decode stage: turns the reader's batches into records and hands them to the hooks
+/// (`Sink`), with what that needs.
+struct Decode {
+    sink: Sink,
+    /// Boot time to wall clock, refreshed every second.
+    clock: Clock,
+    names: Names,
+    builder: FlowBuilder,
+    store: Arc<FlowStore>,
+    dp: Arc<Mutex<Datapath>>,
+    stats: Arc<ReaderStats>,
+}
+
+impl Decode {
+    /// Decodes a batch and hands it on.
+    fn batch(&mut self, batch: &[Record]) -> anyhow::Result<()> {
+        self.sink
+            .events(batch, &self.clock, &self.names, &self.builder, &self.store)
+    }
+
+    /// After the last batch: the last lines of `--dump json` (counters, the conntrack table).
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.sink.stats(&self.dp, &self.stats)?;
+        self.sink.conntrack(&self.dp)
+    }
+
+    /// Closes the exporters, each within `timeout`: the file is written and flushed, OTLP sends
+    /// what is queued.
+    async fn close_exporters(&mut self, timeout: Duration) {
+        if let Some(x) = self.sink.exporter.take() {
+            // The file exporter's close blocks (it waits for its writer thread).
+            let _ = tokio::task::spawn_blocking(move || x.close(timeout)).await;
+        }
+        if let Some(o) = self.sink.otlp.take() {
+            o.close(timeout).await;
+        }
+    }
 }
 
 /// Turns the kernel's per-CPU loss counters and the decode queue's loss counter into LostEvents
@@ -632,7 +674,12 @@ fn stats_json(dp: &Mutex<Datapath>, stats: &ReaderStats) -> serde_json::Value {
         for (name, v) in counter::NAMES.iter().zip(d.counters()) {
             m.insert((*name).to_owned(), json!(v));
         }
-        m.insert("conntrack_entries".into(), json!(d.conntrack().len()));
+        // As the last GC walk saw it (at most 10 s old): a walk here would hold up the decode
+        // loop.
+        m.insert(
+            "conntrack_entries".into(),
+            json!(d.conntrack_table().last_count()),
+        );
     }
     m.insert(
         "events_read".into(),
@@ -831,7 +878,10 @@ impl Sink {
         if !self.json() {
             return Ok(());
         }
-        let entries = dp.lock().map(|d| d.conntrack()).unwrap_or_default();
+        // A walk, on the async worker that runs the shutdown: once, at exit, with nothing
+        // else waiting; without the datapath's mutex.
+        let table = dp.lock().map(|d| d.conntrack_table());
+        let entries = table.map(|t| t.entries()).unwrap_or_default();
         let list: Vec<serde_json::Value> = entries
             .iter()
             .map(|(k, e)| {

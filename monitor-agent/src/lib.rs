@@ -11,7 +11,9 @@
 //!    serves), [`metrics`] (Prometheus), [`export`] (files);
 //! 4. [`service`]: the gRPC API (Observer, Inspector, Peer, health) over the history.
 //!
-//! [`agent`] ties them together: its `Sink` is the one place an event passes through all stages.
+//! [`agent`] ties them together: its `Sink` is the one place an event passes through all stages,
+//! and its `Shutdown` (`agent/shutdown.rs`) the one place that stops them, in order: watchers,
+//! detach, drain the reader, close the exporters, stop serving.
 
 pub mod agent;
 pub mod decode;

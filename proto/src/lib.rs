@@ -10,6 +10,10 @@
 //!   status) and the `FlowExtension` we put in `Flow.extensions`;
 //! - [`drop_reason`]: the kernel's drop reasons in Hubble's `DropReason` words;
 //! - [`fieldmask`]: field masks on `flow.Flow`, validated as Hubble validates them;
+//! - [`get_flows`]: a `GetFlowsResponse` around an already-encoded flow (writer and light
+//!   reader, the field numbers named once), for the agent, the relay and the benchmarks;
+//! - [`route`]: one server-streaming method served by a hand-written handler (GetFlows with
+//!   [`get_flows`]'s messages);
 //! - [`json`]: Hubble's JSON (protojson with proto field names) through
 //!   serde impls on every generated type;
 //! - [`FILE_DESCRIPTOR_SET`] for gRPC server reflection.
@@ -23,6 +27,7 @@
 
 pub mod drop_reason;
 pub mod fieldmask;
+pub mod get_flows;
 pub mod json;
 pub mod names;
 pub mod route;

@@ -139,6 +139,25 @@ fn spot_checks() {
     assert!(drop.value.iter().all(|v| v.number() != 159));
 }
 
+/// The field numbers the GetFlows writer and reader use (`flowscope_proto::get_flows`) are
+/// the descriptor's.
+#[test]
+fn get_flows_field_numbers() {
+    use flowscope_proto::get_flows::{FLOW_TIME_FIELD, field};
+    let ix = Index::load();
+    let number =
+        |f: &str| u32::try_from(ix.field_number("observer.GetFlowsResponse", f)).expect("positive");
+    assert_eq!(field::FLOW, number("flow"));
+    assert_eq!(field::NODE_STATUS, number("node_status"));
+    assert_eq!(field::LOST_EVENTS, number("lost_events"));
+    assert_eq!(field::NODE_NAME, number("node_name"));
+    assert_eq!(field::TIME, number("time"));
+    assert_eq!(
+        i64::from(FLOW_TIME_FIELD),
+        i64::from(ix.field_number("flow.Flow", "time"))
+    );
+}
+
 #[test]
 fn every_flow_field_number() {
     // Flow's fields in declaration order (protojson prints in this order).

@@ -781,15 +781,28 @@ fn follows_interfaces_and_reports_clear_errors() {
     );
 }
 
-/// After a clean shutdown nothing of ours is left: the programs the agent attached to the
-/// node's interfaces are unloaded, and no tcx link or tc filter remains.
+/// A SIGTERM (what Kubernetes and systemd send; every other test stops the agent with SIGINT)
+/// stops the agent in order, losing nothing and leaving nothing behind: it exits 0 in time; the
+/// flows of the last packets before the signal, still in the ring then (a long poll interval
+/// keeps them there), reach both the export file and a `flowctl observe --follow` that is
+/// streaming, whose stream then ends without an error; every flow the follower saw is in the
+/// export file, which ends with a complete line; the programs the agent loaded (the TC programs
+/// and the drop tracepoint) are unloaded, and no tcx link or tc filter remains.
 #[test]
 fn shutdown_leaves_nothing_behind() {
     if !require_root("shutdown_leaves_nothing_behind") {
         return;
     }
     let s = Scenario::build();
-    let mut agent = s.start_agent(&[]);
+    let _dns = traffic::udp_server(&s.world(), addr(WORLD_IP, 53), true);
+    let export = s.dir().join("export.json");
+    let ours_before = flowscope_programs();
+    let mut agent = s.start_agent(&[
+        "--export-file-path",
+        export.to_str().expect("utf-8 path"),
+        "--poll-interval",
+        "1s",
+    ]);
     // The exact programs this agent attached (other agents may run on the machine).
     let ids = attached_program_ids(&s);
     assert_eq!(
@@ -797,16 +810,108 @@ fn shutdown_leaves_nothing_behind() {
         8,
         "two programs on each of the four interfaces: {ids:?}"
     );
-    // SIGTERM, what Kubernetes and systemd send (every other test stops the agent with SIGINT).
+    // Every program this agent loaded: the TC programs and the drop tracepoint.
+    let loaded_by_agent: Vec<u32> = flowscope_programs()
+        .into_iter()
+        .filter(|id| !ours_before.contains(id))
+        .collect();
+    assert!(
+        ids.iter().all(|id| loaded_by_agent.contains(id))
+            && loaded_by_agent.iter().any(|id| !ids.contains(id)),
+        "the attached TC programs {ids:?} and the drop tracepoint among {loaded_by_agent:?}"
+    );
+
+    let mut follow = Spawned::spawn({
+        let mut cmd = std::process::Command::new(bin_path("flowctl"));
+        cmd.arg("--server")
+            .arg(format!("unix://{}", s.agent_socket().display()))
+            .args(["observe", "--follow", "-o", "json"]);
+        cmd
+    });
+    // Subscribed once it shows a flow (as in flowctl.rs: a fixed sleep is no barrier).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for probe in 1.. {
+        traffic::udp_request(&s.pod_a(), addr(WORLD_IP, 53), b"probe").expect("UDP probe");
+        if follow.wait_for(Duration::from_millis(1500), |lines| !lines.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && probe < 20,
+            "follow printed nothing after {probe} probes; stderr: {}",
+            follow.stderr()
+        );
+    }
+
+    // The last packets: one datagram from each of a few fresh ports, then the signal at once.
+    let ports: Vec<u16> = (0..8)
+        .map(|_| traffic::udp_send(&s.pod_a(), addr(WORLD_IP, 53), 1, 32, None).expect("UDP"))
+        .collect();
     agent.signal(libc::SIGTERM);
+    let t0 = Instant::now();
     let status = agent.wait_exit(Duration::from_secs(15));
+    let took = t0.elapsed();
     assert!(status.success(), "exit {status:?}: {}", agent.stderr());
+    println!("stopped {took:?} after SIGTERM");
+
+    // The follower's stream ends by itself (its server went away cleanly), without an error.
+    let fstatus = follow.wait_exit(Duration::from_secs(10));
+    assert!(
+        fstatus.success() && !follow.stderr().contains("error"),
+        "follower: exit {fstatus:?}, stderr: {}",
+        follow.stderr()
+    );
+    let text = std::fs::read_to_string(&export).expect("the export file");
+    assert!(
+        text.ends_with('\n'),
+        "the export file ends with a complete line: {:?}",
+        &text[text.len().saturating_sub(200)..]
+    );
+    let exported: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("export line ({e}): {l:?}")))
+        .collect();
+    let followed = follow.lines();
+    let flows = |lines: &[Value]| -> Vec<Value> {
+        lines
+            .iter()
+            .filter_map(|l| l.get("flow").cloned())
+            .collect()
+    };
+    let (exported, followed) = (flows(&exported), flows(&followed));
+    let uuids: std::collections::HashSet<&str> =
+        exported.iter().filter_map(|f| f["uuid"].as_str()).collect();
+    let missing: Vec<&Value> = followed
+        .iter()
+        .filter(|f| !f["uuid"].as_str().is_some_and(|u| uuids.contains(u)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of the {} flows the follower saw are not in the export file, e.g. {:?}",
+        missing.len(),
+        followed.len(),
+        missing.first()
+    );
+    let from_port = |flows: &[Value], port: u16| {
+        flows.iter().any(|f| {
+            f["IP"]["source"] == POD_A_IP && f["l4"]["UDP"]["source_port"] == u64::from(port)
+        })
+    };
+    for port in &ports {
+        assert!(
+            from_port(&exported, *port),
+            "no exported flow of the datagram from port {port} (sent just before SIGTERM)"
+        );
+        assert!(
+            from_port(&followed, *port),
+            "the follower did not get the flow of the datagram from port {port} (sent just before SIGTERM)"
+        );
+    }
+
     // Programs are freed after an RCU grace period: give it a moment.
     let loaded = || -> Vec<u32> {
-        aya::programs::loaded_programs()
-            .filter_map(Result::ok)
-            .map(|p| p.id())
-            .filter(|id| ids.contains(id))
+        flowscope_programs()
+            .into_iter()
+            .filter(|id| loaded_by_agent.contains(id))
             .collect()
     };
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -832,6 +937,15 @@ fn shutdown_leaves_nothing_behind() {
             );
         }
     }
+}
+
+/// IDs of the BPF programs loaded on the machine whose name is one of ours (`fs_…`).
+fn flowscope_programs() -> Vec<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("fs_")))
+        .map(|p| p.id())
+        .collect()
 }
 
 /// IDs of the programs attached with tcx to the node's interfaces (queried from inside the node

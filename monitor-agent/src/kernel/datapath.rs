@@ -7,14 +7,20 @@
 //! kernels, clsact filters are used instead; those outlive a crashed process, so at start we
 //! remove filters that carry our program names.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, OwnedFd},
+    sync::Arc,
+    time::Duration,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TracePoint,
         tc::{self, NlOptions, SchedClassifierLinkId, TcAttachOptions, TcAttachType},
+        trace_point::TracePointLinkId,
     },
     util::KernelVersion,
 };
@@ -79,6 +85,15 @@ pub enum DatapathError {
     /// A map we expected is not in the object.
     #[error("map {0} is missing from the BPF object")]
     MissingMap(&'static str),
+    /// Duplicating a map's file descriptor failed.
+    #[error("duplicating the descriptor of map {name}")]
+    Dup {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Kernel facts for the drop tracepoint.
     #[error("preparing drop tracing")]
     Kernel(#[from] kernel::KernelError),
@@ -224,11 +239,12 @@ pub struct Datapath {
     links: BTreeMap<u32, Vec<(&'static str, SchedClassifierLinkId)>>,
     ifaces: BpfHashMap<MapData, u32, IfaceInfo>,
     counters: PerCpuArray<MapData, u64>,
-    conntrack: BpfHashMap<MapData, CtKey, CtEntry>,
+    conntrack: Arc<Conntrack>,
     config: Config,
-    conntrack_capacity: u32,
     /// Drop reason names, when drop tracing is on.
     pub drop_reasons: std::collections::HashMap<u32, String>,
+    /// The drop tracepoint's link, while it is attached.
+    drop_link: Option<TracePointLinkId>,
 }
 
 /// The (program, TC direction) pairs for a role.
@@ -327,6 +343,7 @@ impl Datapath {
                 .map_err(|e| program_error(name, e))?;
             p.load().map_err(|e| program_error(name, e))?;
         }
+        let mut drop_link = None;
         if opts.drops {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog::KFREE_SKB)
@@ -334,8 +351,10 @@ impl Datapath {
                 .try_into()
                 .map_err(|e| program_error(prog::KFREE_SKB, e))?;
             p.load().map_err(|e| program_error(prog::KFREE_SKB, e))?;
-            p.attach("skb", "kfree_skb")
-                .map_err(|e| program_error(prog::KFREE_SKB, e))?;
+            drop_link = Some(
+                p.attach("skb", "kfree_skb")
+                    .map_err(|e| program_error(prog::KFREE_SKB, e))?,
+            );
         }
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
@@ -359,13 +378,11 @@ impl Datapath {
                 source,
             }
         })?;
-        let conntrack =
-            BpfHashMap::try_from(take(&mut ebpf, CONNTRACK_MAP)?).map_err(|source| {
-                DatapathError::Map {
-                    name: CONNTRACK_MAP,
-                    source,
-                }
-            })?;
+        let conntrack = Arc::new(Conntrack::new(
+            take(&mut ebpf, CONNTRACK_MAP)?,
+            config,
+            opts.conntrack_entries,
+        )?);
 
         Ok((
             Datapath {
@@ -377,8 +394,8 @@ impl Datapath {
                 counters,
                 conntrack,
                 config,
-                conntrack_capacity: opts.conntrack_entries,
                 drop_reasons,
+                drop_link,
             },
             ring,
         ))
@@ -396,7 +413,7 @@ impl Datapath {
 
     /// Capacity of the conntrack table.
     pub fn conntrack_capacity(&self) -> u32 {
-        self.conntrack_capacity
+        self.conntrack.capacity()
     }
 
     /// Interfaces we are attached to.
@@ -488,11 +505,21 @@ impl Datapath {
         Some(att)
     }
 
-    /// Detaches from every interface.
+    /// Detaches from every interface, and the drop tracepoint: no event can enter the ring
+    /// after this (the maps stay, so the ring can still be drained and conntrack read).
     pub fn detach_all(&mut self) {
         let all: Vec<u32> = self.attached.keys().copied().collect();
         for ifindex in all {
             self.detach(ifindex);
+        }
+        if let Some(id) = self.drop_link.take()
+            && let Some(p) = self.ebpf.program_mut(prog::KFREE_SKB)
+        {
+            let p: Result<&mut TracePoint, _> = p.try_into();
+            if let Ok(p) = p {
+                // Detaching a perf link we made only fails if it is already gone.
+                let _ = p.detach(id);
+            }
         }
     }
 
@@ -517,28 +544,139 @@ impl Datapath {
 
     /// One conntrack entry.
     pub fn conntrack_get(&self, key: &CtKey) -> Option<CtEntry> {
-        self.conntrack.get(key, 0).ok()
+        self.conntrack.get(key)
     }
 
-    /// A snapshot of the conntrack table.
-    pub fn conntrack(&self) -> Vec<(CtKey, CtEntry)> {
-        self.conntrack.iter().filter_map(Result::ok).collect()
+    /// The conntrack table, through a handle of its own: walk it without holding the
+    /// `Datapath` (see [`Conntrack`]).
+    pub fn conntrack_table(&self) -> Arc<Conntrack> {
+        self.conntrack.clone()
+    }
+}
+
+/// The conntrack map through a file descriptor of its own (a duplicate of the map's), so that
+/// a walk of the table does not need the `Datapath` and its mutex. A walk is two syscalls per
+/// entry (next key, lookup): tens of milliseconds for a full table of 65,536 entries, during
+/// which the interface follower, the decode loop's loss counters and every other API request
+/// would wait on the mutex. Walks are blocking work: callers run them on a thread of their own
+/// or in `spawn_blocking`, never on an async worker (the GC thread in `agent.rs`, the Inspector).
+pub struct Conntrack {
+    map: BpfHashMap<MapData, CtKey, CtEntry>,
+    /// Another duplicate of the map's descriptor, from which [`Conntrack::try_clone`] makes
+    /// handles (aya's maps do not lend theirs).
+    fd: OwnedFd,
+    config: Config,
+    capacity: u32,
+    /// Entries seen by the last [`Conntrack::gc`] walk.
+    last_count: std::sync::atomic::AtomicU64,
+}
+
+impl Conntrack {
+    fn new(map: Map, config: Config, capacity: u32) -> Result<Conntrack, DatapathError> {
+        let map_error = |source| DatapathError::Map {
+            name: CONNTRACK_MAP,
+            source,
+        };
+        let fd = match &map {
+            Map::HashMap(data) | Map::LruHashMap(data) => {
+                Some(data.fd().as_fd().try_clone_to_owned())
+            }
+            _ => None,
+        };
+        // Fails on a map of another type, before `fd` is looked at.
+        let map = BpfHashMap::try_from(map).map_err(map_error)?;
+        let fd = match fd {
+            Some(Ok(fd)) => fd,
+            Some(Err(source)) => {
+                return Err(DatapathError::Dup {
+                    name: CONNTRACK_MAP,
+                    source,
+                });
+            }
+            None => return Err(DatapathError::MissingMap(CONNTRACK_MAP)),
+        };
+        Ok(Conntrack {
+            map,
+            fd,
+            config,
+            capacity,
+            last_count: Default::default(),
+        })
     }
 
-    /// Removes expired entries (the LRU map only evicts under pressure). Returns how many.
-    pub fn gc_conntrack(&mut self, now_mono_ns: u64) -> usize {
+    /// Another handle on the same map (for a thread that removes entries: aya wants `&mut`).
+    pub fn try_clone(&self) -> Result<Conntrack, DatapathError> {
+        let map_error = |source| DatapathError::Map {
+            name: CONNTRACK_MAP,
+            source,
+        };
+        let fd = self.fd.try_clone().map_err(|source| DatapathError::Dup {
+            name: CONNTRACK_MAP,
+            source,
+        })?;
+        let data = MapData::from_fd(fd).map_err(map_error)?;
+        let map = Map::from_map_data(data).map_err(map_error)?;
+        Conntrack::new(map, self.config, self.capacity)
+    }
+
+    /// The programs' configuration (the lifetimes of entries).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The map's capacity.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// One entry.
+    pub fn get(&self, key: &CtKey) -> Option<CtEntry> {
+        self.map.get(key, 0).ok()
+    }
+
+    /// A snapshot of the table (a walk: blocking work).
+    pub fn entries(&self) -> Vec<(CtKey, CtEntry)> {
+        self.map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// The number of entries (a walk of the keys: blocking work).
+    pub fn len(&self) -> usize {
+        self.map.keys().filter_map(Result::ok).count()
+    }
+
+    /// True when the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The number of entries the last [`Conntrack::gc`] of any handle saw; not a walk.
+    pub fn last_count(&self) -> u64 {
+        self.last_count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Removes expired entries (the LRU map only evicts under pressure), returns how many and
+    /// records the count it saw on `shared` (see [`Conntrack::last_count`]). A walk: blocking
+    /// work.
+    pub fn gc(&mut self, now_mono_ns: u64, shared: &Conntrack) -> usize {
         let cfg = self.config;
+        let mut seen = 0u64;
         let expired: Vec<CtKey> = self
-            .conntrack
+            .map
             .iter()
             .filter_map(Result::ok)
+            .inspect(|_| seen += 1)
             .filter(|(k, e)| now_mono_ns.saturating_sub(e.last_seen_ns) > lifetime_ns(&cfg, k, e))
             .map(|(k, _)| k)
             .collect();
-        expired
+        let removed = expired
             .iter()
-            .filter(|k| self.conntrack.remove(k).is_ok())
-            .count()
+            .filter(|k| self.map.remove(k).is_ok())
+            .count();
+        shared.last_count.store(
+            seen.saturating_sub(removed as u64),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        removed
     }
 }
 

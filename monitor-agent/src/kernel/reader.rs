@@ -20,6 +20,7 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use monitor_common::{FLOW_EVENT_SIZE, FlowEvent, L7_EVENT_SIZE, L7Event, event_type};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// A captured payload, as the reader hands it on.
 #[derive(Clone, Debug)]
@@ -86,14 +87,14 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Starts the reader thread. It stops when `stop` is set (checked at least every
-/// `poll_interval`) or when the receiving side is gone.
+/// Starts the reader thread. It stops when `stop` fires (checked at least every
+/// `poll_interval`; it drains the ring once more first) or when the receiving side is gone.
 pub fn spawn(
     mut ring: RingBuf<MapData>,
     poll_interval: Duration,
     tx: mpsc::Sender<Vec<Record>>,
     stats: Arc<ReaderStats>,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
     stats.heartbeat_ns.store(
         crate::kernel::facts::Clock::monotonic_ns(),
@@ -120,7 +121,7 @@ fn read_loop(
     poll_interval: Duration,
     tx: &mpsc::Sender<Vec<Record>>,
     stats: &ReaderStats,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) {
     let fd = ring.as_raw_fd();
     let timeout_ms = poll_interval.as_millis().clamp(1, i32::MAX as u128) as i32;
@@ -128,7 +129,7 @@ fn read_loop(
     loop {
         beat(stats);
         // Read before sleeping, so that the last round after `stop` drains what is left.
-        let stopping = stop.load(Ordering::Relaxed);
+        let stopping = stop.is_cancelled();
         if !stopping {
             let mut pfd = libc::pollfd {
                 fd,

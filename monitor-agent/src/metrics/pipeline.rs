@@ -7,7 +7,7 @@
 //! | `flowscope_events_read_total` | ring-buffer reader |
 //! | `flowscope_events_lost_total{stage}` | `kernel_ring`, `decode_queue`, `history` (a reader fell behind), `export` |
 //! | `hubble_lost_events_total{source}` | the same first three, with Hubble's names |
-//! | `flowscope_decode_errors_total` | events the decoder rejected, malformed ring records |
+//! | `flowscope_decode_errors_total` | ring records the reader could not decode (of an unexpected size; the decoder itself rejects no event) |
 //! | `flowscope_datapath_<counter>_total` | the kernel programs' per-CPU counters, summed |
 //! | `flowscope_aggregation_ratio` | packets observed per event reported, since start |
 //! | `flowscope_ring_buffer_fill_ratio`, `…_size_bytes`, `…_written_bytes_total` | the ring's positions |
@@ -185,9 +185,8 @@ impl Collector for PipelineCollector {
         counter(
             &mut e,
             "flowscope_decode_errors",
-            "Events that could not be decoded (including malformed ring records)",
-            s.pipeline.decode_errors.load(Ordering::Relaxed)
-                + s.reader.malformed.load(Ordering::Relaxed),
+            "Records of the kernel ring that could not be decoded (of an unexpected size)",
+            s.reader.malformed.load(Ordering::Relaxed),
         )?;
 
         for (i, name) in counter::NAMES.iter().enumerate() {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes};
 use flowscope_proto::{
     flow::Flow,
+    get_flows,
     observer::{GetFlowsRequest, GetFlowsResponse, observer_server::ObserverServer},
     route::StreamingRoute,
     wkt::Timestamp,
@@ -23,18 +24,14 @@ use prost::{
 };
 
 use super::{
-    flow_encoder::FlowEncoder,
+    flow_encoder::{self, FlowEncoder},
     mask::FieldMask,
     observer::{ObserverService, Stream_},
 };
 use crate::decode::record::FlowRecord;
 
-/// `GetFlowsResponse.flow`, `.node_name`, `.time`.
-const FLOW_FIELD: u32 = 1;
-const NODE_NAME_FIELD: u32 = 1000;
-const TIME_FIELD: u32 = 1001;
 /// `Flow.extensions` (flowscope's `FlowExtension` in an `Any`).
-const EXTENSIONS_FIELD: u32 = 150_000;
+const EXTENSIONS_FIELD: u32 = flow_encoder::tag::EXTENSIONS;
 
 /// An encoded `observer.GetFlowsResponse`. Encode-only: it is never decoded.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -98,20 +95,12 @@ impl EncodedResponse {
         Self::framed(flow_bytes, &meta.node_name, meta.time.as_ref())
     }
 
-    /// A `GetFlowsResponse` of an encoded flow, its node name and time.
+    /// A `GetFlowsResponse` of an encoded flow, its node name and time (the proto crate's
+    /// writer, shared with the relay and the benchmarks).
     fn framed(flow_bytes: &[u8], node_name: &str, time: Option<&Timestamp>) -> Self {
-        let mut out = Vec::with_capacity(flow_bytes.len() + node_name.len() + 32);
-        encoding::encode_key(FLOW_FIELD, WireType::LengthDelimited, &mut out);
-        encoding::encode_varint(flow_bytes.len() as u64, &mut out);
-        out.put_slice(flow_bytes);
-        if !node_name.is_empty() {
-            encoding::encode_key(NODE_NAME_FIELD, WireType::LengthDelimited, &mut out);
-            encoding::encode_varint(node_name.len() as u64, &mut out);
-            out.put_slice(node_name.as_bytes());
-        }
-        if let Some(t) = time {
-            encoding::message::encode(TIME_FIELD, t, &mut out);
-        }
+        let len = get_flows::flow_response_len(flow_bytes.len(), node_name, time);
+        let mut out = Vec::with_capacity(len);
+        get_flows::put_flow_response(flow_bytes, node_name, time, &mut out);
         EncodedResponse(out.into())
     }
 }

@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// `flow.Flow`'s field numbers. prost writes fields in the order of their numbers.
-mod tag {
+pub(super) mod tag {
     pub const TIME: u32 = 1;
     pub const UUID: u32 = 34;
     pub const EMITTER: u32 = 41;

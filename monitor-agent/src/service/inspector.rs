@@ -204,20 +204,15 @@ impl InspectorService {
         clock: &Clock,
         now_mono: u64,
         names: &std::collections::BTreeMap<u32, String>,
+        cfg: &monitor_common::Config,
     ) -> ConntrackEntry {
         let (src, dst) = (
             key_addr(k.family, &k.src_addr),
             key_addr(k.family, &k.dst_addr),
         );
         let icmp = matches!(k.proto, proto::ICMP | proto::ICMPV6);
-        let cfg = self
-            .state
-            .datapath
-            .lock()
-            .map(|d| *d.config())
-            .unwrap_or_default();
         let remaining =
-            lifetime_ns(&cfg, k, e).saturating_sub(now_mono.saturating_sub(e.last_seen_ns));
+            lifetime_ns(cfg, k, e).saturating_sub(now_mono.saturating_sub(e.last_seen_ns));
         let ts = |mono: u64| (mono != 0).then(|| Timestamp::from(clock.to_system_time(mono)));
         let closing = e.flags & ct_flags::CLOSING != 0;
         let seen_reply = e.flags & ct_flags::SEEN_REPLY != 0;
@@ -368,15 +363,21 @@ impl Inspector for InspectorService {
         if !node_selected(&req.node_name, &self.state.node_name) {
             return Ok(Response::new(ListConntrackResponse::default()));
         }
-        let (entries, names) = {
+        let (table, names) = {
             let d = self
                 .state
                 .datapath
                 .lock()
                 .map_err(|_| Status::internal("datapath lock poisoned"))?;
             let names = d.attached().map(|a| (a.ifindex, a.name.clone())).collect();
-            (d.conntrack(), names)
+            (d.conntrack_table(), names)
         };
+        // The walk blocks (two syscalls per entry): off the async workers, and without the
+        // datapath's mutex, which the interface follower and other requests take.
+        let cfg = *table.config();
+        let entries = tokio::task::spawn_blocking(move || table.entries())
+            .await
+            .map_err(|e| Status::internal(format!("conntrack walk: {e}")))?;
         let clock = Clock::now();
         let now = Clock::monotonic_ns();
         let mut out: Vec<ConntrackEntry> = entries
@@ -388,7 +389,7 @@ impl Inspector for InspectorService {
                 );
                 filter.matches(k.proto, s, d, k.src_port, k.dst_port)
             })
-            .map(|(k, e)| self.entry(k, e, &clock, now, &names))
+            .map(|(k, e)| self.entry(k, e, &clock, now, &names, &cfg))
             .collect();
         // Most recent first, as an operator reads it.
         out.sort_by(|a, b| {
@@ -461,6 +462,16 @@ impl Inspector for InspectorService {
         if !node_selected(&req.node_name, &s.node_name) {
             return Ok(Response::new(AgentStatusResponse::default()));
         }
+        // Counting the conntrack entries is a walk: off the async workers, before the datapath's
+        // mutex is taken.
+        let table = s
+            .datapath
+            .lock()
+            .map_err(|_| Status::internal("datapath lock poisoned"))?
+            .conntrack_table();
+        let ct_len = tokio::task::spawn_blocking(move || table.len() as u64)
+            .await
+            .map_err(|e| Status::internal(format!("conntrack walk: {e}")))?;
         let d = s
             .datapath
             .lock()
@@ -483,7 +494,6 @@ impl Inspector for InspectorService {
                 attached_at: None,
             })
             .collect();
-        let ct_len = d.conntrack().len() as u64;
         let uptime = s.started.elapsed();
         let status = AgentStatus {
             node_name: s.node_name.clone(),
@@ -504,7 +514,8 @@ impl Inspector for InspectorService {
                 lost_kernel_ring: c[counter::RING_LOST as usize],
                 lost_decode_queue: s.reader.queue_lost.load(Ordering::Relaxed),
                 lost_history: s.pipeline.history_lost.load(Ordering::Relaxed),
-                decode_errors: s.pipeline.decode_errors.load(Ordering::Relaxed),
+                // The one decode failure there is: a ring record of an unexpected size.
+                decode_errors: s.reader.malformed.load(Ordering::Relaxed),
                 aggregated_away: c[counter::AGGREGATED as usize],
                 flows_produced: s.store.seen_flows(),
             }),

@@ -34,8 +34,6 @@ pub use flowscope_proto::EXTENSIONS_HEADER;
 /// Counters of the flow pipeline (decode task), for status and metrics.
 #[derive(Debug, Default)]
 pub struct PipelineStats {
-    /// Events the decoder could not turn into flows.
-    pub decode_errors: std::sync::atomic::AtomicU64,
     /// Entries readers lost because the history overwrote them (sum over readers).
     pub history_lost: std::sync::atomic::AtomicU64,
     /// Events lost in the kernel ring, as reported in LostEvents so far.
