@@ -973,6 +973,12 @@ fn otlp_relay_exports_the_cluster_stream() {
     reference_traffic(&s2);
     let (flows, got) = wait_same_flows_through_relay(&ns, &r);
     let per_node = |n: &str| flows.iter().filter(|f| f.node_name == n).count();
+    println!(
+        "through the relay: {} flows of node-1, {} of node-2; the receiver: {} records",
+        per_node("node-1"),
+        per_node("node-2"),
+        got.len()
+    );
     assert!(
         per_node("node-1") >= 20 && per_node("node-2") >= 20,
         "{} + {} flows",
