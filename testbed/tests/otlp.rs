@@ -531,44 +531,29 @@ fn otlp_partial_success_is_counted() {
     assert!(agent.stop().success(), "{}", agent.stderr());
 }
 
-/// OpenTelemetry's environment variables configure the exporter (endpoint, headers, resource
-/// attributes, service name), and a flag wins over its variable.
-#[test]
-fn otlp_environment_variables_and_flags() {
-    let name = "otlp_environment_variables_and_flags";
-    if !require_root(name) || !receiver_available(name) {
-        return;
-    }
-    let s = Scenario::build();
-    let r = start_receiver(&s, &[]);
+/// The agent with `env` (`KEY=value` items) in its environment, exporting every 200 ms;
+/// waits until it serves.
+fn start_agent_with_env(s: &Scenario, env: &[&str], extra: &[&str]) -> Spawned {
     let socket = s.agent_socket();
     let endpoints = s.endpoints_file();
-    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT=http://{RECEIVER}");
     let agent_bin = testbed::bin_path("monitor-agent");
     // `env` sets the variables and execs the agent (its PID is the agent's).
-    let mut agent = Spawned::start(
-        &s.node(),
-        Path::new("env"),
-        &[
-            &endpoint,
-            "OTEL_EXPORTER_OTLP_HEADERS=x-tenant=from-env,x-api-key=k%2C1",
-            "OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=lab,deployment.environment.name=test",
-            "OTEL_SERVICE_NAME=flowscope-lab",
-            agent_bin.to_str().expect("utf-8 path"),
-            "--socket",
-            socket.to_str().expect("utf-8 path"),
-            "--endpoints-file",
-            endpoints.to_str().expect("utf-8 path"),
-            "--node-name",
-            "node-1",
-            "--metrics-listen-address",
-            METRICS,
-            "--otlp-batch-interval",
-            "200ms",
-            "--otlp-headers",
-            "x-tenant=from-flag",
-        ],
-    );
+    let mut args: Vec<&str> = env.to_vec();
+    args.extend([
+        agent_bin.to_str().expect("utf-8 path"),
+        "--socket",
+        socket.to_str().expect("utf-8 path"),
+        "--endpoints-file",
+        endpoints.to_str().expect("utf-8 path"),
+        "--node-name",
+        "node-1",
+        "--metrics-listen-address",
+        METRICS,
+        "--otlp-batch-interval",
+        "200ms",
+    ]);
+    args.extend_from_slice(extra);
+    let agent = Spawned::start(&s.node(), Path::new("env"), &args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -579,6 +564,30 @@ fn otlp_environment_variables_and_flags() {
     )) {
         panic!("{e}; agent stderr:\n{}", agent.stderr());
     }
+    agent
+}
+
+/// OpenTelemetry's environment variables configure the exporter (endpoint, headers, resource
+/// attributes, service name), and a flag wins over its variable.
+#[test]
+fn otlp_environment_variables_and_flags() {
+    let name = "otlp_environment_variables_and_flags";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let s = Scenario::build();
+    let r = start_receiver(&s, &[]);
+    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT=http://{RECEIVER}");
+    let mut agent = start_agent_with_env(
+        &s,
+        &[
+            &endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS=x-tenant=from-env,x-api-key=k%2C1",
+            "OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=lab,deployment.environment.name=test",
+            "OTEL_SERVICE_NAME=flowscope-lab",
+        ],
+        &["--otlp-headers", "x-tenant=from-flag"],
+    );
     assert!(traffic::ping(&s.pod_a(), WORLD_IP, 2), "ping");
     let deadline = Instant::now() + Duration::from_secs(20);
     while r.values("log").is_empty() {
@@ -774,6 +783,53 @@ fn otlp_over_mutual_tls() {
     let (flows, _) = wait_same_flows(&s, &r);
     assert!(flows.len() >= 20, "{} flows", flows.len());
     assert_eq!(metric(&s, "flowscope_otlp_dropped_total", &[]), 0.0);
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// The TLS files come from OpenTelemetry's environment variables too
+/// (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE`, `_CLIENT_KEY`): a receiver
+/// requiring a client certificate gets the agent's flows.
+#[test]
+fn otlp_tls_files_from_the_environment() {
+    let name = "otlp_tls_files_from_the_environment";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(dir.path());
+    let s = Scenario::build();
+    let r = start_receiver(
+        &s,
+        &[
+            "--tls-cert",
+            p(&server_cert),
+            "--tls-key",
+            p(&server_key),
+            "--tls-client-ca",
+            p(&ca),
+        ],
+    );
+    let env = [
+        format!("OTEL_EXPORTER_OTLP_ENDPOINT=https://{RECEIVER}"),
+        format!("OTEL_EXPORTER_OTLP_CERTIFICATE={}", p(&ca)),
+        format!("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE={}", p(&client_cert)),
+        format!("OTEL_EXPORTER_OTLP_CLIENT_KEY={}", p(&client_key)),
+    ];
+    let env: Vec<&str> = env.iter().map(String::as_str).collect();
+    let mut agent = start_agent_with_env(&s, &env, &[]);
+    assert!(traffic::ping(&s.pod_a(), WORLD_IP, 2), "ping");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !r.values("log").iter().any(|l| {
+        l["attributes"]["source.address"] == POD_A_IP
+            && l["attributes"]["network.transport"] == "icmp"
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "pod-a's ping did not arrive: {}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert!(agent.stop().success(), "{}", agent.stderr());
 }
 
