@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowscope_otlp::{EncodedFlow, Exporter, OtlpOptions};
+use flowscope_proto::flow::FlowFilter;
 use flowscope_proto::observer::GetFlowsRequest;
 use flowscope_proto::wkt::Timestamp;
 use tokio_stream::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{info, warn};
 
 use crate::error::RelayError;
 use crate::flows::{FlowStream, FlowsSettings, get_flows};
@@ -41,22 +42,26 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The exporter, started; its flows come once [`OtlpExport::follow`] runs.
 pub(crate) struct OtlpExport {
     exporter: Exporter<EncodedFlow>,
-    filters: (
-        Vec<flowscope_proto::flow::FlowFilter>,
-        Vec<flowscope_proto::flow::FlowFilter>,
-    ),
+    /// `--otlp-allowlist`, passed down to the agents.
+    allowlist: Vec<FlowFilter>,
+    /// `--otlp-denylist`, passed down to the agents.
+    denylist: Vec<FlowFilter>,
 }
 
 impl OtlpExport {
     /// Validates the options and starts the exporter (nothing is connected yet).
     pub(crate) fn start(opts: OtlpOptions, relay_name: &str) -> Result<Self, RelayError> {
-        let filters = (opts.allowlist.clone(), opts.denylist.clone());
+        let (allowlist, denylist) = (opts.allowlist.clone(), opts.denylist.clone());
         let origin = flowscope_otlp::Origin {
             instance: relay_name,
             node: None,
         };
         let exporter = Exporter::start(opts, origin)?;
-        Ok(OtlpExport { exporter, filters })
+        Ok(OtlpExport {
+            exporter,
+            allowlist,
+            denylist,
+        })
     }
 
     /// The `flowscope_otlp_*` series, for the relay's `/metrics`.
@@ -73,12 +78,11 @@ impl OtlpExport {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, RelayError> {
-        let (whitelist, blacklist) = std::mem::take(&mut self.filters);
         let request = GetFlowsRequest {
             follow: true,
             since: Some(Timestamp::now()),
-            whitelist,
-            blacklist,
+            whitelist: std::mem::take(&mut self.allowlist),
+            blacklist: std::mem::take(&mut self.denylist),
             ..GetFlowsRequest::default()
         };
         let stream = get_flows(
@@ -116,10 +120,17 @@ async fn feed(
                 }
             }
             Some(Err(status)) => {
-                debug!(error = %status.message(), "the OTLP exporter's flow stream ended");
+                if !shutdown.is_cancelled() {
+                    warn!(error = %status.message(), "the OTLP exporter's flow stream failed; no more flows are exported");
+                }
                 break;
             }
-            None => break,
+            None => {
+                if !shutdown.is_cancelled() {
+                    warn!("the OTLP exporter's flow stream ended; no more flows are exported");
+                }
+                break;
+            }
         }
     }
     exporter.close(CLOSE_TIMEOUT).await;
