@@ -39,6 +39,7 @@ pub mod flags;
 mod glob;
 mod ip;
 mod label;
+pub mod lists;
 mod misc;
 mod pod;
 mod port;

@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use clap::{CommandFactory as _, Parser};
 use monitor_agent::{
     agent::{self, AgentOptions, DumpFormat},
-    export::{self, ExportOptions, FilterList, otlp::OtlpOptions},
+    export::{self, ExportOptions, FilterList},
     kernel::{
         datapath::{Aggregation, AttachMode, DatapathOptions, ObservationPoints},
         ifaces::Selector,
@@ -206,101 +206,9 @@ struct Cli {
     /// (not an ExportEvent: Hubble's tools reading the file would not know them).
     #[arg(long)]
     export_unanswered: bool,
-    /// Export flows (as log records) and metrics over OTLP/gRPC to this receiver (an
-    /// OpenTelemetry Collector, Grafana Alloy): http://host:4317 (plain text), https://host:4317
-    /// or host:4317 (TLS). Default: $OTEL_EXPORTER_OTLP_ENDPOINT; unset: no OTLP export.
-    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    otlp_endpoint: Option<String>,
-    /// gRPC metadata sent with every OTLP request: key=value,key2=value2 (values
-    /// percent-decoded). Default: $OTEL_EXPORTER_OTLP_HEADERS.
-    #[arg(
-        long,
-        value_name = "LIST",
-        env = "OTEL_EXPORTER_OTLP_HEADERS",
-        hide_env_values = true
-    )]
-    otlp_headers: Option<String>,
-    /// Plain text to an endpoint given without a scheme (or with https://).
-    #[arg(long)]
-    otlp_insecure: bool,
-    /// CA certificates (PEM) the OTLP receiver's certificate must chain to (default: the
-    /// system's). Default: $OTEL_EXPORTER_OTLP_CERTIFICATE.
-    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
-    otlp_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS with the OTLP receiver.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
-    )]
-    otlp_client_cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, value_name = "FILE", env = "OTEL_EXPORTER_OTLP_CLIENT_KEY")]
-    otlp_client_key_file: Option<PathBuf>,
-    /// Longest time one OTLP request may take.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    otlp_timeout: Duration,
-    /// Most flows (log records) in one OTLP request.
-    #[arg(long, value_name = "N", default_value_t = export::otlp::config::DEFAULT_BATCH_SIZE)]
-    otlp_batch_size: usize,
-    /// Longest time a flow waits for its OTLP batch to fill.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    otlp_batch_interval: Duration,
-    /// Flows waiting to be sent over OTLP, at most; past this they are dropped and counted.
-    #[arg(long, value_name = "N", default_value_t = export::otlp::config::DEFAULT_QUEUE)]
-    otlp_queue_size: usize,
-    /// Push the metrics over OTLP this often (0s: only flows).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    otlp_metrics_interval: Duration,
-    /// Send over OTLP only flows matching one of these JSON FlowFilters (as --export-allowlist).
-    #[arg(long, value_name = "JSON", value_parser = export::parse_filter_list)]
-    otlp_allowlist: Vec<FilterList>,
-    /// Never send over OTLP flows matching one of these JSON FlowFilters.
-    #[arg(long, value_name = "JSON", value_parser = export::parse_filter_list)]
-    otlp_denylist: Vec<FilterList>,
-    /// Keep only these fields of each flow sent over OTLP, in the body and the attributes (as
-    /// --export-fieldmask).
-    #[arg(long, value_name = "PATHS")]
-    otlp_field_mask: Vec<String>,
-}
-
-/// The OTLP options, or why the OTLP flags do not make sense.
-fn otlp_options(cli: &Cli) -> Result<Option<OtlpOptions>, String> {
-    let Some(endpoint) = cli.otlp_endpoint.clone().filter(|e| !e.trim().is_empty()) else {
-        let used = !cli.otlp_allowlist.is_empty()
-            || !cli.otlp_denylist.is_empty()
-            || !cli.otlp_field_mask.is_empty();
-        if used {
-            return Err("the --otlp-… options need --otlp-endpoint".into());
-        }
-        return Ok(None);
-    };
-    let flat = |l: &[FilterList]| l.iter().flat_map(|f| f.0.iter().cloned()).collect();
-    let headers = match &cli.otlp_headers {
-        Some(h) => export::otlp::config::parse_key_values(h)
-            .map_err(|bad| format!("--otlp-headers: {bad:?} is not key=value"))?,
-        None => Vec::new(),
-    };
-    Ok(Some(OtlpOptions {
-        insecure: cli.otlp_insecure,
-        headers,
-        ca_file: cli.otlp_ca_file.clone(),
-        client_cert_file: cli.otlp_client_cert_file.clone(),
-        client_key_file: cli.otlp_client_key_file.clone(),
-        timeout: cli.otlp_timeout,
-        batch_size: cli.otlp_batch_size,
-        batch_interval: cli.otlp_batch_interval,
-        queue_size: cli.otlp_queue_size,
-        allowlist: flat(&cli.otlp_allowlist),
-        denylist: flat(&cli.otlp_denylist),
-        field_mask: cli
-            .otlp_field_mask
-            .iter()
-            .flat_map(|m| export::parse_field_mask(m))
-            .collect(),
-        metrics_interval: cli.otlp_metrics_interval,
-        ..OtlpOptions::new(endpoint)
-    }))
+    /// The OTLP exporter's options (`--otlp-*`, the relay's too).
+    #[command(flatten)]
+    otlp: flowscope_otlp::OtlpArgs,
 }
 
 /// `--export-file-max-size-mb`: a non-negative number of MiB.
@@ -533,7 +441,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let otlp = match otlp_options(&cli) {
+    let otlp = match cli.otlp.options("flowscope-agent") {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");

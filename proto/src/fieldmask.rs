@@ -229,6 +229,15 @@ fn keep(node: &Node, mut msg: &[u8], out: &mut Vec<u8>) -> Result<(), prost::Dec
     Ok(())
 }
 
+/// Field paths written as an option's value (`--export-fieldmask`, `--otlp-field-mask`):
+/// separated by commas or spaces.
+pub fn parse_paths(s: &str) -> Vec<String> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

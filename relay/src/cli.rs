@@ -165,12 +165,19 @@ pub struct Cli {
     /// (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
+
+    /// The OTLP exporter's options (`--otlp-*`, the agent's too): the cluster's flows as
+    /// OpenTelemetry log records, the relay's metrics as OpenTelemetry metrics.
+    #[command(flatten)]
+    pub otlp: flowscope_otlp::OtlpArgs,
 }
 
 impl Cli {
-    /// The relay configuration these options describe.
-    pub fn into_config(self) -> RelayConfig {
+    /// The relay configuration these options describe; an error when the `--otlp-…` options
+    /// do not make sense together.
+    pub fn into_config(self) -> Result<RelayConfig, flowscope_otlp::ConfigError> {
         let defaults = RelayConfig::default();
+        let otlp = self.otlp.options(crate::export::SERVICE_NAME)?;
         let server_tls = match (self.tls_server_cert_file, self.tls_server_key_file) {
             (Some(cert), Some(key)) => Some(ServerTlsFiles {
                 cert,
@@ -185,7 +192,7 @@ impl Cli {
             key: self.tls_client_key_file,
             server_name: self.tls_server_name,
         });
-        RelayConfig {
+        Ok(RelayConfig {
             listen_address: self.listen_address,
             peers: self.peers,
             peer_dns: self.peer_dns,
@@ -217,8 +224,9 @@ impl Cli {
             metrics_listen_address: self.metrics_listen_address,
             ui_listen_address: self.ui_listen_address,
             name: self.name.unwrap_or_else(host_name),
+            otlp,
             ..defaults
-        }
+        })
     }
 }
 
@@ -245,13 +253,35 @@ mod tests {
     fn defaults_match_hubble() {
         let config = Cli::try_parse_from(["flowscope-relay"])
             .unwrap()
-            .into_config();
+            .into_config()
+            .unwrap();
         assert_eq!(config.listen_address.to_string(), ":4245");
         assert_eq!(config.sort_buffer_len_max, 100);
         assert_eq!(config.sort_buffer_drain_timeout, Duration::from_secs(1));
         assert!(config.server_tls.is_none() && config.client_tls.is_none());
         assert!(config.metrics_listen_address.is_none());
         assert!(!config.name.is_empty());
+    }
+
+    #[test]
+    fn otlp_options_are_the_agent_s() {
+        let config = Cli::try_parse_from([
+            "flowscope-relay",
+            "--otlp-endpoint",
+            "http://collector:4317",
+            "--otlp-allowlist",
+            r#"{"verdict":["DROPPED"]}"#,
+            "--otlp-batch-size",
+            "64",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let otlp = config.otlp.expect("OTLP on");
+        assert_eq!(otlp.endpoint, "http://collector:4317");
+        assert_eq!(otlp.service_name, "flowscope-relay");
+        assert_eq!(otlp.batch_size, 64);
+        assert_eq!(otlp.allowlist.len(), 1);
     }
 
     #[test]
@@ -283,7 +313,8 @@ mod tests {
             "250ms",
         ])
         .unwrap()
-        .into_config();
+        .into_config()
+        .unwrap();
         assert_eq!(config.peers.len(), 3);
         assert_eq!(config.peers[0].name.as_deref(), Some("a"));
         assert_eq!(config.peer_dns.len(), 1);

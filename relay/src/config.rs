@@ -109,8 +109,10 @@ pub struct RelayConfig {
     pub metrics_listen_address: Option<ListenAddress>,
     /// The web view's listen address (off when `None`).
     pub ui_listen_address: Option<flowscope_ui::ListenAddress>,
-    /// The relay's name in the status and lost events it creates.
+    /// The relay's name in the status and lost events it creates (and in its OTLP resource).
     pub name: String,
+    /// Export the cluster's flows and the relay's metrics over OTLP/gRPC (off when `None`).
+    pub otlp: Option<flowscope_otlp::OtlpOptions>,
 }
 
 impl Default for RelayConfig {
@@ -138,6 +140,7 @@ impl Default for RelayConfig {
             metrics_listen_address: None,
             ui_listen_address: None,
             name: "flowscope-relay".to_string(),
+            otlp: None,
         }
     }
 }
@@ -166,6 +169,7 @@ impl fmt::Debug for RelayConfig {
             .field("metrics_listen_address", &self.metrics_listen_address)
             .field("ui_listen_address", &self.ui_listen_address)
             .field("name", &self.name)
+            .field("otlp", &self.otlp)
             .finish_non_exhaustive()
     }
 }

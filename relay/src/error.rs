@@ -39,6 +39,12 @@ pub enum RelayError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The OTLP exporter's options are not usable (endpoint, TLS files, filters, field mask).
+    #[error("starting the OTLP exporter")]
+    Otlp(#[from] flowscope_otlp::OtlpError),
+    /// The OTLP exporter's own GetFlows across the agents could not be opened.
+    #[error("opening the OTLP exporter's flow stream")]
+    OtlpFlows(#[source] ObserverError),
     /// A background task panicked.
     #[error("relay task {task} failed")]
     Task {

@@ -11,7 +11,9 @@
 //! the nodes. Health (`hubble.server.Observer`), reflection (v1, v1alpha),
 //! the `hubble-relay-version` header, TLS on the listener and towards agents
 //! (with client certificates, reloaded when the files change) and its own
-//! Prometheus metrics come along.
+//! Prometheus metrics come along. With `--otlp-endpoint` it also exports the
+//! cluster's flows (and its metrics) over OTLP/gRPC (`export.rs`, with the
+//! agent's exporter, `flowscope-otlp`).
 //!
 //! Memory is bounded by configuration: the sort window, the per-request
 //! buffer between node streams and merger, and the per-client buffer; a
@@ -45,6 +47,7 @@ pub mod config;
 pub mod connector;
 pub mod discovery;
 pub mod error;
+mod export;
 mod flows;
 pub mod inspector;
 pub mod kubernetes;

@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let config = Cli::parse().into_config();
+    let config = Cli::parse().into_config()?;
 
     let shutdown = CancellationToken::new();
     let relay = flowscope_relay::start(config, shutdown.clone())

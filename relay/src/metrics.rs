@@ -34,6 +34,12 @@ impl EncodeLabelValue for PeerState {
     }
 }
 
+const NODES_HELP: &str = "Agents known to the relay, by connection state";
+const FLOWS_RELAYED_HELP: &str = "Flows sent to clients";
+const NODE_ERRORS_HELP: &str = "Failed calls to agents (probes and flow streams)";
+const CLIENTS_HELP: &str = "GetFlows streams being served";
+const LOST_EVENTS_HELP: &str = "Events dropped because a following client read too slowly";
+
 /// The relay's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -49,31 +55,15 @@ impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         let registry = registry.sub_registry_with_prefix("flowscope_relay");
-        registry.register(
-            "nodes",
-            "Agents known to the relay, by connection state",
-            metrics.nodes.clone(),
-        );
+        registry.register("nodes", NODES_HELP, metrics.nodes.clone());
         registry.register(
             "flows_relayed",
-            "Flows sent to clients",
+            FLOWS_RELAYED_HELP,
             metrics.flows_relayed.clone(),
         );
-        registry.register(
-            "node_errors",
-            "Failed calls to agents (probes and flow streams)",
-            metrics.node_errors.clone(),
-        );
-        registry.register(
-            "clients",
-            "GetFlows streams being served",
-            metrics.clients.clone(),
-        );
-        registry.register(
-            "lost_events",
-            "Events dropped because a following client read too slowly",
-            metrics.lost_events.clone(),
-        );
+        registry.register("node_errors", NODE_ERRORS_HELP, metrics.node_errors.clone());
+        registry.register("clients", CLIENTS_HELP, metrics.clients.clone());
+        registry.register("lost_events", LOST_EVENTS_HELP, metrics.lost_events.clone());
         metrics
     }
 
@@ -103,6 +93,56 @@ impl Metrics {
     pub(crate) fn client(self: &Arc<Self>) -> ClientGuard {
         self.clients.inc();
         ClientGuard(self.clone())
+    }
+}
+
+/// The relay's metrics for the OTLP exporter: the same series as `/metrics`, counters as
+/// cumulative monotonic sums named without `_total` (as the agent pushes Hubble's), gauges as
+/// gauges.
+pub(crate) struct OtlpMetrics(pub Arc<Metrics>);
+
+impl flowscope_otlp::MetricsSource for OtlpMetrics {
+    fn metrics(
+        &self,
+        start: u64,
+        now: u64,
+    ) -> Vec<opentelemetry_proto::tonic::metrics::v1::Metric> {
+        use flowscope_otlp::encode::{cumulative_sum, gauge, gauge_points};
+        let m = &self.0;
+        let sum = |name: &str, help: &str, value: u64| {
+            cumulative_sum(name, help, vec![(Vec::new(), value)], start, now)
+        };
+        let nodes = PeerState::ALL.iter().map(|state| {
+            let n = m
+                .nodes
+                .get(&NodeStateLabels { state: *state })
+                .map_or(0, |g| g.get());
+            (vec![("state".to_owned(), state.as_str().to_owned())], n)
+        });
+        vec![
+            gauge_points("flowscope_relay_nodes", NODES_HELP, nodes, now),
+            sum(
+                "flowscope_relay_flows_relayed",
+                FLOWS_RELAYED_HELP,
+                m.flows_relayed.get(),
+            ),
+            sum(
+                "flowscope_relay_node_errors",
+                NODE_ERRORS_HELP,
+                m.node_errors.get(),
+            ),
+            gauge(
+                "flowscope_relay_clients",
+                CLIENTS_HELP,
+                m.clients.get(),
+                now,
+            ),
+            sum(
+                "flowscope_relay_lost_events",
+                LOST_EVENTS_HELP,
+                m.lost_events.get(),
+            ),
+        ]
     }
 }
 
@@ -206,6 +246,41 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        // The same values for the OTLP exporter.
+        use flowscope_otlp::MetricsSource as _;
+        use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point::Value};
+        let pushed = OtlpMetrics(metrics.clone()).metrics(1, 2);
+        let value = |name: &str, state: Option<&str>| -> Option<i64> {
+            let m = pushed.iter().find(|m| m.name == name)?;
+            let points = match m.data.as_ref()? {
+                Data::Sum(s) => &s.data_points,
+                Data::Gauge(g) => &g.data_points,
+                _ => return None,
+            };
+            let p = points.iter().find(|p| {
+                state.is_none_or(|st| {
+                    p.attributes.iter().any(|kv| {
+                        kv.value.as_ref().and_then(|v| v.value.as_ref())
+                            == Some(
+                                &opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                                    st.into(),
+                                ),
+                            )
+                    })
+                })
+            })?;
+            match p.value? {
+                Value::AsInt(v) => Some(v),
+                Value::AsDouble(_) => None,
+            }
+        };
+        assert_eq!(value("flowscope_relay_nodes", Some("connected")), Some(2));
+        assert_eq!(value("flowscope_relay_nodes", Some("unavailable")), Some(1));
+        assert_eq!(value("flowscope_relay_nodes", Some("error")), Some(0));
+        assert_eq!(value("flowscope_relay_flows_relayed", None), Some(1));
+        assert_eq!(value("flowscope_relay_node_errors", None), Some(1));
+        assert_eq!(value("flowscope_relay_lost_events", None), Some(1));
+        assert_eq!(value("flowscope_relay_clients", None), Some(1));
         drop(guard);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();

@@ -115,6 +115,15 @@ pub async fn start(
 ) -> Result<RunningRelay, RelayError> {
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
+    // A bad OTLP option (endpoint, TLS files, filters) stops the relay here, before it listens.
+    let otlp = match config.otlp.clone() {
+        Some(opts) => {
+            let otlp = crate::export::OtlpExport::start(opts, &config.name)?;
+            registry.register_collector(otlp.collector());
+            Some(otlp)
+        }
+        None => None,
+    };
     let registry = Arc::new(registry);
 
     // TLS first: bad certificates must stop the relay before it listens.
@@ -312,6 +321,15 @@ pub async fn start(
         history_stall_timeout: config.request_timeout.max(config.sort_buffer_drain_timeout),
         relay_name: config.name.clone(),
     });
+    if let Some(otlp) = otlp {
+        let feed = otlp.follow(
+            pool.clone(),
+            flows.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?;
+        tasks.spawn(feed.instrument(info_span!("otlp")).then_ok());
+    }
     let observer = RelayObserver::new(
         pool.clone(),
         flows,
@@ -377,6 +395,7 @@ pub async fn start(
         peers = config.peers.len(),
         dns = config.peer_dns.len(),
         metrics = ?metrics_addr,
+        otlp = config.otlp.as_ref().map(|o| o.endpoint.as_str()),
         "relay listening"
     );
     Ok(RunningRelay {

@@ -12,10 +12,12 @@
 //! - [`dns`]: a real DNS server (dnsmasq) in the world, and pods resolving through it;
 //! - [`packets`]: IPv6 extension headers and SCTP (raw sockets);
 //! - [`process`]: the agent (or another binary) as a child process, its JSON output collected;
+//! - [`certs`]: a CA, server and client certificates for the TLS tests;
 //! - [`client`]: gRPC channels to the agent's unix socket or a TCP server;
 //! - [`scrape`]: Prometheus metrics read from inside a namespace;
 //! - [`topology`]: namespaces and links of a test's own, beyond the scenario.
 
+pub mod certs;
 pub mod client;
 pub mod dns;
 pub mod netns;

@@ -2,7 +2,8 @@
 //! OTLP log records (and its metrics) to a receiver built only from the OpenTelemetry project's
 //! Python packages (`opentelemetry-proto`'s generated stubs and `grpcio`,
 //! `tests/otlp_receiver.py`), which shares no code with our encoder. The receiver runs in the
-//! node's namespace on 127.0.0.1:4317. Privileged; run serially.
+//! node's namespace on 127.0.0.1:4317, in plain text, TLS or mutual TLS. The relay exports the
+//! merged stream of two nodes the same way. Privileged; run serially.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,7 +16,9 @@ use std::{
 use flowscope_proto::flow::{Flow, IpVersion, TraceObservationPoint, Verdict, layer4::Protocol};
 use serde_json::Value;
 use testbed::{
-    Scenario, observe,
+    Scenario, bin_path,
+    certs::Ca,
+    observe,
     process::Spawned,
     require_root,
     scenario::{POD_A_IP, POD_B_IP, WORLD_IP},
@@ -63,14 +66,18 @@ fn start_receiver(s: &Scenario, extra: &[&str]) -> Spawned {
 }
 
 fn start_agent(s: &Scenario, extra: &[&str]) -> Spawned {
-    let endpoint = format!("http://{RECEIVER}");
+    start_agent_to(s, &format!("http://{RECEIVER}"), extra)
+}
+
+/// The agent, exporting to `endpoint`.
+fn start_agent_to(s: &Scenario, endpoint: &str, extra: &[&str]) -> Spawned {
     let mut args = vec![
         "--metrics-listen-address",
         METRICS,
         "--aggregation",
         "none",
         "--otlp-endpoint",
-        &endpoint,
+        endpoint,
         "--otlp-batch-interval",
         "200ms",
         "--otlp-metrics-interval",
@@ -524,44 +531,29 @@ fn otlp_partial_success_is_counted() {
     assert!(agent.stop().success(), "{}", agent.stderr());
 }
 
-/// OpenTelemetry's environment variables configure the exporter (endpoint, headers, resource
-/// attributes, service name), and a flag wins over its variable.
-#[test]
-fn otlp_environment_variables_and_flags() {
-    let name = "otlp_environment_variables_and_flags";
-    if !require_root(name) || !receiver_available(name) {
-        return;
-    }
-    let s = Scenario::build();
-    let r = start_receiver(&s, &[]);
+/// The agent with `env` (`KEY=value` items) in its environment, exporting every 200 ms;
+/// waits until it serves.
+fn start_agent_with_env(s: &Scenario, env: &[&str], extra: &[&str]) -> Spawned {
     let socket = s.agent_socket();
     let endpoints = s.endpoints_file();
-    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT=http://{RECEIVER}");
     let agent_bin = testbed::bin_path("monitor-agent");
     // `env` sets the variables and execs the agent (its PID is the agent's).
-    let mut agent = Spawned::start(
-        &s.node(),
-        Path::new("env"),
-        &[
-            &endpoint,
-            "OTEL_EXPORTER_OTLP_HEADERS=x-tenant=from-env,x-api-key=k%2C1",
-            "OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=lab,deployment.environment.name=test",
-            "OTEL_SERVICE_NAME=flowscope-lab",
-            agent_bin.to_str().expect("utf-8 path"),
-            "--socket",
-            socket.to_str().expect("utf-8 path"),
-            "--endpoints-file",
-            endpoints.to_str().expect("utf-8 path"),
-            "--node-name",
-            "node-1",
-            "--metrics-listen-address",
-            METRICS,
-            "--otlp-batch-interval",
-            "200ms",
-            "--otlp-headers",
-            "x-tenant=from-flag",
-        ],
-    );
+    let mut args: Vec<&str> = env.to_vec();
+    args.extend([
+        agent_bin.to_str().expect("utf-8 path"),
+        "--socket",
+        socket.to_str().expect("utf-8 path"),
+        "--endpoints-file",
+        endpoints.to_str().expect("utf-8 path"),
+        "--node-name",
+        "node-1",
+        "--metrics-listen-address",
+        METRICS,
+        "--otlp-batch-interval",
+        "200ms",
+    ]);
+    args.extend_from_slice(extra);
+    let agent = Spawned::start(&s.node(), Path::new("env"), &args);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -572,6 +564,30 @@ fn otlp_environment_variables_and_flags() {
     )) {
         panic!("{e}; agent stderr:\n{}", agent.stderr());
     }
+    agent
+}
+
+/// OpenTelemetry's environment variables configure the exporter (endpoint, headers, resource
+/// attributes, service name), and a flag wins over its variable.
+#[test]
+fn otlp_environment_variables_and_flags() {
+    let name = "otlp_environment_variables_and_flags";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let s = Scenario::build();
+    let r = start_receiver(&s, &[]);
+    let endpoint = format!("OTEL_EXPORTER_OTLP_ENDPOINT=http://{RECEIVER}");
+    let mut agent = start_agent_with_env(
+        &s,
+        &[
+            &endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS=x-tenant=from-env,x-api-key=k%2C1",
+            "OTEL_RESOURCE_ATTRIBUTES=k8s.cluster.name=lab,deployment.environment.name=test",
+            "OTEL_SERVICE_NAME=flowscope-lab",
+        ],
+        &["--otlp-headers", "x-tenant=from-flag"],
+    );
     assert!(traffic::ping(&s.pod_a(), WORLD_IP, 2), "ping");
     let deadline = Instant::now() + Duration::from_secs(20);
     while r.values("log").is_empty() {
@@ -681,6 +697,475 @@ fn otlp_slow_receiver_never_blocks() {
         "what the receiver got is what the agent counts as sent"
     );
     assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A CA of the test's own, the receiver's certificate (for 127.0.0.1) and a client certificate
+/// for the agent, in `dir`: (CA file, receiver cert, receiver key, client cert, client key).
+fn certificates(dir: &Path) -> [std::path::PathBuf; 5] {
+    let ca = Ca::new("flowscope OTLP test CA");
+    let ca_file = ca.write(dir, "ca");
+    let (server_cert, server_key) = ca.leaf(dir, "receiver", "127.0.0.1", false);
+    let (client_cert, client_key) = ca.leaf(dir, "agent", "node-1", true);
+    [ca_file, server_cert, server_key, client_cert, client_key]
+}
+
+/// TLS to the receiver: the endpoint without a scheme means TLS (OTLP's rule), the receiver's
+/// certificate is checked against `--otlp-ca-file` (a CA of the test's own), and every flow of
+/// the history arrives.
+#[test]
+fn otlp_over_tls() {
+    let name = "otlp_over_tls";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, server_cert, server_key, _, _] = certificates(dir.path());
+    let s = Scenario::build();
+    let r = start_receiver(
+        &s,
+        &["--tls-cert", p(&server_cert), "--tls-key", p(&server_key)],
+    );
+    let mut agent = start_agent_to(&s, RECEIVER, &["--otlp-ca-file", p(&ca)]);
+    reference_traffic(&s);
+    let (flows, _) = wait_same_flows(&s, &r);
+    assert!(flows.len() >= 20, "{} flows", flows.len());
+    assert_eq!(metric(&s, "flowscope_otlp_dropped_total", &[]), 0.0);
+    assert_eq!(
+        metric(
+            &s,
+            "flowscope_otlp_requests_failed_total",
+            &[("signal", "logs")]
+        ),
+        0.0
+    );
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// Mutual TLS: a receiver that requires a client certificate of its CA gets every flow from an
+/// agent with `--otlp-client-cert-file`/`--otlp-client-key-file` (over `https://`).
+#[test]
+fn otlp_over_mutual_tls() {
+    let name = "otlp_over_mutual_tls";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(dir.path());
+    let s = Scenario::build();
+    let r = start_receiver(
+        &s,
+        &[
+            "--tls-cert",
+            p(&server_cert),
+            "--tls-key",
+            p(&server_key),
+            "--tls-client-ca",
+            p(&ca),
+        ],
+    );
+    let mut agent = start_agent_to(
+        &s,
+        &format!("https://{RECEIVER}"),
+        &[
+            "--otlp-ca-file",
+            p(&ca),
+            "--otlp-client-cert-file",
+            p(&client_cert),
+            "--otlp-client-key-file",
+            p(&client_key),
+        ],
+    );
+    reference_traffic(&s);
+    let (flows, _) = wait_same_flows(&s, &r);
+    assert!(flows.len() >= 20, "{} flows", flows.len());
+    assert_eq!(metric(&s, "flowscope_otlp_dropped_total", &[]), 0.0);
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// The TLS files come from OpenTelemetry's environment variables too
+/// (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE`, `_CLIENT_KEY`): a receiver
+/// requiring a client certificate gets the agent's flows.
+#[test]
+fn otlp_tls_files_from_the_environment() {
+    let name = "otlp_tls_files_from_the_environment";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(dir.path());
+    let s = Scenario::build();
+    let r = start_receiver(
+        &s,
+        &[
+            "--tls-cert",
+            p(&server_cert),
+            "--tls-key",
+            p(&server_key),
+            "--tls-client-ca",
+            p(&ca),
+        ],
+    );
+    let env = [
+        format!("OTEL_EXPORTER_OTLP_ENDPOINT=https://{RECEIVER}"),
+        format!("OTEL_EXPORTER_OTLP_CERTIFICATE={}", p(&ca)),
+        format!("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE={}", p(&client_cert)),
+        format!("OTEL_EXPORTER_OTLP_CLIENT_KEY={}", p(&client_key)),
+    ];
+    let env: Vec<&str> = env.iter().map(String::as_str).collect();
+    let mut agent = start_agent_with_env(&s, &env, &[]);
+    assert!(traffic::ping(&s.pod_a(), WORLD_IP, 2), "ping");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !r.values("log").iter().any(|l| {
+        l["attributes"]["source.address"] == POD_A_IP
+            && l["attributes"]["network.transport"] == "icmp"
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "pod-a's ping did not arrive: {}",
+            agent.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+/// A receiver that requires a client certificate receives nothing from an agent that has none:
+/// its requests fail and are counted, nothing counts as sent, and the agent goes on serving.
+#[test]
+fn otlp_mutual_tls_refuses_an_agent_without_a_certificate() {
+    let name = "otlp_mutual_tls_refuses_an_agent_without_a_certificate";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [ca, server_cert, server_key, _, _] = certificates(dir.path());
+    let s = Scenario::build();
+    let r = start_receiver(
+        &s,
+        &[
+            "--tls-cert",
+            p(&server_cert),
+            "--tls-key",
+            p(&server_key),
+            "--tls-client-ca",
+            p(&ca),
+        ],
+    );
+    let mut agent = start_agent_to(
+        &s,
+        &format!("https://{RECEIVER}"),
+        &["--otlp-ca-file", p(&ca)],
+    );
+    reference_traffic(&s);
+    wait_metric(&s, "failed log and metric requests", |m| {
+        m(
+            "flowscope_otlp_requests_failed_total",
+            &[("signal", "logs")],
+        ) >= 2.0
+            && m(
+                "flowscope_otlp_requests_failed_total",
+                &[("signal", "metrics")],
+            ) >= 1.0
+    });
+    assert!(!history(&s).is_empty(), "the API serves flows meanwhile");
+    assert_eq!(
+        metric(&s, "flowscope_otlp_sent_total", &[("signal", "logs")]),
+        0.0
+    );
+    assert!(
+        r.values("log").is_empty() && r.values("request").is_empty(),
+        "the receiver accepted something: {:?}",
+        r.lines()
+    );
+    assert!(agent.stop().success(), "{}", agent.stderr());
+}
+
+const RELAY: &str = "127.0.0.1:4245";
+const RELAY_METRICS: &str = "127.0.0.1:9966";
+
+/// `flowctl --server <relay> args…`, run in `ns` (bounded to 20 s); panics if it fails.
+fn relay_flowctl(ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "20"])
+        .arg(bin_path("flowctl"))
+        .args(["--server", RELAY])
+        .args(args)
+        .output()
+        .expect("flowctl");
+    assert!(
+        out.status.success(),
+        "flowctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every flow of both nodes' histories, through the relay.
+fn relay_history(ns: &str) -> Vec<Flow> {
+    observe::flows(&relay_flowctl(
+        ns,
+        &["observe", "--last", "1000000", "-o", "jsonpb"],
+    ))
+}
+
+/// The relay, in node-1's namespace, dialing both agents over their unix sockets and exporting
+/// over OTLP to the receiver's address; started before the agents (which it waits for).
+fn start_relay(s1: &Scenario, s2: &Scenario) -> Spawned {
+    let peers = format!(
+        "node-1=unix://{},node-2=unix://{}",
+        s1.agent_socket().display(),
+        s2.agent_socket().display()
+    );
+    let endpoint = format!("http://{RECEIVER}");
+    Spawned::start(
+        &s1.node(),
+        &bin_path("flowscope-relay"),
+        &[
+            "--listen-address",
+            RELAY,
+            "--metrics-listen-address",
+            RELAY_METRICS,
+            "--peers",
+            &peers,
+            "--peer-check-interval",
+            "1s",
+            "--backoff-max",
+            "1s",
+            "--name",
+            "relay-0",
+            "--otlp-endpoint",
+            &endpoint,
+            "--otlp-batch-interval",
+            "200ms",
+            "--otlp-metrics-interval",
+            "1s",
+        ],
+    )
+}
+
+/// Waits (bounded) until the relay reports both nodes connected.
+fn wait_both_connected(ns: &str, relay: &Spawned) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = relay_flowctl(ns, &["nodes"]);
+        if out.matches("Connected").count() == 2 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never saw both nodes: {out}\nrelay: {}",
+            relay.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One relay metric (summed over the series matching `labels`), 0 when absent.
+fn relay_metric(ns: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = scrape::wait_metrics(
+        ns,
+        RELAY_METRICS.parse().expect("addr"),
+        Duration::from_secs(5),
+    );
+    scrape::value(&scrape::parse(&text), name, labels).unwrap_or(0.0)
+}
+
+/// Waits until the receiver holds exactly the flows the relay returns for both nodes' histories
+/// (each once), once both histories hold their node's firewall drop (the traffic's last
+/// packet).
+fn wait_same_flows_through_relay(ns: &str, r: &Spawned) -> (Vec<Flow>, BTreeMap<String, Value>) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let flows = relay_history(ns);
+        let got = received(r);
+        let want: BTreeSet<&str> = flows.iter().map(|f| f.uuid.as_str()).collect();
+        let have: BTreeSet<&str> = got.keys().map(String::as_str).collect();
+        let complete = ["node-1", "node-2"].iter().all(|n| {
+            flows
+                .iter()
+                .any(|f| f.node_name == *n && is_the_dropped_datagram(f))
+        });
+        if complete && want == have && got.len() == r.values("log").len() {
+            return (flows, got);
+        }
+        if Instant::now() >= deadline {
+            let missing: Vec<_> = want.difference(&have).take(5).collect();
+            let extra: Vec<_> = have.difference(&want).take(5).collect();
+            panic!(
+                "the receiver has {} records ({} lines), the relay {} flows (both drops among them: {complete}); missing {missing:?}, extra {extra:?}",
+                got.len(),
+                r.values("log").len(),
+                flows.len()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The relay exports the cluster's stream: with `--otlp-endpoint` on the relay only (the agents
+/// export nothing), after the reference traffic on two nodes the receiver has exactly the flows
+/// `flowctl observe --last N` through the relay returns, each once, each record naming its
+/// own node (`k8s.node.name` = the flow's `node_name`), under the relay's resource
+/// (`service.name=flowscope-relay`, no node of its own); the relay's metrics arrive as OTLP
+/// metrics, and its `/metrics` counts what it sent.
+#[test]
+fn otlp_relay_exports_the_cluster_stream() {
+    let name = "otlp_relay_exports_the_cluster_stream";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let (s1, s2) = (Scenario::build(), Scenario::build());
+    let ns = s1.node();
+    let r = start_receiver(&s1, &[]);
+    let mut relay = start_relay(&s1, &s2);
+    let mut a1 = s1.start_agent(&[]);
+    let mut a2 = s2.start_agent(&["--node-name", "node-2"]);
+    wait_both_connected(&ns, &relay);
+    reference_traffic(&s1);
+    reference_traffic(&s2);
+    let (flows, got) = wait_same_flows_through_relay(&ns, &r);
+    let per_node = |n: &str| flows.iter().filter(|f| f.node_name == n).count();
+    println!(
+        "through the relay: {} flows of node-1, {} of node-2; the receiver: {} records",
+        per_node("node-1"),
+        per_node("node-2"),
+        got.len()
+    );
+    assert!(
+        per_node("node-1") >= 20 && per_node("node-2") >= 20,
+        "{} + {} flows",
+        per_node("node-1"),
+        per_node("node-2")
+    );
+    for f in &flows {
+        let rec = &got[&f.uuid];
+        assert_eq!(
+            rec["attributes"]["k8s.node.name"],
+            f.node_name.as_str(),
+            "{rec}"
+        );
+        assert_eq!(record_tuple(rec), five_tuple(f), "{rec}");
+        let res = &rec["resource"];
+        assert_eq!(res["service.name"], "flowscope-relay", "{rec}");
+        assert_eq!(res["service.instance.id"], "relay-0", "{rec}");
+        assert!(res.get("k8s.node.name").is_none(), "{rec}");
+        let body = rec["body"].as_str().expect("a string body");
+        let back: Flow = flowscope_proto::json::from_json(body).expect("Hubble's JSON");
+        assert_eq!(
+            back,
+            Flow {
+                extensions: None,
+                ..f.clone()
+            }
+        );
+    }
+    // Both drops, with the kernel's reason (the relay asks the agents for our extension).
+    for node in ["node-1", "node-2"] {
+        assert!(
+            got.values().any(|r| {
+                let a = &r["attributes"];
+                a["k8s.node.name"] == node
+                    && a["flow.verdict"] == "DROPPED"
+                    && a["flow.kernel_drop_reason"] == "NETFILTER_DROP"
+            }),
+            "{node}'s drop"
+        );
+    }
+    // The relay's own metrics, pushed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let nodes: Vec<Value> = r
+            .values("metric")
+            .into_iter()
+            .filter(|m| {
+                m["name"] == "flowscope_relay_nodes" && m["attributes"]["state"] == "connected"
+            })
+            .collect();
+        if nodes.last().is_some_and(|m| m["value"] == 2) {
+            assert_eq!(nodes[0]["resource"]["service.name"], "flowscope-relay");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flowscope_relay_nodes over OTLP: {nodes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(relay_metric(&ns, "flowscope_otlp_dropped_total", &[]), 0.0);
+    assert_eq!(
+        relay_metric(&ns, "flowscope_otlp_sent_total", &[("signal", "logs")]),
+        r.values("log").len() as f64
+    );
+    relay.signal(libc::SIGTERM);
+    assert!(
+        relay.wait_exit(Duration::from_secs(15)).success(),
+        "relay exits 0 on SIGTERM: {}",
+        relay.stderr()
+    );
+    assert!(a1.stop().success(), "{}", a1.stderr());
+    assert!(a2.stop().success(), "{}", a2.stderr());
+}
+
+/// The receiver is down when the relay starts: its requests fail and are retried (counted on
+/// the relay's `/metrics`), the relay's GetFlows keeps answering at once meanwhile, and once
+/// the receiver is up every flow of both nodes arrives, once.
+#[test]
+fn otlp_relay_receiver_down_at_start_then_up() {
+    let name = "otlp_relay_receiver_down_at_start_then_up";
+    if !require_root(name) || !receiver_available(name) {
+        return;
+    }
+    let (s1, s2) = (Scenario::build(), Scenario::build());
+    let ns = s1.node();
+    let mut relay = start_relay(&s1, &s2);
+    let mut a1 = s1.start_agent(&[]);
+    let mut a2 = s2.start_agent(&["--node-name", "node-2"]);
+    wait_both_connected(&ns, &relay);
+    reference_traffic(&s1);
+    reference_traffic(&s2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(relay_metric(
+        &ns,
+        "flowscope_otlp_requests_failed_total",
+        &[("signal", "logs")],
+    ) >= 2.0
+        && relay_metric(&ns, "flowscope_otlp_retries_total", &[("signal", "logs")]) >= 1.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no failed and retried request on the relay: {}",
+            relay.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = Instant::now();
+    let flows = relay_history(&ns);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "GetFlows through the relay took {:?}",
+        t.elapsed()
+    );
+    assert!(
+        flows.iter().any(|f| f.node_name == "node-1")
+            && flows.iter().any(|f| f.node_name == "node-2"),
+        "the relay serves both nodes' flows meanwhile"
+    );
+    let r = start_receiver(&s1, &[]);
+    let (flows, _) = wait_same_flows_through_relay(&ns, &r);
+    assert!(flows.len() >= 40, "{} flows", flows.len());
+    assert_eq!(relay_metric(&ns, "flowscope_otlp_dropped_total", &[]), 0.0);
+    relay.signal(libc::SIGTERM);
+    assert!(
+        relay.wait_exit(Duration::from_secs(15)).success(),
+        "{}",
+        relay.stderr()
+    );
+    assert!(a1.stop().success(), "{}", a1.stderr());
+    assert!(a2.stop().success(), "{}", a2.stderr());
 }
 
 /// The `flowscope_otlp_*` series on `/metrics` pass `promtool check metrics` (Debian's

@@ -10,6 +10,8 @@ It prints one JSON object per line on standard output:
   {"metric": {...}}                                      each metric data point accepted
 
 Behaviour (all optional):
+  --tls-cert FILE --tls-key FILE   serve TLS with this certificate and key (PEM)
+  --tls-client-ca FILE             with TLS, require a client certificate of this CA (mTLS)
   --unavailable N   answer the first N log requests UNAVAILABLE with a RetryInfo of 200 ms
   --slow N:SECONDS  take SECONDS to answer each of the first N log requests (then accept them)
   --reject N        accept log requests but report N rejected records in a partial success
@@ -157,15 +159,31 @@ def main():
     p.add_argument("--unavailable", type=int, default=0)
     p.add_argument("--slow", default="0:0")
     p.add_argument("--reject", type=int, default=0)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--tls-client-ca")
     args = p.parse_args()
     n, secs = args.slow.split(":")
     args.slow_requests, args.slow_seconds = int(n), float(secs)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(args), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
-    port = server.add_insecure_port(args.listen)
+    if args.tls_cert:
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+
+        ca = read(args.tls_client_ca) if args.tls_client_ca else None
+        creds = grpc.ssl_server_credentials(
+            [(read(args.tls_key), read(args.tls_cert))],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+        port = server.add_secure_port(args.listen, creds)
+    else:
+        port = server.add_insecure_port(args.listen)
     server.start()
-    emit({"listening": port})
+    emit({"listening": port, "tls": bool(args.tls_cert), "mtls": bool(args.tls_client_ca)})
     server.wait_for_termination()
 
 

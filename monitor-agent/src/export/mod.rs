@@ -654,39 +654,11 @@ fn gzip(file: &Path) -> std::io::Result<()> {
     fs::remove_file(file)
 }
 
-/// Parses `--export-allowlist` / `--export-denylist`: JSON FlowFilters, as Hubble's
-/// `--hubble-export-allowlist` takes them: one object, several separated by commas, or an array.
-pub fn parse_filters(s: &str) -> Result<Vec<FlowFilter>, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text = if s.starts_with('[') {
-        s.to_owned()
-    } else {
-        format!("[{s}]")
-    };
-    flowscope_proto::json::from_json::<Vec<FlowFilter>>(&text)
-        .map_err(|e| format!("expected JSON FlowFilters like {{\"verdict\":[\"DROPPED\"]}}: {e}"))
-}
-
-/// One `--export-allowlist` / `--export-denylist` value (a newtype: clap gives `Vec<Vec<_>>`
-/// a meaning of its own).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FilterList(pub Vec<FlowFilter>);
-
-/// [`parse_filters`] for clap.
-pub fn parse_filter_list(s: &str) -> Result<FilterList, String> {
-    parse_filters(s).map(FilterList)
-}
-
-/// Parses `--export-fieldmask`: field paths separated by commas or spaces.
-pub fn parse_field_mask(s: &str) -> Vec<String> {
-    s.split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|p| !p.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
+/// The lists of `--export-allowlist` / `--export-denylist` (and the OTLP exporter's): one place
+/// for the agent, the relay and flowctl (`flowscope_filter::lists`).
+pub use flowscope_filter::lists::{FilterList, parse_filter_list, parse_filters};
+/// `--export-fieldmask` (and `--otlp-field-mask`): paths separated by commas or spaces.
+pub use flowscope_proto::fieldmask::parse_paths as parse_field_mask;
 
 #[cfg(test)]
 mod tests {

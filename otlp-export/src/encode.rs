@@ -235,17 +235,30 @@ pub fn cumulative_sum(
 
 /// A gauge of one value.
 pub fn gauge(name: &str, description: &str, value: i64, now: u64) -> Metric {
+    gauge_points(name, description, vec![(Vec::new(), value)], now)
+}
+
+/// A gauge of several series (label pairs, value).
+pub fn gauge_points(
+    name: &str,
+    description: &str,
+    points: impl IntoIterator<Item = (Vec<(String, String)>, i64)>,
+    now: u64,
+) -> Metric {
+    let data_points = points
+        .into_iter()
+        .map(|(labels, value)| NumberDataPoint {
+            attributes: labels.into_iter().map(|(k, v)| kv_str(&k, v)).collect(),
+            time_unix_nano: now,
+            value: Some(number_data_point::Value::AsInt(value)),
+            ..NumberDataPoint::default()
+        })
+        .collect();
     Metric {
         name: name.to_owned(),
         description: description.to_owned(),
         data: Some(Data::Gauge(
-            opentelemetry_proto::tonic::metrics::v1::Gauge {
-                data_points: vec![NumberDataPoint {
-                    time_unix_nano: now,
-                    value: Some(number_data_point::Value::AsInt(value)),
-                    ..NumberDataPoint::default()
-                }],
-            },
+            opentelemetry_proto::tonic::metrics::v1::Gauge { data_points },
         )),
         ..Metric::default()
     }

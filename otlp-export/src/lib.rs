@@ -1,14 +1,18 @@
-//! Flow and metric export over OTLP/gRPC, to an OpenTelemetry Collector, Grafana Alloy, or any
-//! OTLP receiver (Loki's and Mimir's OTLP endpoints behind them).
+//! flowscope-otlp: flows and metrics over OTLP/gRPC, to an OpenTelemetry Collector, Grafana
+//! Alloy, or any OTLP receiver (Loki's and Mimir's OTLP endpoints behind them). Used by the
+//! agent (its node's flows) and the relay (the cluster's merged stream); what each pushes is
+//! theirs: an [`ExportItem`] that becomes a flow on the exporter's task, and a
+//! [`MetricsSource`]. Depends on `flowscope-proto` and `flowscope-filter`, never on the agent or
+//! aya.
 //!
 //! - every flow the allow/deny lists select becomes an OTLP **log record** (see [`encode`]: the
 //!   body is the flow's Hubble JSON after the field mask, the attributes follow OpenTelemetry's
 //!   semantic conventions), sent in batches bounded in size and time;
-//! - Hubble's **metrics** (the series `/metrics` serves, as cumulative monotonic sums) and the
-//!   exporter's own counters are pushed every `metrics_interval`;
-//! - the pipeline never waits: [`OtlpExporter::push`] is an `Arc` clone and a `try_send` into a
-//!   bounded queue; filtering, encoding and sending happen on the exporter's task. A flow that
-//!   finds the queue full is counted (`flowscope_otlp_dropped_total{reason="queue_full"}`);
+//! - the caller's **metrics** (the agent's Hubble series as cumulative monotonic sums, the
+//!   relay's own) and the exporter's own counters are pushed every `metrics_interval`;
+//! - the caller never waits: [`Exporter::push`] is a `try_send` into a bounded queue;
+//!   building the flow, filtering, encoding and sending happen on the exporter's task. A flow
+//!   that finds the queue full is counted (`flowscope_otlp_dropped_total{reason="queue_full"}`);
 //!   a failed request is retried with backoff on the codes OTLP calls retryable (honouring the
 //!   server's RetryInfo, see [`retry`]) for at most 30 s, then its records are counted as
 //!   dropped (`export_failed`); records a receiver refuses in a partial success are counted
@@ -17,6 +21,9 @@
 //! Messages are `opentelemetry-proto`'s prost types; requests are encoded once and their bytes
 //! resent as they are on a retry (a raw codec), so a retry costs no re-encoding.
 
+#![warn(missing_docs)]
+
+pub mod args;
 pub mod config;
 pub mod encode;
 pub mod retry;
@@ -33,7 +40,7 @@ use std::{
 
 use bytes::{Buf as _, BufMut as _, Bytes};
 use flowscope_filter::{FilterError, FlowFilterSet};
-use flowscope_proto::flow::Flow;
+use flowscope_proto::{fieldmask::FlowMask, flow::Flow};
 use opentelemetry_proto::tonic::{
     collector::{
         logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse},
@@ -60,9 +67,8 @@ use tonic::{
 };
 use tracing::{info, warn};
 
+pub use args::OtlpArgs;
 pub use config::{ConfigError, OtlpOptions};
-
-use crate::{decode::record::FlowRecord, metrics::FlowMetrics, service::mask::FieldMask};
 
 const LOGS_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -505,10 +511,42 @@ impl Client {
     }
 }
 
+/// What an exporter's queue holds: something the exporter's task makes a flow of, so that the
+/// caller's hand-over stays a `try_send` (the agent queues its flow records, the relay the flows
+/// as the agents encoded them).
+pub trait ExportItem: Send + 'static {
+    /// The flow; `None` when it cannot be made (counted as dropped, `reason="encoding"`).
+    fn flow(&self) -> Option<Cow<'_, Flow>>;
+}
+
+impl ExportItem for Arc<Flow> {
+    fn flow(&self) -> Option<Cow<'_, Flow>> {
+        Some(Cow::Borrowed(self.as_ref()))
+    }
+}
+
+/// An encoded `flow.Flow` (what the relay forwards: the bytes an agent sent), decoded on the
+/// exporter's task.
+#[derive(Clone, Debug)]
+pub struct EncodedFlow(pub Bytes);
+
+impl ExportItem for EncodedFlow {
+    fn flow(&self) -> Option<Cow<'_, Flow>> {
+        Flow::decode(self.0.clone()).ok().map(Cow::Owned)
+    }
+}
+
+/// Metrics pushed with the exporter's own counters: the agent's Hubble series, the relay's own.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// The metrics now; `start` is when the exporter started (the start of cumulative sums),
+    /// `now` the time of the points (both ns since the epoch).
+    fn metrics(&self, start: u64, now: u64) -> Vec<Metric>;
+}
+
 /// Turns a flow into its log record: the field mask, the body, the attributes. Public for the
 /// benchmarks (`bench/benches/otlp.rs`).
 pub struct FlowEncoder {
-    mask: FieldMask,
+    mask: FlowMask,
     keep_extensions: bool,
     body_hint: usize,
 }
@@ -517,7 +555,7 @@ impl FlowEncoder {
     /// An encoder applying `field_mask` (empty: every Hubble field).
     pub fn new(field_mask: &[String]) -> Result<Self, flowscope_proto::fieldmask::InvalidPath> {
         Ok(FlowEncoder {
-            mask: FieldMask::new(field_mask)?,
+            mask: FlowMask::new(field_mask)?,
             keep_extensions: field_mask
                 .iter()
                 .any(|p| p == "extensions" || p.starts_with("extensions.")),
@@ -568,16 +606,8 @@ struct LogSender {
     in_flight: Option<JoinHandle<()>>,
 }
 
-/// What the pipeline hands over.
-enum Queued {
-    /// A flow built already.
-    Flow(Arc<Flow>),
-    /// A record: its flow is built by the exporter's task.
-    Record(Arc<FlowRecord>),
-}
-
 impl LogSender {
-    async fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
+    async fn run<T: ExportItem>(mut self, mut rx: mpsc::Receiver<T>) {
         let stats = self.client.stats.clone();
         let mut batch: Vec<LogRecord> = Vec::with_capacity(self.batch_size);
         let mut deadline: Option<tokio::time::Instant> = None;
@@ -595,19 +625,15 @@ impl LogSender {
             };
             let Some(item) = item else { break };
             stats.queued.fetch_sub(1, Ordering::Relaxed);
-            // A record's flow is built here, on the exporter's task, not on the decode path.
-            let built;
-            let flow: &Flow = match &item {
-                Queued::Flow(f) => f,
-                Queued::Record(r) => {
-                    built = r.to_flow();
-                    &built
-                }
+            // The flow is made here, on the exporter's task, not on the caller's path.
+            let Some(flow) = item.flow() else {
+                stats.dropped_encoding.fetch_add(1, Ordering::Relaxed);
+                continue;
             };
-            if !self.filters.matches(flow) {
+            if !self.filters.matches(&flow) {
                 continue;
             }
-            match self.encoder.record(flow, now_ns()) {
+            match self.encoder.record(&flow, now_ns()) {
                 Some(r) => batch.push(r),
                 None => {
                     stats.dropped_encoding.fetch_add(1, Ordering::Relaxed);
@@ -702,36 +728,16 @@ pub fn logs_request(resource: &Resource, records: Vec<LogRecord>) -> Bytes {
     .into()
 }
 
-/// Hubble's metrics and the exporter's own counters, as one request.
+/// The caller's metrics and the exporter's own counters, as one request, and its number of
+/// data points.
 fn metrics_request(
     resource: &Resource,
-    flows: Option<&FlowMetrics>,
+    source: Option<&dyn MetricsSource>,
     stats: &OtlpStats,
     start: u64,
     now: u64,
 ) -> (ExportMetricsServiceRequest, u64) {
-    let mut metrics = Vec::new();
-    if let Some(flows) = flows {
-        for family in flows.families() {
-            let mut points = Vec::new();
-            family.for_each(|values, count| {
-                let labels = family
-                    .label_names()
-                    .iter()
-                    .zip(values)
-                    .map(|(k, v)| ((*k).to_owned(), v.to_string()))
-                    .collect();
-                points.push((labels, count));
-            });
-            metrics.push(encode::cumulative_sum(
-                family.name(),
-                family.help(),
-                points,
-                start,
-                now,
-            ));
-        }
-    }
+    let mut metrics = source.map(|s| s.metrics(start, now)).unwrap_or_default();
     metrics.extend(stats.as_metrics(start, now));
     let points = metrics
         .iter()
@@ -762,11 +768,11 @@ fn metrics_request(
 async fn push_metrics(
     client: &Client,
     resource: &Resource,
-    flows: Option<&FlowMetrics>,
+    source: Option<&dyn MetricsSource>,
     start: u64,
 ) {
     let stats = &client.stats;
-    let (request, points) = metrics_request(resource, flows, stats, start, now_ns());
+    let (request, points) = metrics_request(resource, source, stats, start, now_ns());
     match client
         .export::<ExportMetricsServiceResponse>(Signal::Metrics, request.encode_to_vec().into())
         .await
@@ -787,9 +793,20 @@ async fn push_metrics(
     }
 }
 
-/// The pipeline's handle on the OTLP exporter.
-pub struct OtlpExporter {
-    tx: Option<mpsc::Sender<Queued>>,
+/// Who sends: what the resource of every request names.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// This process's name (`service.instance.id`, `host.name`): the node's name for an agent,
+    /// the relay's name for a relay.
+    pub instance: &'a str,
+    /// The node the flows come from, when they all come from one (`k8s.node.name` of the
+    /// resource); `None` for the relay, whose flows span nodes (each record names its own).
+    pub node: Option<&'a str>,
+}
+
+/// The caller's handle on the OTLP exporter, queuing items of type `T`.
+pub struct Exporter<T: ExportItem> {
+    tx: Option<mpsc::Sender<T>>,
     stats: Arc<OtlpStats>,
     client: Client,
     resource: Resource,
@@ -800,11 +817,10 @@ pub struct OtlpExporter {
     stop_metrics: CancellationToken,
 }
 
-impl OtlpExporter {
+impl<T: ExportItem> Exporter<T> {
     /// Validates the options and starts the sender task (on the current tokio runtime).
-    /// `node_name` names the node in the resource. Nothing is connected yet: a receiver that
-    /// is down is retried, not fatal.
-    pub fn start(opts: OtlpOptions, node_name: &str) -> Result<Self, OtlpError> {
+    /// Nothing is connected yet: a receiver that is down is retried, not fatal.
+    pub fn start(opts: OtlpOptions, origin: Origin<'_>) -> Result<Self, OtlpError> {
         let filters = FlowFilterSet::compile(&opts.allowlist, &opts.denylist)?;
         flowscope_filter::refuse_unproduced(&opts.allowlist, &opts.denylist)?;
         let encoder = FlowEncoder::new(&opts.field_mask)?;
@@ -812,7 +828,7 @@ impl OtlpExporter {
         let env_service = std::env::var("OTEL_SERVICE_NAME").ok();
         let attrs = config::resource_attributes(
             &opts.service_name,
-            node_name,
+            origin,
             env_attrs.as_deref(),
             env_service.as_deref(),
         )?;
@@ -822,7 +838,7 @@ impl OtlpExporter {
         stats.queue_capacity.store(queue as u64, Ordering::Relaxed);
         let client = Client::new(&opts, stats.clone())?;
         let (tx, rx) = mpsc::channel(queue);
-        let sender = LogSender {
+        let log_sender = LogSender {
             client: client.clone(),
             resource: resource.clone(),
             filters,
@@ -831,8 +847,8 @@ impl OtlpExporter {
             batch_interval: opts.batch_interval,
             in_flight: None,
         };
-        let logs = tokio::spawn(sender.run(rx));
-        Ok(OtlpExporter {
+        let logs = tokio::spawn(log_sender.run(rx));
+        Ok(Exporter {
             tx: Some(tx),
             stats,
             client,
@@ -845,9 +861,9 @@ impl OtlpExporter {
         })
     }
 
-    /// Starts pushing metrics every `metrics_interval` (if not zero): Hubble's series when
-    /// `flows` is given (metrics on), and the exporter's own counters.
-    pub fn start_metrics(&mut self, flows: Option<Arc<FlowMetrics>>) {
+    /// Starts pushing metrics every `metrics_interval` (if not zero): `source`'s when given,
+    /// and the exporter's own counters.
+    pub fn start_metrics(&mut self, source: Option<Arc<dyn MetricsSource>>) {
         if self.metrics_interval.is_zero() || self.metrics.is_some() {
             return;
         }
@@ -867,24 +883,15 @@ impl OtlpExporter {
                     _ = tick.tick() => {}
                     _ = stop.cancelled() => break,
                 }
-                push_metrics(&client, &resource, flows.as_deref(), start).await;
+                push_metrics(&client, &resource, source.as_deref(), start).await;
             }
             // The last values, so that the receiver has the totals.
-            push_metrics(&client, &resource, flows.as_deref(), start).await;
+            push_metrics(&client, &resource, source.as_deref(), start).await;
         }));
     }
 
-    /// Queues a flow for export; never blocks. A full queue counts the flow as dropped.
-    pub fn push(&self, flow: &Arc<Flow>) {
-        self.queue(Queued::Flow(flow.clone()));
-    }
-
-    /// Queues the flow of a record (built on the exporter's task); never blocks.
-    pub fn push_record(&self, rec: &Arc<FlowRecord>) {
-        self.queue(Queued::Record(rec.clone()));
-    }
-
-    fn queue(&self, item: Queued) {
+    /// Queues an item for export; never blocks. A full queue counts it as dropped.
+    pub fn push(&self, item: T) {
         let Some(tx) = &self.tx else { return };
         // Counted before the send: the sender may take the flow out at once.
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -907,7 +914,7 @@ impl OtlpExporter {
     }
 
     /// Stops accepting flows, sends what is queued and the last metrics, waiting at most
-    /// `timeout`: a receiver that is down must not hold up the agent's shutdown.
+    /// `timeout`: a receiver that is down must not hold up the shutdown.
     pub async fn close(mut self, timeout: Duration) {
         self.tx = None;
         self.stop_metrics.cancel();
@@ -933,8 +940,63 @@ impl OtlpExporter {
     }
 }
 
-impl Drop for OtlpExporter {
+impl<T: ExportItem> Drop for Exporter<T> {
     fn drop(&mut self) {
         self.stop_metrics.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowscope_proto::flow::Ip;
+
+    #[test]
+    fn an_encoded_flow_is_decoded_on_the_exporter_s_side() {
+        let f = Flow {
+            uuid: "u-1".into(),
+            node_name: "node-2".into(),
+            ip: Some(Ip {
+                source: "10.0.0.1".into(),
+                ..Ip::default()
+            }),
+            ..Flow::default()
+        };
+        let item = EncodedFlow(f.encode_to_vec().into());
+        assert_eq!(item.flow().as_deref(), Some(&f));
+        assert!(
+            EncodedFlow(Bytes::from_static(&[0x0a, 0x05]))
+                .flow()
+                .is_none(),
+            "truncated bytes are not a flow"
+        );
+    }
+
+    #[test]
+    fn metrics_request_counts_the_source_s_points() {
+        struct Two;
+        impl MetricsSource for Two {
+            fn metrics(&self, start: u64, now: u64) -> Vec<Metric> {
+                vec![encode::cumulative_sum(
+                    "x",
+                    "x",
+                    vec![(vec![], 1), (vec![("k".into(), "v".into())], 2)],
+                    start,
+                    now,
+                )]
+            }
+        }
+        let stats = OtlpStats::default();
+        let resource = encode::resource(&[]);
+        let (_, without) = metrics_request(&resource, None, &stats, 1, 2);
+        let (req, with) = metrics_request(&resource, Some(&Two), &stats, 1, 2);
+        assert_eq!(with, without + 2);
+        let names: Vec<&str> = req.resource_metrics[0].scope_metrics[0]
+            .metrics
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(names[0], "x");
+        assert!(names.contains(&"flowscope_otlp_dropped"));
     }
 }

@@ -1,5 +1,6 @@
 //! The exporter's configuration: where to send, how (TLS, headers, timeout), what (filters,
-//! field mask), how much at once (batches, queue), and the resource describing this agent.
+//! field mask), how much at once (batches, queue), and the resource describing the sender (an
+//! agent or the relay).
 //! Flags win over OpenTelemetry's standard environment variables (clap reads
 //! `OTEL_EXPORTER_OTLP_*` for the flags that have one; `OTEL_RESOURCE_ATTRIBUTES` and
 //! `OTEL_SERVICE_NAME` are read here).
@@ -117,6 +118,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// An `--otlp-…` option without an endpoint to send to.
+    #[error("the --otlp-… options need --otlp-endpoint")]
+    NoEndpoint,
     /// Only one of the client certificate and key was given.
     #[error("--otlp-client-cert-file and --otlp-client-key-file go together")]
     ClientIdentity,
@@ -195,9 +199,10 @@ fn percent_decode(s: &str) -> String {
 
 /// The resource attributes: ours, then `OTEL_RESOURCE_ATTRIBUTES` (which wins, as the
 /// specification has user-given attributes win over detected ones), then `OTEL_SERVICE_NAME`.
+/// `k8s.node.name` only when every flow comes from one node (an agent's).
 pub fn resource_attributes(
     service_name: &str,
-    node_name: &str,
+    origin: crate::Origin<'_>,
     env_attributes: Option<&str>,
     env_service_name: Option<&str>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
@@ -205,10 +210,12 @@ pub fn resource_attributes(
         ("service.name".into(), service_name.into()),
         ("service.namespace".into(), "flowscope".into()),
         ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
-        ("service.instance.id".into(), node_name.into()),
-        ("host.name".into(), node_name.into()),
-        ("k8s.node.name".into(), node_name.into()),
+        ("service.instance.id".into(), origin.instance.into()),
+        ("host.name".into(), origin.instance.into()),
     ];
+    if let Some(node) = origin.node {
+        attrs.push(("k8s.node.name".into(), node.into()));
+    }
     let mut set = |k: String, v: String| match attrs.iter_mut().find(|(key, _)| *key == k) {
         Some(slot) => slot.1 = v,
         None => attrs.push((k, v)),
@@ -274,9 +281,13 @@ mod tests {
 
     #[test]
     fn resource_attributes_merge_with_the_environment() {
+        let node = crate::Origin {
+            instance: "node-1",
+            node: Some("node-1"),
+        };
         let a = resource_attributes(
             "flowscope-agent",
-            "node-1",
+            node,
             Some("deployment.environment.name=prod,host.name=h1,k8s.cluster.name=c1"),
             None,
         )
@@ -287,13 +298,26 @@ mod tests {
         assert_eq!(get("host.name"), Some("h1"), "the environment wins");
         assert_eq!(get("k8s.cluster.name"), Some("c1"));
         assert_eq!(get("deployment.environment.name"), Some("prod"));
-        let b =
-            resource_attributes("flowscope-agent", "n", Some("service.name=x"), Some("y")).unwrap();
+        let b = resource_attributes("flowscope-agent", node, Some("service.name=x"), Some("y"))
+            .unwrap();
         assert_eq!(
             b[0],
             ("service.name".into(), "y".into()),
             "OTEL_SERVICE_NAME wins"
         );
-        assert!(resource_attributes("s", "n", Some("oops"), None).is_err());
+        assert!(resource_attributes("s", node, Some("oops"), None).is_err());
+        let relay = crate::Origin {
+            instance: "relay-0",
+            node: None,
+        };
+        let r = resource_attributes("flowscope-relay", relay, None, None).unwrap();
+        let get = |k: &str| r.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("service.name"), Some("flowscope-relay"));
+        assert_eq!(get("service.instance.id"), Some("relay-0"));
+        assert_eq!(
+            get("k8s.node.name"),
+            None,
+            "the relay's flows span nodes: each record names its own"
+        );
     }
 }
