@@ -196,6 +196,35 @@ async fn mtls_towards_agents() {
     );
     assert!(flow_times(&msgs).is_empty());
     relay.stop().await;
+
+    // The right client certificate, but the agent's certificate does not name the server the
+    // relay expects (`--tls-server-name`, or the address it dials): the relay refuses the agent
+    // and reports the node unavailable.
+    let (good_cert, good_key) = ca.write_leaf(dir.path(), "relay-client-2", &["relay"], true);
+    let mut config = test_config(&[agent.peer()]);
+    config.client_tls = Some(ClientTlsFiles {
+        ca: vec![ca_path.clone()],
+        cert: Some(good_cert),
+        key: Some(good_key),
+        server_name: Some("node-1.hubble-grpc.test".into()),
+    });
+    let relay = start_relay(config).await;
+    let mut c = client(relay.addr).await;
+    let mut stream = c
+        .get_flows(GetFlowsRequest {
+            number: 20,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let msgs = read_all(&mut stream).await;
+    assert!(
+        has_status(&msgs, NodeState::NodeUnavailable, &agent.peer()),
+        "an agent whose certificate names another server: {msgs:?}"
+    );
+    assert!(flow_times(&msgs).is_empty());
+    relay.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -704,6 +704,97 @@ fn tiny_ring_counts_lost_events() {
     );
 }
 
+/// Events the decode queue had no room for are counted and reported like the kernel ring's
+/// losses, as Hubble reports its observer queue's: a `LostEvent` with source
+/// `OBSERVER_EVENTS_QUEUE` in the export file and in the history a client reads, for as many
+/// events as the queue dropped. A paused agent with a queue of one batch (256 events) and the
+/// default 4 MiB ring: on SIGCONT the reader drains thousands of events into the queue far
+/// faster than the decoder empties it.
+#[test]
+fn decode_queue_loss_reaches_clients_and_the_export_file() {
+    if !require_root("decode_queue_loss_reaches_clients_and_the_export_file") {
+        return;
+    }
+    let s = Scenario::build();
+    let _sink = traffic::udp_server(&s.world(), addr(WORLD_IP, 5001), false);
+    let export = s.dir().join("flows.json");
+    let mut agent = s.start_agent(&[
+        "--dump",
+        "json",
+        "--stats-interval",
+        "200ms",
+        "--aggregation",
+        "none",
+        "--queue-size",
+        "1",
+        "--export-file-path",
+        export.to_str().expect("path"),
+    ]);
+    agent.signal(libc::SIGSTOP);
+    traffic::udp_send(
+        &s.pod_a(),
+        addr(WORLD_IP, 5001),
+        3000,
+        32,
+        Some(Duration::from_micros(20)),
+    )
+    .expect("send");
+    agent.signal(libc::SIGCONT);
+    // Settled: the ring lost nothing, the reader read every event, and the queue dropped some.
+    let settled = agent.wait_for(SETTLE, |lines| {
+        lines
+            .iter()
+            .filter_map(|l| l.get("stats"))
+            .next_back()
+            .is_some_and(|st| {
+                st.n("events_emitted") >= 6000
+                    && st.n("events_read") == st.n("events_emitted")
+                    && st.n("queue_lost") > 0
+            })
+    });
+    let st = agent.values("stats").pop().expect("stats");
+    assert!(
+        settled,
+        "3000 packets x 2 hops with a one-batch queue: the queue never dropped any: {st}"
+    );
+    assert_eq!(st.n("ring_lost"), 0, "the 4 MiB ring holds the burst: {st}");
+    let queue_lost = st.n("queue_lost");
+    // Reported on the agent's next one-second tick.
+    let lost_lines = |text: &str| -> u64 {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["lost_events"]["source"] == "OBSERVER_EVENTS_QUEUE")
+            .filter_map(|v| {
+                let n = &v["lost_events"]["num_events_lost"];
+                n.as_u64().or_else(|| n.as_str()?.parse::<u64>().ok())
+            })
+            .sum()
+    };
+    let exported = || lost_lines(&std::fs::read_to_string(&export).unwrap_or_default());
+    let deadline = Instant::now() + SETTLE;
+    while exported() < queue_lost && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        exported(),
+        queue_lost,
+        "the export file tells how many events the decode queue dropped"
+    );
+    // A client reading the history (flowctl, as `hubble observe` would) sees the same loss.
+    let history = testbed::observe::flowctl(&s, &["observe", "--last", "1000000", "-o", "json"]);
+    assert_eq!(
+        lost_lines(&history),
+        queue_lost,
+        "the history's LostEvents account for the queue's losses: {}",
+        history
+            .lines()
+            .filter(|l| l.contains("lost_events"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(agent.stop().success());
+}
+
 /// New endpoint interfaces are attached within a second, vanished ones detached; named
 /// interfaces that do not exist and missing privileges are clear errors.
 #[test]

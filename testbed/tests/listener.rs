@@ -3,7 +3,7 @@
 
 use std::{os::unix::fs::PermissionsExt as _, process::Command};
 
-use testbed::{Scenario, bin_path, netns, require_root};
+use testbed::{Scenario, bin_path, certs::Ca, netns, require_root};
 
 /// TCP sockets listening in namespace `ns` (`ss -ltnH`: local address:port per line).
 fn listening(ns: &str) -> Vec<String> {
@@ -15,17 +15,22 @@ fn listening(ns: &str) -> Vec<String> {
 }
 
 fn flowctl_status(ns: &str, server: &str) -> (bool, String) {
-    let out = netns::try_run(
-        ns,
-        &[
-            "timeout",
-            "20",
-            bin_path("flowctl").to_str().unwrap(),
-            "--server",
-            server,
-            "status",
-        ],
-    );
+    flowctl_status_with(ns, server, &[])
+}
+
+/// `flowctl --server SERVER EXTRA… status` in `ns`, bounded to 20 s.
+fn flowctl_status_with(ns: &str, server: &str, extra: &[&str]) -> (bool, String) {
+    let flowctl = bin_path("flowctl");
+    let mut args = vec![
+        "timeout",
+        "20",
+        flowctl.to_str().unwrap(),
+        "--server",
+        server,
+    ];
+    args.extend_from_slice(extra);
+    args.push("status");
+    let out = netns::try_run(ns, &args);
     (
         out.status.success(),
         format!(
@@ -80,5 +85,52 @@ fn the_api_is_a_root_only_socket_and_tcp_only_when_asked() {
         out.contains("Healthcheck (via 127.0.0.1:4299): Ok"),
         "{out}"
     );
+    assert!(agent.stop().success());
+}
+
+/// TLS without client certificates (`--tls-cert-file` and `--tls-key-file`, no client CA): a
+/// client that trusts the agent's CA reads it without a certificate of its own; a client that
+/// trusts another CA, or speaks plain text, is refused.
+#[test]
+fn server_only_tls_serves_clients_without_certificates() {
+    if !require_root("server_only_tls_serves_clients_without_certificates") {
+        return;
+    }
+    let s = Scenario::build();
+    let dir = s.dir();
+    let ca = Ca::new("flowscope test CA");
+    let ca_file = ca.write(dir, "ca");
+    let other_ca_file = Ca::new("another CA").write(dir, "other-ca");
+    let (cert, key) = ca.leaf(dir, "agent", "127.0.0.1", false);
+    let mut agent = s.start_agent(&[
+        "--metrics-listen-address",
+        "",
+        "--listen-address",
+        "127.0.0.1:4297",
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(listening(&s.node()), vec!["127.0.0.1:4297".to_owned()]);
+    let trusted = ["--tls", "--tls-ca-cert-files", ca_file.to_str().unwrap()];
+    let (ok, out) = flowctl_status_with(&s.node(), "127.0.0.1:4297", &trusted);
+    assert!(
+        ok,
+        "a client trusting the agent's CA, without a certificate: {out}"
+    );
+    assert!(
+        out.contains("Healthcheck (via 127.0.0.1:4297): Ok"),
+        "{out}"
+    );
+    let untrusted = [
+        "--tls",
+        "--tls-ca-cert-files",
+        other_ca_file.to_str().unwrap(),
+    ];
+    let (ok, out) = flowctl_status_with(&s.node(), "127.0.0.1:4297", &untrusted);
+    assert!(!ok, "a client trusting another CA must be refused: {out}");
+    let (ok, out) = flowctl_status(&s.node(), "127.0.0.1:4297");
+    assert!(!ok, "a plain-text client must be refused: {out}");
     assert!(agent.stop().success());
 }
