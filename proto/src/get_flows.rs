@@ -359,8 +359,9 @@ pub fn flow_time(mut flow: &[u8]) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{Flow, LostEventSource};
+    use crate::flow::{Flow, Ip, LostEventSource};
     use crate::relay::NodeState;
+    use prost::encoding;
 
     /// A flow whose encoding is about `len` bytes long (a long `source_names` entry pads it).
     fn flow_of(len: usize, time: Option<Timestamp>) -> Flow {
@@ -442,7 +443,6 @@ mod tests {
 
     #[test]
     fn the_reader_reads_what_prost_wrote() {
-        let t = Timestamp::new(1_700_000_000, 123);
         let mut all: Vec<GetFlowsResponse> = cases()
             .into_iter()
             .map(|(flow, node_name, time)| GetFlowsResponse {
@@ -451,7 +451,55 @@ mod tests {
                 response_types: Some(ResponseTypes::Flow(flow)),
             })
             .collect();
-        all.extend([
+        // The node status, the loss notice and the empty response of `samples`.
+        all.extend(samples().into_iter().skip(2));
+        for full in all {
+            let wire = Bytes::from(full.encode_to_vec());
+            let light = LightResponse::decode(wire.clone()).expect("decodes");
+            assert_eq!(light.to_response().expect("the flow decodes"), full);
+            assert_eq!(light.node_name(), full.node_name);
+            assert_eq!(light.time, full.time);
+            assert_eq!(light.encode_to_vec(), wire, "re-encoded byte for byte");
+            if let Some(ResponseTypes::Flow(flow)) = &full.response_types {
+                let bytes = light.flow_bytes().expect("a flow");
+                assert_eq!(bytes.as_ref(), flow.encode_to_vec().as_slice());
+                assert!(
+                    wire.as_ptr_range().contains(&bytes.as_ptr()) || bytes.is_empty(),
+                    "the flow is a slice of the input, not a copy"
+                );
+                assert_eq!(flow_time(bytes), flow.time);
+            }
+        }
+    }
+
+    fn flow(t: Timestamp) -> Flow {
+        Flow {
+            time: Some(t),
+            uuid: "u-1".into(),
+            node_name: "node-a".into(),
+            ip: Some(Ip {
+                source: "10.0.0.1".into(),
+                destination: "1.0.0.1".into(),
+                ..Default::default()
+            }),
+            source_names: vec!["a".repeat(300)],
+            ..Default::default()
+        }
+    }
+
+    fn samples() -> Vec<GetFlowsResponse> {
+        let t = Timestamp::new(1_700_000_000, 123);
+        vec![
+            GetFlowsResponse {
+                node_name: "node-a".into(),
+                time: Some(t),
+                response_types: Some(ResponseTypes::Flow(flow(t))),
+            },
+            GetFlowsResponse {
+                node_name: String::new(),
+                time: None,
+                response_types: Some(ResponseTypes::Flow(Flow::default())),
+            },
             GetFlowsResponse {
                 node_name: "relay".into(),
                 time: Some(t),
@@ -473,23 +521,103 @@ mod tests {
                 })),
             },
             GetFlowsResponse::default(),
-        ]);
-        for full in all {
-            let wire = Bytes::from(full.encode_to_vec());
-            let light = LightResponse::decode(wire.clone()).expect("decodes");
-            assert_eq!(light.to_response().expect("the flow decodes"), full);
-            assert_eq!(light.node_name(), full.node_name);
-            assert_eq!(light.time, full.time);
-            assert_eq!(light.encode_to_vec(), wire, "re-encoded byte for byte");
-            if let Some(ResponseTypes::Flow(flow)) = &full.response_types {
-                let bytes = light.flow_bytes().expect("a flow");
-                assert_eq!(bytes.as_ref(), flow.encode_to_vec().as_slice());
-                assert!(
-                    wire.as_ptr_range().contains(&bytes.as_ptr()) || bytes.is_empty(),
-                    "the flow is a slice of the input, not a copy"
-                );
-                assert_eq!(flow_time(bytes), flow.time);
-            }
+        ]
+    }
+
+    #[test]
+    fn decodes_and_encodes_like_the_generated_type() {
+        for full in samples() {
+            let encoded = full.encode_to_vec();
+            let relayed = LightResponse::decode(encoded.as_slice()).unwrap();
+            assert_eq!(relayed.encoded_len(), encoded.len());
+            assert_eq!(relayed.encode_to_vec(), encoded, "{full:?}");
+            assert_eq!(relayed.to_response().unwrap(), full);
+            assert_eq!(LightResponse::from(full.clone()), relayed);
         }
+    }
+
+    #[test]
+    fn flow_bytes_are_kept_as_sent_and_not_copied() {
+        let t = Timestamp::new(5, 6);
+        // A flow with a field our `.proto` does not know (say, a newer Hubble's).
+        let mut flow_bytes = flow(t).encode_to_vec();
+        encoding::string::encode(4242, &"from the future".to_string(), &mut flow_bytes);
+        let mut wire = Vec::new();
+        encoding::bytes::encode(1, &flow_bytes, &mut wire);
+        encoding::string::encode(1000, &"node-a".to_string(), &mut wire);
+        encoding::message::encode(1001, &t, &mut wire);
+        // An unknown field of the response itself (Hubble's agent_event = 4): dropped,
+        // as prost's generated type drops it.
+        encoding::bytes::encode(4, &vec![8u8, 1], &mut wire);
+        let wire = Bytes::from(wire);
+        let relayed = LightResponse::decode(wire.clone()).unwrap();
+        let forwarded = relayed.flow_bytes().unwrap();
+        assert_eq!(forwarded.as_ref(), flow_bytes.as_slice());
+        let range = wire.as_ptr_range();
+        assert!(
+            range.contains(&forwarded.as_ptr()),
+            "zero-copy slice of the input"
+        );
+        assert_eq!(relayed.node_name(), "node-a");
+        assert_eq!(relayed.time, Some(t));
+        let out = relayed.encode_to_vec();
+        assert_eq!(out, wire[..wire.len() - 4]);
+        let full = GetFlowsResponse::decode(out.as_slice()).unwrap();
+        assert_eq!(
+            full.response_types,
+            Some(ResponseTypes::Flow(
+                Flow::decode(flow_bytes.as_slice()).unwrap()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_flow_field_seen_twice_merges() {
+        let t = Timestamp::new(9, 0);
+        let first = Flow {
+            uuid: "x".into(),
+            ..Default::default()
+        };
+        let second = Flow {
+            time: Some(t),
+            ..Default::default()
+        };
+        let mut wire = Vec::new();
+        encoding::message::encode(1, &first, &mut wire);
+        encoding::message::encode(1, &second, &mut wire);
+        let generated = GetFlowsResponse::decode(wire.as_slice()).unwrap();
+        let relayed = LightResponse::decode(wire.as_slice()).unwrap();
+        assert_eq!(relayed.to_response().unwrap(), generated);
+        assert_eq!(relayed.event_time(), Some(t));
+    }
+
+    #[test]
+    fn event_time_falls_back_to_the_flow_and_the_lost_event() {
+        let t = Timestamp::new(1_700_000_000, 999);
+        let resp = LightResponse::from(GetFlowsResponse {
+            time: None,
+            response_types: Some(ResponseTypes::Flow(flow(t))),
+            ..Default::default()
+        });
+        assert_eq!(resp.event_time(), Some(t));
+        let lost = LightResponse::new(
+            Event::LostEvents(Box::new(LostEvent {
+                last: Some(t),
+                ..Default::default()
+            })),
+            "n",
+            None,
+        );
+        assert_eq!(lost.event_time(), Some(t));
+        assert_eq!(flow_time(&Flow::default().encode_to_vec()), None);
+        assert_eq!(flow_time(&[0x0a, 0x05, 0x08]), None, "truncated");
+    }
+
+    #[test]
+    fn a_node_name_must_be_utf8() {
+        let mut wire = Vec::new();
+        encoding::bytes::encode(1000, &vec![0xff, 0xfe], &mut wire);
+        assert!(LightResponse::decode(wire.as_slice()).is_err());
+        assert!(GetFlowsResponse::decode(wire.as_slice()).is_err());
     }
 }
