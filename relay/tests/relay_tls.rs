@@ -172,42 +172,47 @@ async fn mtls_towards_agents() {
 
     // With a client certificate from another CA: the agent refuses, the
     // relay reports the node unavailable.
-    let mut config = test_config(&[agent.peer()]);
-    config.client_tls = Some(ClientTlsFiles {
-        ca: vec![ca_path.clone()],
-        cert: Some(wrong_cert),
-        key: Some(wrong_key),
-        server_name: Some("node-0.hubble-grpc.test".into()),
-    });
-    let relay = start_relay(config).await;
-    let mut c = client(relay.addr).await;
-    let mut stream = c
-        .get_flows(GetFlowsRequest {
-            number: 20,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let msgs = read_all(&mut stream).await;
+    let msgs = first_20_through_a_relay(
+        &agent.peer(),
+        ClientTlsFiles {
+            ca: vec![ca_path.clone()],
+            cert: Some(wrong_cert),
+            key: Some(wrong_key),
+            server_name: Some("node-0.hubble-grpc.test".into()),
+        },
+    )
+    .await;
     assert!(
         has_status(&msgs, NodeState::NodeUnavailable, &agent.peer()),
         "{msgs:?}"
     );
     assert!(flow_times(&msgs).is_empty());
-    relay.stop().await;
 
     // The right client certificate, but the agent's certificate does not name the server the
-    // relay expects (`--tls-server-name`, or the address it dials): the relay refuses the agent
-    // and reports the node unavailable.
+    // relay expects (`--tls-server-name`): the relay refuses the agent and reports the node
+    // unavailable.
     let (good_cert, good_key) = ca.write_leaf(dir.path(), "relay-client-2", &["relay"], true);
-    let mut config = test_config(&[agent.peer()]);
-    config.client_tls = Some(ClientTlsFiles {
-        ca: vec![ca_path.clone()],
-        cert: Some(good_cert),
-        key: Some(good_key),
-        server_name: Some("node-1.hubble-grpc.test".into()),
-    });
+    let msgs = first_20_through_a_relay(
+        &agent.peer(),
+        ClientTlsFiles {
+            ca: vec![ca_path.clone()],
+            cert: Some(good_cert),
+            key: Some(good_key),
+            server_name: Some("node-1.hubble-grpc.test".into()),
+        },
+    )
+    .await;
+    assert!(
+        has_status(&msgs, NodeState::NodeUnavailable, &agent.peer()),
+        "an agent whose certificate names another server: {msgs:?}"
+    );
+    assert!(flow_times(&msgs).is_empty());
+}
+
+/// What a client reading 20 flows gets through a relay that dials `peer` with `tls`.
+async fn first_20_through_a_relay(peer: &str, tls: ClientTlsFiles) -> Vec<Msg> {
+    let mut config = test_config(&[peer.to_owned()]);
+    config.client_tls = Some(tls);
     let relay = start_relay(config).await;
     let mut c = client(relay.addr).await;
     let mut stream = c
@@ -219,12 +224,8 @@ async fn mtls_towards_agents() {
         .unwrap()
         .into_inner();
     let msgs = read_all(&mut stream).await;
-    assert!(
-        has_status(&msgs, NodeState::NodeUnavailable, &agent.peer()),
-        "an agent whose certificate names another server: {msgs:?}"
-    );
-    assert!(flow_times(&msgs).is_empty());
     relay.stop().await;
+    msgs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

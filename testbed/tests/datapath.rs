@@ -659,19 +659,11 @@ fn tiny_ring_counts_lost_events() {
         .values("stats")
         .pop()
         .map_or(0, |st| st.n("ring_lost"));
-    let exported_lost = || -> u64 {
-        std::fs::read_to_string(&export)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["lost_events"]["source"] == "PERF_EVENT_RING_BUFFER")
-            .filter_map(|v| {
-                v["lost_events"]["num_events_lost"]
-                    .as_str()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum()
+    let exported_lost = || {
+        lost_events(
+            &std::fs::read_to_string(&export).unwrap_or_default(),
+            "PERF_EVENT_RING_BUFFER",
+        )
     };
     let deadline = std::time::Instant::now() + SETTLE;
     while exported_lost() < ring_lost && std::time::Instant::now() < deadline {
@@ -702,6 +694,21 @@ fn tiny_ring_counts_lost_events() {
         read, emitted,
         "everything that entered the ring was read: {st}"
     );
+}
+
+/// Events lost at `source`, summed over the `lost_events` lines of Hubble's JSON in `text` (an
+/// export file, `flowctl observe -o json`): `num_events_lost` is a uint64, a string in JSON.
+fn lost_events(text: &str, source: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["lost_events"]["source"] == source)
+        .filter_map(|v| {
+            v["lost_events"]["num_events_lost"]
+                .as_str()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// Events the decode queue had no room for are counted and reported like the kernel ring's
@@ -760,16 +767,7 @@ fn decode_queue_loss_reaches_clients_and_the_export_file() {
     assert_eq!(st.n("ring_lost"), 0, "the 4 MiB ring holds the burst: {st}");
     let queue_lost = st.n("queue_lost");
     // Reported on the agent's next one-second tick.
-    let lost_lines = |text: &str| -> u64 {
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["lost_events"]["source"] == "OBSERVER_EVENTS_QUEUE")
-            .filter_map(|v| {
-                let n = &v["lost_events"]["num_events_lost"];
-                n.as_u64().or_else(|| n.as_str()?.parse::<u64>().ok())
-            })
-            .sum()
-    };
+    let lost_lines = |text: &str| lost_events(text, "OBSERVER_EVENTS_QUEUE");
     let exported = || lost_lines(&std::fs::read_to_string(&export).unwrap_or_default());
     let deadline = Instant::now() + SETTLE;
     while exported() < queue_lost && Instant::now() < deadline {
