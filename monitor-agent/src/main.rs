@@ -374,15 +374,25 @@ unsafe extern "C" {
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 
-/// Gives freed pages back to the kernel at once instead of after mimalloc's default second:
-/// the history replaces flows continuously, and with the delay the agent's peak RSS at
-/// `--history-size 4095` was 80 MiB instead of 57 (benchmark 6); it costs 2–4 % more CPU per
-/// event at 150 k events/s (benchmark 3). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// Keeps the agent's resident memory to what it uses.
+///
+/// - Freed pages go back to the kernel at once instead of after mimalloc's default second:
+///   the history replaces flows continuously, and with the delay the agent's peak RSS at
+///   `--history-size 4095` was 80 MiB instead of 57 (benchmark 6); it costs 2–4 % more CPU per
+///   event at 150 k events/s (benchmark 3). `MIMALLOC_PURGE_DELAY` in the environment still
+///   wins.
+/// - No transparent huge pages: with them a heap of small objects is resident in 2 MiB units
+///   (12 of the 18 MiB of anonymous memory at idle, benchmark 6). mimalloc's `no_thp` feature
+///   (the workspace's Cargo.toml) stops it asking for them; this also covers kernels set to
+///   give them to every process (`transparent_hugepage/enabled` = `always`).
 fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: a plain setter of a process-wide option, safe to call at any time.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
+    // SAFETY: sets a flag of this process's memory; no pointers involved. It fails only on
+    // kernels without THP (nothing to disable), so the result is not checked.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 #[tokio::main]
