@@ -195,8 +195,8 @@ impl Follower {
     }
 
     /// As [`Follower::start`], but reads of each flow only its `time` (the rest is skipped,
-    /// not built): a client that costs the machine less, so that benchmark 5 measures the
-    /// relay rather than its client (issue 13).
+    /// not built): a client that costs the machine less, so that benchmarks 3 to 6 measure the
+    /// agent or the relay rather than their client (issue 13).
     pub fn start_light(rt: &Runtime, channel: Channel) -> anyhow::Result<Follower> {
         Self::start_reading::<LightResponse>(rt, channel)
     }

@@ -40,6 +40,15 @@ struct Cli {
     /// Length of the sustained run of benchmark 3, in seconds.
     #[arg(long, default_value_t = 120)]
     sustain: u64,
+    /// Rate of the sustained run of benchmark 3, in thousands of events per second.
+    #[arg(long, value_name = "K", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(1..=2000))]
+    sustain_rate: u64,
+    /// The follower of benchmarks 3, 4 and 6 decodes every flow in full (as a Hubble client
+    /// does) instead of reading only its time; in the harness's process, on the agent's two
+    /// cores, the full decode was what lost events first at 400 k events/s.
+    #[arg(long)]
+    full_follower: bool,
     /// Length of the idle run of benchmark 7, in seconds.
     #[arg(long, default_value_t = 60)]
     idle: u64,
@@ -68,6 +77,8 @@ fn main() -> ExitCode {
         reps: if cli.smoke { 1 } else { cli.reps as usize },
         variants: cli.variants,
         sustain: Duration::from_secs(if cli.smoke { 2 } else { cli.sustain.max(1) }),
+        sustain_rate: cli.sustain_rate * 1000,
+        full_follower: cli.full_follower,
         idle: Duration::from_secs(if cli.smoke { 2 } else { cli.idle.max(1) }),
         agent_args: cli.agent_args,
     };

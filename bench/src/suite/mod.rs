@@ -28,6 +28,11 @@ pub struct Plan {
     pub variants: bool,
     /// Length of the sustained run of benchmark 3.
     pub sustain: Duration,
+    /// Events per second offered in the sustained run of benchmark 3.
+    pub sustain_rate: u64,
+    /// The follower of benchmarks 3, 4 and 6 decodes every flow in full, as a Hubble client
+    /// does, instead of reading only its time (see [`crate::agent::Follower::start_light`]).
+    pub full_follower: bool,
     /// Length of the idle run of benchmark 7.
     pub idle: Duration,
     /// Extra options for the agents of benchmark 2 (e.g. a `--kernel-filter`, to measure

@@ -103,7 +103,11 @@ pub fn start_loaded(
     pps: u64,
 ) -> anyhow::Result<(Agent, Follower, Flood)> {
     let agent = Agent::start(ctx.rt, s, aggregation, extra)?;
-    let follower = Follower::start(ctx.rt, agent.channel())?;
+    let follower = if ctx.plan.full_follower {
+        Follower::start(ctx.rt, agent.channel())?
+    } else {
+        Follower::start_light(ctx.rt, agent.channel())?
+    };
     let flood = Flood::start(&s.pod_a(), sink_addr(), FLOWS, 64, pps)?;
     Ok((agent, follower, flood))
 }
@@ -164,7 +168,7 @@ fn sustained(
 pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let s = Scenario::build();
     let _sink = udp_sink(&s.world(), sink_addr())?;
-    let rate = 200_000;
+    let rate = ctx.plan.sustain_rate;
     let windows = if ctx.plan.smoke { 2 } else { 12 };
     let ws = sustained(
         ctx,
@@ -311,8 +315,12 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     r.note(format!(
         "3: flood of 64 B UDP datagrams from pod-a over {FLOWS} source ports to a sink in the \
          world, {EVENTS_PER_PACKET} events per packet at `none`; one follower (GetFlows follow, \
-         no filter) in the harness's process; CPU from {}.",
-        "the agent's cgroup"
+         no filter) in the harness's process, {}; CPU from the agent's cgroup.",
+        if ctx.plan.full_follower {
+            "decoding every flow in full (`--full-follower`)"
+        } else {
+            "reading of each flow only its time (`--full-follower`: in full)"
+        }
     ));
     Ok(())
 }
