@@ -52,7 +52,7 @@ impl FlowBuilder {
         ev: &Event,
         src: &Option<Identity>,
         dst: &Option<Identity>,
-    ) -> Option<Translation> {
+    ) -> Option<Arc<Translation>> {
         let nat = self.nat.as_ref()?;
         let is_host =
             |id: &Option<Identity>| id.as_ref().is_some_and(|i| i.identity == reserved::HOST);
@@ -69,7 +69,7 @@ impl FlowBuilder {
     /// For a flow to or from a Service's frontend or backend (see
     /// [`crate::endpoints::services`]), the kernel's DNAT of its connection, if the kernel
     /// translated it. Flows of no Service cost nothing: the index is empty or has no entry.
-    fn dnat(&self, services: &ServiceIndex, ev: &Event) -> Option<Translation> {
+    fn dnat(&self, services: &ServiceIndex, ev: &Event) -> Option<Arc<Translation>> {
         let nat = self.nat.as_ref()?;
         if services.is_empty() || !has_ports(ev) {
             return None;
@@ -108,7 +108,7 @@ impl FlowBuilder {
         // A connection to a Service's frontend, translated to a backend: on both sides of the
         // translation, the hops carry the connection's original tuple and the backend.
         let dnat = match &xlat {
-            Some(t) if t.dnat => Some(*t),
+            Some(t) if t.dnat => Some(t.clone()),
             Some(_) => None,
             None => self.dnat(snap.services(), &ev),
         };

@@ -67,10 +67,10 @@ pub struct FlowRecord {
     pub dst: Option<Identity>,
     /// The kernel's source NAT of this connection, when it translated it and this hop sees the
     /// translated side.
-    pub xlat: Option<Translation>,
+    pub xlat: Option<Arc<Translation>>,
     /// The kernel's DNAT of a connection to a Service's frontend (a ClusterIP), on either side
     /// of the translation.
-    pub dnat: Option<Translation>,
+    pub dnat: Option<Arc<Translation>>,
     /// The Service whose frontend is the source address and port (Hubble's `source_service`).
     pub src_service: Option<Arc<ServiceName>>,
     /// The Service whose frontend is the destination (Hubble's `destination_service`).
@@ -199,7 +199,7 @@ impl FlowRecord {
     /// connection (the only hop whose source address and port are rewritten in the flow).
     fn snat_at_uplink(&self) -> Option<&Translation> {
         self.xlat
-            .as_ref()
+            .as_deref()
             .filter(|_| self.event.point == ObsPoint::ToNetwork)
     }
 
@@ -289,7 +289,7 @@ impl FlowRecord {
     /// The connection's tuple in its original direction, on the pod's side of any NAT: every
     /// hop of the connection carries the same one, so clients can put the hops together.
     pub fn connection(&self) -> Option<Tuple> {
-        match self.xlat.as_ref().or(self.dnat.as_ref()) {
+        match self.xlat.as_deref().or(self.dnat.as_deref()) {
             Some(t) => Some(t.orig),
             None => wire_tuple(&self.event).and_then(|w| match self.event.ct_state {
                 Some(CtState::New | CtState::Established) => Some(w),

@@ -405,12 +405,12 @@ mod tests {
             dport: 40_000,
             ..orig
         };
-        r.xlat = Some(Translation {
+        r.xlat = Some(std::sync::Arc::new(Translation {
             orig,
             reply: reply_tuple,
             snat: true,
             dnat: false,
-        });
+        }));
         same_bytes("TCP SYN at the uplink, masqueraded", &r);
         // A connection to a Service's ClusterIP, DNAT'ed to a backend.
         let mut to_svc = record(&tcp_syn, None);
@@ -419,7 +419,7 @@ mod tests {
             name: "web".into(),
         });
         to_svc.dst_service = Some(web.clone());
-        to_svc.dnat = Some(Translation {
+        to_svc.dnat = Some(std::sync::Arc::new(Translation {
             orig,
             reply: crate::decode::nat::Tuple {
                 src: "10.244.0.77".parse().unwrap(),
@@ -430,7 +430,7 @@ mod tests {
             },
             snat: false,
             dnat: true,
-        });
+        }));
         same_bytes("TCP SYN to a ClusterIP", &to_svc);
         to_svc.src_service = Some(web);
         same_bytes("both ends named by services", &to_svc);
@@ -442,7 +442,7 @@ mod tests {
         back.dst_addr = v4([198, 51, 100, 10]);
         back.tcp_flags = tcp::ACK | tcp::PSH;
         let mut r2 = record(&back, None);
-        r2.xlat = r.xlat;
+        r2.xlat = r.xlat.clone();
         same_bytes("TCP reply arriving for the node, masqueraded", &r2);
 
         let udp = base(obs::TO_NETWORK, ct_state::ESTABLISHED, ipproto::UDP);
