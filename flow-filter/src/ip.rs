@@ -98,6 +98,11 @@ impl IpMatcher {
         let Ok(addr) = text.parse::<IpAddr>() else {
             return false;
         };
+        self.matches_addr(addr)
+    }
+
+    /// [`IpMatcher::matches`] for an address not written out as text.
+    pub(crate) fn matches_addr(&self, addr: IpAddr) -> bool {
         // `::ffff:10.0.0.1` is 10.0.0.1 for us, as for Go's net.IP.
         let addr = addr.to_canonical();
         self.addrs.contains(&addr) || self.cidrs.iter().any(|c| c.contains(addr))

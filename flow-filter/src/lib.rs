@@ -51,6 +51,7 @@ use flowscope_proto::flow::{
     Endpoint, EventTypeFilter, Flow, FlowFilter, HttpHeader, NetworkInterface, TcpFlags,
 };
 use regex::Regex;
+use std::net::IpAddr;
 
 use crate::ip::IpMatcher;
 use crate::label::LabelMatcher;
@@ -237,6 +238,72 @@ impl Predicate {
                 .as_ref()
                 .is_some_and(|t| ids.contains(&t.trace_id)),
         }
+    }
+}
+
+/// What a flow that is not built yet tells the filters (see [`FlowFilterSet::decide`]). Each
+/// method returns exactly what the `flow.Flow` built from the same data would hold; the agent's
+/// history records implement it, so that a filtered follower does not build every flow only to
+/// drop most of them.
+pub trait FlowFields {
+    /// `Flow.IP`'s addresses: `(source, source_xlated, destination)`; `None` when the flow has
+    /// no `IP`.
+    fn addresses(&self) -> Option<(IpAddr, Option<IpAddr>, IpAddr)>;
+    /// `Flow.l4`'s ports as [`flowscope_proto::flow::Layer4::ports`] reads them (`None` for
+    /// flows without ports).
+    fn ports(&self) -> Option<(u32, u32)>;
+    /// `Flow.verdict`.
+    fn verdict(&self) -> i32;
+    /// `Flow.source`, `None` when the flow has none.
+    fn source(&self) -> Option<EndpointFields<'_>>;
+    /// `Flow.destination`, `None` when the flow has none.
+    fn destination(&self) -> Option<EndpointFields<'_>>;
+}
+
+/// The fields of a `flow.Endpoint` that [`FlowFields`] gives.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointFields<'a> {
+    /// `Endpoint.identity`.
+    pub identity: u32,
+    /// `Endpoint.namespace`.
+    pub namespace: &'a str,
+    /// `Endpoint.pod_name`.
+    pub pod_name: &'a str,
+    /// `Endpoint.labels`.
+    pub labels: &'a [String],
+}
+
+impl Predicate {
+    /// What [`Predicate::matches`] would answer on the flow built from `f`, when the fields of
+    /// [`FlowFields`] are enough to tell; `None` otherwise.
+    fn decide(&self, f: &impl FlowFields) -> Option<bool> {
+        let endpoint = |side: Side| match side {
+            Side::Source => f.source(),
+            Side::Destination => f.destination(),
+        };
+        Some(match self {
+            Predicate::Ip(field, m) => f.addresses().is_some_and(|(src, xlated, dst)| {
+                match field {
+                    IpField::Source => Some(src),
+                    IpField::SourceXlated => xlated,
+                    IpField::Destination => Some(dst),
+                }
+                .is_some_and(|a| m.matches_addr(a))
+            }),
+            Predicate::Pod(side, m) => {
+                endpoint(*side).is_some_and(|ep| m.matches(ep.namespace, ep.pod_name))
+            }
+            Predicate::Label(side, m) => m.matches(endpoint(*side).map_or(&[][..], |ep| ep.labels)),
+            Predicate::Identity(side, ids) => {
+                endpoint(*side).is_some_and(|ep| ids.contains(&ep.identity))
+            }
+            Predicate::Port(side, m) => m.matches(f.ports().map(|(src, dst)| match side {
+                Side::Source => src,
+                Side::Destination => dst,
+            })),
+            Predicate::Verdict(v) => v.contains(&f.verdict()),
+            _ => return None,
+        })
     }
 }
 
@@ -493,6 +560,20 @@ impl CompiledFilter {
     pub fn matches(&self, flow: &Flow) -> bool {
         self.predicates.iter().all(|p| p.matches(flow))
     }
+
+    /// What [`CompiledFilter::matches`] would answer on the flow built from `f`, when its
+    /// [`FlowFields`] are enough to tell: false as soon as one field that can be read fails.
+    fn decide(&self, f: &impl FlowFields) -> Option<bool> {
+        let mut known = true;
+        for p in &self.predicates {
+            match p.decide(f) {
+                Some(false) => return Some(false),
+                Some(true) => {}
+                None => known = false,
+            }
+        }
+        known.then_some(true)
+    }
 }
 
 /// A compiled GetFlowsRequest whitelist and blacklist.
@@ -526,6 +607,43 @@ impl FlowFilterSet {
     pub fn matches(&self, flow: &Flow) -> bool {
         (self.whitelist.is_empty() || self.whitelist.iter().any(|f| f.matches(flow)))
             && !self.blacklist.iter().any(|f| f.matches(flow))
+    }
+
+    /// What [`FlowFilterSet::matches`] would answer on the flow built from `f`, when the fields
+    /// of [`FlowFields`] are enough to tell (`None`: build the flow and ask `matches`). Filters
+    /// on addresses, ports, verdicts, pods, namespaces, labels and identities decide here; a
+    /// whitelist whose every filter fails on one of those fields rejects the flow whatever
+    /// its other fields say.
+    pub fn decide(&self, f: &impl FlowFields) -> Option<bool> {
+        let mut blacklisted = Some(false);
+        for b in &self.blacklist {
+            match b.decide(f) {
+                Some(true) => return Some(false),
+                Some(false) => {}
+                None => blacklisted = None,
+            }
+        }
+        let whitelisted = if self.whitelist.is_empty() {
+            Some(true)
+        } else {
+            let mut any = Some(false);
+            for w in &self.whitelist {
+                match w.decide(f) {
+                    Some(true) => {
+                        any = Some(true);
+                        break;
+                    }
+                    Some(false) => {}
+                    None => any = None,
+                }
+            }
+            any
+        };
+        match (whitelisted, blacklisted) {
+            (Some(false), _) => Some(false),
+            (Some(true), Some(false)) => Some(true),
+            _ => None,
+        }
     }
 
     /// True when the set lets every flow through (both lists empty).

@@ -92,11 +92,19 @@ impl Query {
     }
 
     /// Whether the flow `e` holds passes the request's filters. A record is built into a
-    /// `flow.Flow` only when there are filters to run on it.
+    /// `flow.Flow` only when its own fields cannot decide (filters on addresses, ports,
+    /// verdicts, pods, namespaces, labels and identities can: a follower of one pod does not
+    /// build the flows of all the others).
     fn filtered_in(&self, e: &Entry) -> bool {
         match e {
             Entry::Flow(f) => self.filters.matches(f),
-            Entry::Record(r) => self.filters.is_empty() || self.filters.matches(&r.to_flow()),
+            Entry::Record(r) => {
+                self.filters.is_empty()
+                    || self
+                        .filters
+                        .decide(r.as_ref())
+                        .unwrap_or_else(|| self.filters.matches(&r.to_flow()))
+            }
             Entry::Lost(_) => true,
         }
     }
@@ -625,5 +633,180 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 9, "7 flows and 2 losses; flow 7 came after the request");
+    }
+
+    /// A record's filters are decided on its own fields only when they give the answer its
+    /// built flow gets; and the filters those fields cover are always decided there (else the
+    /// follower of one pod would build every flow again).
+    #[test]
+    fn deciding_on_records_answers_what_the_built_flows_answer() {
+        use std::sync::Arc;
+
+        use crate::decode::{
+            nat::{Translation, Tuple},
+            record::testing::random_records,
+        };
+
+        let filter = |edit: &dyn Fn(&mut FlowFilter)| {
+            let mut f = FlowFilter::default();
+            edit(&mut f);
+            f
+        };
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // (whitelist, blacklist, decided on every record?)
+        let sets: Vec<(Vec<FlowFilter>, Vec<FlowFilter>, bool)> = vec![
+            // `--pod ns/p` (either side), `--namespace kube-system`.
+            (
+                vec![
+                    filter(&|f| f.source_pod = strings(&["ns/p"])),
+                    filter(&|f| f.destination_pod = strings(&["ns/p"])),
+                ],
+                vec![],
+                true,
+            ),
+            (
+                vec![
+                    filter(&|f| f.source_pod = strings(&["kube-system/"])),
+                    filter(&|f| f.destination_pod = strings(&["kube-system/"])),
+                ],
+                vec![],
+                true,
+            ),
+            // Addresses and blocks, with the translated source.
+            (
+                vec![filter(&|f| f.source_ip = strings(&["0.0.0.0/1", "8000::/1"]))],
+                vec![],
+                true,
+            ),
+            (
+                vec![filter(&|f| {
+                    f.destination_ip = strings(&["10.244.0.213", "128.0.0.0/2"])
+                })],
+                vec![],
+                true,
+            ),
+            (
+                vec![filter(&|f| f.source_ip_xlated = strings(&["198.51.100.10"]))],
+                vec![],
+                true,
+            ),
+            // Ports, verdicts, identities, labels, and an AND of them.
+            (
+                vec![filter(&|f| f.destination_port = strings(&["53", "80"]))],
+                vec![],
+                true,
+            ),
+            (
+                vec![filter(&|f| {
+                    f.verdict = vec![flowscope_proto::flow::Verdict::Dropped as i32]
+                })],
+                vec![],
+                true,
+            ),
+            (
+                vec![filter(&|f| {
+                    f.source_identity = vec![2];
+                    f.destination_label = strings(&["app=web"]);
+                    f.source_port = strings(&["53"]);
+                })],
+                vec![],
+                true,
+            ),
+            // `--not --namespace kube-system`: a blacklist alone.
+            (
+                vec![],
+                vec![
+                    filter(&|f| f.source_pod = strings(&["kube-system/"])),
+                    filter(&|f| f.destination_pod = strings(&["kube-system/"])),
+                ],
+                true,
+            ),
+            // Fields the record does not give: decided only where another field fails.
+            (
+                vec![filter(&|f| {
+                    f.source_pod = strings(&["ns/p"]);
+                    f.protocol = strings(&["udp"]);
+                })],
+                vec![],
+                false,
+            ),
+            (
+                vec![
+                    filter(&|f| f.protocol = strings(&["tcp"])),
+                    filter(&|f| f.destination_port = strings(&["53"])),
+                ],
+                vec![filter(&|f| f.source_label = strings(&["app=web"]))],
+                false,
+            ),
+            (
+                vec![filter(&|f| f.node_name = strings(&["node-*"]))],
+                vec![filter(&|f| f.destination_ip = strings(&["0.0.0.0/0"]))],
+                false,
+            ),
+        ];
+        let compiled: Vec<(FlowFilterSet, bool)> = sets
+            .iter()
+            .map(|(w, b, always)| (FlowFilterSet::compile(w, b).unwrap(), *always))
+            .collect();
+        let masquerade = Arc::new(Translation {
+            orig: Tuple {
+                src: "10.244.0.213".parse().unwrap(),
+                dst: "1.0.0.1".parse().unwrap(),
+                proto: 6,
+                sport: 59_242,
+                dport: 53,
+                icmp_id: 0,
+                icmp_type: 0,
+            },
+            reply: Tuple {
+                src: "1.0.0.1".parse().unwrap(),
+                dst: "198.51.100.10".parse().unwrap(),
+                proto: 6,
+                sport: 53,
+                dport: 40_000,
+                icmp_id: 0,
+                icmp_type: 0,
+            },
+            snat: true,
+            dnat: false,
+        });
+        let (mut decided, mut matched) = (vec![0; sets.len()], vec![0; sets.len()]);
+        for (i, mut r) in random_records(3_000).enumerate() {
+            // Some well-known ports and some masqueraded hops among the random ones.
+            if i % 4 == 0 {
+                r.event.dst_port = [53, 80][i % 8 / 4];
+            }
+            if i % 5 == 0 {
+                r.event.src_port = 53;
+            }
+            if i % 3 == 0 && r.event.src.is_some_and(|a| a.is_ipv4()) {
+                r.event.src = Some(masquerade.reply.dst);
+                r.xlat = Some(masquerade.clone());
+            }
+            let flow = r.to_flow();
+            for (n, (set, always)) in compiled.iter().enumerate() {
+                let full = set.matches(&flow);
+                matched[n] += usize::from(full);
+                match set.decide(&r) {
+                    Some(d) => {
+                        assert_eq!(d, full, "set {n} on {flow:?}");
+                        decided[n] += 1;
+                    }
+                    None => assert!(!always, "set {n} undecided on {flow:?}"),
+                }
+            }
+        }
+        for n in 0..sets.len() {
+            // Every set matched some records and not others: the cases were not trivial.
+            assert!(
+                matched[n] > 0 && matched[n] < 3_000,
+                "set {n} matched {} of 3000",
+                matched[n]
+            );
+            if !sets[n].2 {
+                assert!(decided[n] > 0, "set {n}: never decided on the record");
+                assert!(decided[n] < 3_000, "set {n}: always decided");
+            }
+        }
     }
 }
