@@ -14,7 +14,7 @@ use flowscope_proto::{
     observer::{GetFlowsResponse, get_flows_response::ResponseTypes},
 };
 use monitor_agent::{
-    decode::{event::Event, flows::FlowBuilder},
+    decode::{event::Event, flows::FlowBuilder, record::FlowRecord},
     endpoints::{Registry, file},
     kernel::facts::Clock,
 };
@@ -37,6 +37,10 @@ pub struct Fixture {
     pub filter_ip: FlowFilterSet,
     /// `flowctl observe --pod default/pod-a --label app=web --not --port 53`.
     pub filter_pod: FlowFilterSet,
+    /// `event` as the history's record.
+    pub record: FlowRecord,
+    /// `flowctl observe --pod default/pod-b`: a follower of another pod (the record fails it).
+    pub filter_other_pod: FlowFilterSet,
     /// The response the agent sends for `flow`.
     pub response: GetFlowsResponse,
     /// `response` encoded.
@@ -118,6 +122,21 @@ impl Fixture {
             }],
         )
         .expect("filter");
+        let record = builder.record(event.clone(), Some(IFNAME.into()));
+        let filter_other_pod = FlowFilterSet::compile(
+            &[
+                FlowFilter {
+                    source_pod: vec!["default/pod-b".into()],
+                    ..FlowFilter::default()
+                },
+                FlowFilter {
+                    destination_pod: vec!["default/pod-b".into()],
+                    ..FlowFilter::default()
+                },
+            ],
+            &[],
+        )
+        .expect("filter");
         let response = GetFlowsResponse {
             node_name: flow.node_name.clone(),
             time: flow.time,
@@ -132,6 +151,8 @@ impl Fixture {
             flow,
             filter_ip,
             filter_pod,
+            record,
+            filter_other_pod,
             response,
             encoded,
         }
@@ -161,6 +182,22 @@ impl Fixture {
     /// The pod + label filter with a blacklist on the flow (it matches).
     pub fn filter_pod(&self) -> bool {
         self.filter_pod.matches(black_box(&self.flow))
+    }
+
+    /// Another pod's follower on the record, by building its flow (the agent before
+    /// `FlowFilterSet::decide`).
+    pub fn filter_record_built(&self) -> bool {
+        self.filter_other_pod
+            .matches(&black_box(&self.record).to_flow())
+    }
+
+    /// Another pod's follower on the record, decided on the record's fields (what the agent
+    /// does).
+    pub fn filter_record(&self) -> bool {
+        let r = black_box(&self.record);
+        self.filter_other_pod
+            .decide(r)
+            .unwrap_or_else(|| self.filter_other_pod.matches(&r.to_flow()))
     }
 
     /// The response as the server does it: the flow cloned into a `GetFlowsResponse`
@@ -196,12 +233,20 @@ impl Default for Fixture {
 }
 
 /// The operations, by name, as (name, what it is).
-pub const OPERATIONS: [(&str, &str); 8] = [
+pub const OPERATIONS: [(&str, &str); 10] = [
     ("decode", "kernel event → Event"),
     ("build", "Event → flow.Flow"),
     ("event_to_flow", "decode + build + Arc (agent per event)"),
     ("filter_ip", "filter --ip 1.0.0.1 --protocol tcp"),
     ("filter_pod", "filter --pod/--label, blacklist --port"),
+    (
+        "filter_record_built",
+        "another pod's filter on a record, flow built",
+    ),
+    (
+        "filter_record",
+        "another pod's filter on a record, decided on it",
+    ),
     ("encode", "protobuf encode GetFlowsResponse"),
     (
         "respond_encode",
@@ -230,6 +275,12 @@ pub fn run_op(fx: &Fixture, name: &str, buf: &mut Vec<u8>) {
         }
         "filter_pod" => {
             black_box(fx.filter_pod());
+        }
+        "filter_record_built" => {
+            black_box(fx.filter_record_built());
+        }
+        "filter_record" => {
+            black_box(fx.filter_record());
         }
         "encode" => {
             black_box(fx.encode(buf));
