@@ -748,25 +748,18 @@ mod tests {
             .iter()
             .map(|(w, b, always)| (FlowFilterSet::compile(w, b).unwrap(), *always))
             .collect();
+        let tcp = |src: &str, sport, dst: &str, dport| Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto: 6,
+            sport,
+            dport,
+            icmp_id: 0,
+            icmp_type: 0,
+        };
         let masquerade = Arc::new(Translation {
-            orig: Tuple {
-                src: "10.244.0.213".parse().unwrap(),
-                dst: "1.0.0.1".parse().unwrap(),
-                proto: 6,
-                sport: 59_242,
-                dport: 53,
-                icmp_id: 0,
-                icmp_type: 0,
-            },
-            reply: Tuple {
-                src: "1.0.0.1".parse().unwrap(),
-                dst: "198.51.100.10".parse().unwrap(),
-                proto: 6,
-                sport: 53,
-                dport: 40_000,
-                icmp_id: 0,
-                icmp_type: 0,
-            },
+            orig: tcp("10.244.0.213", 59_242, "1.0.0.1", 53),
+            reply: tcp("1.0.0.1", 53, "198.51.100.10", 40_000),
             snat: true,
             dnat: false,
         });
