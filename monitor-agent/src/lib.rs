@@ -5,8 +5,10 @@
 //! # Layout: the pipeline's order
 //!
 //! 1. [`kernel`]: load and attach the programs, follow interfaces, read the ring buffer;
-//! 2. [`decode`]: a record becomes an event, then a Hubble flow, enriched with [`endpoints`]
-//!    (pods, identities) and NAT; unanswered connections are found here too;
+//! 2. [`decode`]: a ring record becomes an `Event`, then a `FlowRecord`: the event with shared
+//!    handles to its enrichment from [`endpoints`] (pods, identities), NAT and DNS names. The
+//!    Hubble `flow.Flow` is built from it only where a consumer needs one. Unanswered
+//!    connections are found here too;
 //! 3. after decode, each flow goes to the hooks, in this order: [`history`] (what GetFlows
 //!    serves), [`metrics`] (Prometheus), [`export`] (files);
 //! 4. [`service`]: the gRPC API (Observer, Inspector, Peer, health) over the history.
