@@ -599,7 +599,7 @@ pub struct Translation {
     pub dnat: bool,
 }
 
-/// A cached answer and until when it holds. The translation is shared: every record of the
+/// A cached answer and when it was asked. The translation is shared: every record of the
 /// connection's flows holds the same one (two inline translations were ~190 bytes of each
 /// record in the history, translated or not).
 type Cached = (Instant, Option<Arc<Translation>>);
@@ -614,12 +614,6 @@ enum By {
 /// Cached lookups of translations by reply or original tuple. Entries live `ttl`; a negative
 /// answer lives a short time too, so that a burst of packets of an untranslated connection costs
 /// one lookup.
-///
-/// Each entry's life is drawn between half and all of its TTL. A lookup is a netlink request
-/// made on the decode task, and the connections a node sees start together (a client's burst,
-/// an agent's restart): with one fixed TTL, all their entries expired in the same instant and
-/// the decode task stopped for one request per connection (1,024 of them every 10 s in
-/// benchmark 3), long enough at 400 k events/s for a follower to fall behind the history.
 pub struct NatCache {
     /// Looked up for every event that may be translated: foldhash, not SipHash.
     entries: Mutex<foldhash::HashMap<(By, TupleKey), Cached>>,
@@ -655,10 +649,16 @@ impl NatCache {
         let key = (by, tuple.key());
         let now = Instant::now();
         if let Ok(map) = self.entries.lock()
-            && let Some((until, t)) = map.get(&key)
-            && now < *until
+            && let Some((at, t)) = map.get(&key)
         {
-            return t.clone();
+            let ttl = if t.is_some() {
+                self.ttl
+            } else {
+                self.negative_ttl
+            };
+            if now.duration_since(*at) < ttl {
+                return t.clone();
+            }
         }
         let entry = match by {
             By::Reply => get_by_reply(tuple),
@@ -676,25 +676,15 @@ impl NatCache {
         });
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= self.max {
-                map.retain(|_, (until, _)| now < *until);
+                map.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
                 if map.len() >= self.max {
                     map.clear();
                 }
             }
-            let ttl = if found.is_some() {
-                self.ttl
-            } else {
-                self.negative_ttl
-            };
-            map.insert(key, (now + spread(ttl), found.clone()));
+            map.insert(key, (now, found.clone()));
         }
         found
     }
-}
-
-/// A life between half and all of `ttl`, drawn uniformly (see [`NatCache`]).
-fn spread(ttl: Duration) -> Duration {
-    ttl / 2 + ttl.mul_f64(fastrand::f64() / 2.0)
 }
 
 #[cfg(test)]
@@ -702,20 +692,6 @@ mod tests {
     use super::*;
 
     const IPPROTO_TCP: u8 = 6;
-
-    #[test]
-    fn entries_expire_spread_over_the_second_half_of_their_ttl() {
-        let ttl = Duration::from_secs(10);
-        let lives: Vec<Duration> = (0..1_000).map(|_| spread(ttl)).collect();
-        assert!(lives.iter().all(|l| (ttl / 2..=ttl).contains(l)), "{lives:?}");
-        // Spread, not one instant: every tenth of the range gets some.
-        for tenth in 0..10 {
-            let lo = ttl / 2 + ttl / 20 * tenth;
-            let hi = lo + ttl / 20;
-            let n = lives.iter().filter(|l| (lo..hi).contains(*l)).count();
-            assert!(n >= 40, "{n} lives in {lo:?}..{hi:?}");
-        }
-    }
 
     fn tcp(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
         Tuple {
