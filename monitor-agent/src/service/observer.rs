@@ -674,7 +674,9 @@ mod tests {
             ),
             // Addresses and blocks, with the translated source.
             (
-                vec![filter(&|f| f.source_ip = strings(&["0.0.0.0/1", "8000::/1"]))],
+                vec![filter(&|f| {
+                    f.source_ip = strings(&["0.0.0.0/1", "8000::/1"])
+                })],
                 vec![],
                 true,
             ),
@@ -686,7 +688,9 @@ mod tests {
                 true,
             ),
             (
-                vec![filter(&|f| f.source_ip_xlated = strings(&["198.51.100.10"]))],
+                vec![filter(&|f| {
+                    f.source_ip_xlated = strings(&["198.51.100.10"])
+                })],
                 vec![],
                 true,
             ),
