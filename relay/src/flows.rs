@@ -32,6 +32,12 @@
 //!   thus never slows the agents, the relay, or other clients. A history
 //!   request (no follow) is back-pressured instead: it has an end, and the
 //!   client asked for all of it.
+//! - Both hops carry batches ([`crate::batch`]): a node task reads every
+//!   response its stream has ready (up to half its buffer) and hands them
+//!   over as one message; the merger sends what one round releases to the
+//!   client as one message. Nothing waits to fill a batch (a lone flow
+//!   leaves at once), and the bounds still count responses: a node's buffer
+//!   holds at most `node_buffer_len` of them, a client's `client_buffer_len`.
 //!
 //! Flows go through all this encoded: a node task receives
 //! [`RelayedResponse`]s, whose flow is the agent's encoded `flow.Flow`
@@ -48,14 +54,12 @@ use flowscope_proto::flow::{LostEvent, LostEventSource};
 use flowscope_proto::observer::GetFlowsRequest;
 use flowscope_proto::relay::{NodeState, NodeStatusEvent};
 use flowscope_proto::wkt::Timestamp;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::sleep_until;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{Instrument as _, debug, debug_span};
 
+use crate::batch::{self, Batcher, Items, Read, TrySendError, read_ready};
 use crate::error::ObserverError;
 use crate::metrics::Metrics;
 use crate::peer::{PeerState, describe, is_transient};
@@ -66,9 +70,19 @@ use crate::wire::{Event, RelayedResponse, open_get_flows};
 /// The sort window source of the relay's own events (never live).
 const RELAY_SOURCE: SourceId = 0;
 
-/// Node events the merger takes at once when several are waiting (the
-/// window may then hold this many over its length until the next release).
+/// Responses the merger takes at once when several node events are waiting
+/// (the window may then hold this many, plus one node batch, over its length
+/// until the next release).
 const EVENT_BATCH: usize = 64;
+
+/// The most responses a node task hands over in one message.
+const NODE_BATCH_MAX: usize = 256;
+
+/// The most responses a node task hands over in one message: half its
+/// buffer, so that it can read the next batch while the merger takes one.
+fn node_batch(node_buffer_len: usize) -> usize {
+    (node_buffer_len / 2).clamp(1, NODE_BATCH_MAX)
+}
 
 /// GetFlows settings, from the relay configuration.
 #[derive(Debug, Clone)]
@@ -93,7 +107,7 @@ pub(crate) struct FlowsSettings {
 pub(crate) use flowscope_proto::EXTENSIONS_HEADER;
 
 /// The stream answering one GetFlows call.
-pub(crate) type FlowStream = ReceiverStream<Result<RelayedResponse, Status>>;
+pub(crate) type FlowStream = Items<Result<RelayedResponse, Status>>;
 
 /// Validates `req` once for the whole cluster, then starts the fan-out.
 pub(crate) fn get_flows(
@@ -130,19 +144,19 @@ pub(crate) fn get_flows(
         .map(SystemTime::try_from)
         .transpose()
         .map_err(|_| ObserverError::InvalidRequest("until is out of range"))?;
-    let (out_tx, out_rx) = mpsc::channel(settings.client_buffer_len.max(1));
+    let (out_tx, out_rx) = batch::channel(settings.client_buffer_len.max(1));
     let span = debug_span!("get_flows", follow = req.follow, number = req.number);
     let merger = Merger::new(
         pool,
         settings,
         metrics,
         shutdown.child_token(),
-        out_tx,
+        Batcher::new(out_tx),
         &req,
         extensions,
     );
     tokio::spawn(merger.run(req, until).instrument(span));
-    Ok(ReceiverStream::new(out_rx))
+    Ok(Items::new(out_rx))
 }
 
 /// Event time of a response: the response's `time`, else the flow's, else
@@ -153,8 +167,9 @@ fn response_time(resp: &RelayedResponse) -> Timestamp {
 
 /// What a node task tells the merger (on its own channel, in order).
 enum NodeEvent {
-    /// A response from the agent (small: its flow is a `Bytes`).
-    Response(RelayedResponse),
+    /// Responses from the agent, in the order received (small: each flow is
+    /// a `Bytes`); never empty.
+    Responses(Vec<RelayedResponse>),
     /// The node's stream opened (`true`) or ended (`false`).
     Live(bool),
     /// A node status change to report.
@@ -163,6 +178,16 @@ enum NodeEvent {
         state: NodeState,
         message: String,
     },
+}
+
+impl NodeEvent {
+    /// Slots it takes in the node's buffer: one per response.
+    fn slots(&self) -> usize {
+        match self {
+            NodeEvent::Responses(responses) => responses.len(),
+            NodeEvent::Live(_) | NodeEvent::Status { .. } => 1,
+        }
+    }
 }
 
 /// Node status events waiting to be coalesced.
@@ -335,7 +360,9 @@ struct Merger {
     metrics: Arc<Metrics>,
     /// Fires when the relay stops; the request's node tasks use children.
     cancel: CancellationToken,
-    out: mpsc::Sender<Result<RelayedResponse, Status>>,
+    /// What a round releases leaves as one message (`flush`): before the
+    /// merger waits for anything.
+    out: Batcher<Result<RelayedResponse, Status>>,
     follow: bool,
     /// Ask the agents for `Flow.extensions`.
     extensions: bool,
@@ -345,7 +372,7 @@ struct Merger {
     nodes: HashMap<String, NodeHandle>,
     next_id: SourceId,
     /// Each node task's channel; removed when the task ends.
-    receivers: Vec<(SourceId, mpsc::Receiver<NodeEvent>)>,
+    receivers: Vec<(SourceId, batch::Receiver<NodeEvent>)>,
     /// Where the next poll of `receivers` starts (fairness).
     next_poll: usize,
     /// New node tasks may still start (follow mode before `until`); the
@@ -359,7 +386,7 @@ impl Merger {
         settings: Arc<FlowsSettings>,
         metrics: Arc<Metrics>,
         cancel: CancellationToken,
-        out: mpsc::Sender<Result<RelayedResponse, Status>>,
+        out: Batcher<Result<RelayedResponse, Status>>,
         req: &GetFlowsRequest,
         extensions: bool,
     ) -> Self {
@@ -400,9 +427,11 @@ impl Merger {
         match self.serve(req, until).await {
             Ok(()) => debug!("stream done"),
             Err(Closed) if self.cancel.is_cancelled() => {
+                // What was released is sent before the error.
                 let _ = self
                     .out
                     .try_send(Err(Status::from(ObserverError::ShuttingDown)));
+                let _ = self.out.flush();
             }
             Err(Closed) => debug!("client gone"),
         }
@@ -453,6 +482,7 @@ impl Merger {
             );
             self.send_blocking(event).await?;
         }
+        self.flush()?;
 
         // No node joins a history request: it ends when its nodes are done.
         self.spawning = self.follow;
@@ -462,9 +492,10 @@ impl Merger {
         });
 
         // Branch futures must not borrow `self`, which the event branch
-        // borrows mutably (and the permit borrows the sender). The two that
-        // end the request live across iterations: set up once, not per flow.
-        let out = self.out.clone();
+        // borrows mutably (and the reservation borrows the sender). The two
+        // that end the request live across iterations: set up once, not per
+        // flow.
+        let out = self.out.sender().clone();
         let cancel = self.cancel.clone();
         let cancelled = cancel.cancelled();
         let closed = out.closed();
@@ -489,9 +520,10 @@ impl Merger {
                     }
                     None => break,
                 },
-                permit = out.reserve(), if lost_pending => match permit {
-                    Ok(permit) => {
-                        permit.send(Ok(self.lost.take_event(&relay_name)));
+                slot = out.reserve(1), if lost_pending => match slot {
+                    Ok(slot) => {
+                        self.out.push(Ok(self.lost.take_event(&relay_name)), slot);
+                        self.flush()?;
                     }
                     Err(_) => return Err(Closed),
                 },
@@ -521,7 +553,7 @@ impl Merger {
             let event = self.lost.take_event(&relay_name);
             self.send_blocking(event).await?;
         }
-        Ok(())
+        self.flush()
     }
 
     /// Waits (boundedly) for agents that were never probed: a request
@@ -533,7 +565,7 @@ impl Merger {
             let mut rx = peer.subscribe();
             tokio::select! {
                 _ = self.cancel.cancelled() => return Err(Closed),
-                _ = self.out.closed() => return Err(Closed),
+                _ = self.out.sender().closed() => return Err(Closed),
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = rx.wait_for(|s| s.state != PeerState::Connecting) => {}
             }
@@ -552,7 +584,7 @@ impl Merger {
         if !self.spawning {
             return;
         }
-        let (events, receiver) = mpsc::channel(self.settings.node_buffer_len.max(1));
+        let (events, receiver) = batch::channel(self.settings.node_buffer_len.max(1));
         let id = self.next_id;
         self.next_id += 1;
         if connected.is_some() {
@@ -566,6 +598,7 @@ impl Merger {
             follow: self.follow,
             extensions: self.extensions,
             until,
+            batch: node_batch(events.capacity()),
             events,
             cancel: cancel.clone(),
             metrics: self.metrics.clone(),
@@ -598,7 +631,9 @@ impl Merger {
                 continue;
             }
             match receiver.poll_recv(cx) {
-                Poll::Ready(Some(event)) => {
+                Poll::Ready(Some((event, slots))) => {
+                    // Taken: its slots are free for the node task.
+                    drop(slots);
                     self.next_poll = index + 1;
                     return Poll::Ready(Some((id, event)));
                 }
@@ -655,15 +690,19 @@ impl Merger {
         }
     }
 
-    /// Handles the node events already waiting, at most [`EVENT_BATCH`]:
-    /// a round of the merger's `select!` costs more than a flow does.
-    /// (Polled with a no-op waker: the next `select!` polls the receivers
-    /// again with the task's own before it sleeps.)
+    /// Handles the node events already waiting, until about
+    /// [`EVENT_BATCH`] responses: a round of the merger's `select!` costs
+    /// more than a flow does. (Polled with a no-op waker: the next `select!`
+    /// polls the receivers again with the task's own before it sleeps.)
     fn handle_ready_events(&mut self, now: Instant) {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        for _ in 0..EVENT_BATCH {
+        let mut taken = 0;
+        while taken < EVENT_BATCH {
             match self.poll_event(&mut cx) {
-                std::task::Poll::Ready(Some((node, event))) => self.handle(node, event, now),
+                std::task::Poll::Ready(Some((node, event))) => {
+                    taken += event.slots();
+                    self.handle(node, event, now);
+                }
                 // `None` (every node done) shows again in the next `select!`.
                 _ => return,
             }
@@ -672,9 +711,11 @@ impl Merger {
 
     fn handle(&mut self, node: SourceId, event: NodeEvent, now: Instant) {
         match event {
-            NodeEvent::Response(resp) => {
-                let key = response_time(&resp).as_nanos();
-                self.window.push(node, key, resp, now);
+            NodeEvent::Responses(responses) => {
+                for resp in responses {
+                    let key = response_time(&resp).as_nanos();
+                    self.window.push(node, key, resp, now);
+                }
             }
             NodeEvent::Live(live) => self.window.set_live(node, live),
             NodeEvent::Status {
@@ -695,7 +736,7 @@ impl Merger {
     }
 
     /// Moves due status events into the window and sends whatever the
-    /// window releases.
+    /// window releases, as one message.
     async fn release_ready(&mut self) -> Result<(), Closed> {
         let now = Instant::now();
         for event in self.statuses.take_due(now) {
@@ -704,7 +745,12 @@ impl Merger {
         while let Some(resp) = self.window.pop_ready(now) {
             self.emit(resp).await?;
         }
-        Ok(())
+        self.flush()
+    }
+
+    /// Sends what was emitted since the last flush.
+    fn flush(&mut self) -> Result<(), Closed> {
+        self.out.flush().map_err(|batch::Closed| Closed)
     }
 
     /// Sends a response to the client: never waiting in follow mode (drop
@@ -760,10 +806,12 @@ impl Merger {
         }
     }
 
-    async fn send_blocking(&self, resp: RelayedResponse) -> Result<(), Closed> {
+    /// Adds `resp` to what leaves at the next flush, waiting for room in
+    /// the client's buffer (and sending what waits first) if there is none.
+    async fn send_blocking(&mut self, resp: RelayedResponse) -> Result<(), Closed> {
         tokio::select! {
             _ = self.cancel.cancelled() => Err(Closed),
-            sent = self.out.send(Ok(resp)) => sent.map_err(|_| Closed),
+            sent = self.out.send(Ok(resp)) => sent.map_err(|batch::Closed| Closed),
         }
     }
 }
@@ -791,7 +839,9 @@ struct NodeTask {
     follow: bool,
     extensions: bool,
     until: Option<SystemTime>,
-    events: mpsc::Sender<NodeEvent>,
+    events: batch::Sender<NodeEvent>,
+    /// The most responses handed over in one message.
+    batch: usize,
     cancel: CancellationToken,
     metrics: Arc<Metrics>,
 }
@@ -930,30 +980,37 @@ impl NodeTask {
             Err(status) => return Outcome::Failed(status),
         };
         let mut known_name = String::new();
+        let mut responses = Vec::with_capacity(self.batch);
         loop {
-            let message = tokio::select! {
+            // Whatever the stream has ready, in one message: one hand-over
+            // and one wake-up of the merger per batch, not per flow.
+            let read = tokio::select! {
                 _ = &mut stopped => return Outcome::Cancelled,
-                message = stream.message() => message,
+                read = read_ready(&mut stream, self.batch, &mut responses) => read,
             };
-            match message {
-                Ok(Some(mut resp)) => {
-                    let name = resp.node_name();
-                    if name.is_empty() {
-                        resp.set_node_name(self.peer.name());
-                    } else if name != known_name {
-                        self.peer.learn_name(name);
-                        known_name = name.to_string();
-                    }
-                    if resp.is_flow() {
-                        let t = response_time(&resp);
-                        *last_time = Some(last_time.map_or(t, |l| l.max(t)));
-                    }
-                    if !self.send(NodeEvent::Response(resp)).await {
-                        return Outcome::Cancelled;
-                    }
+            for resp in &mut responses {
+                let name = resp.node_name();
+                if name.is_empty() {
+                    resp.set_node_name(self.peer.name());
+                } else if name != known_name {
+                    self.peer.learn_name(name);
+                    known_name = name.to_string();
                 }
-                Ok(None) => return Outcome::Ended,
-                Err(status) => return Outcome::Failed(status),
+                if resp.is_flow() {
+                    let t = response_time(resp);
+                    *last_time = Some(last_time.map_or(t, |l| l.max(t)));
+                }
+            }
+            if !responses.is_empty() {
+                let batch = std::mem::replace(&mut responses, Vec::with_capacity(self.batch));
+                if !self.send(NodeEvent::Responses(batch)).await {
+                    return Outcome::Cancelled;
+                }
+            }
+            match read {
+                Read::More => {}
+                Read::Ended => return Outcome::Ended,
+                Read::Failed(status) => return Outcome::Failed(status),
             }
         }
     }
@@ -969,16 +1026,20 @@ impl NodeTask {
 
     /// False when the request is over.
     async fn send(&self, event: NodeEvent) -> bool {
+        let n = event.slots();
         // Room in the channel (the common case): no future to set up.
-        let event = match self.events.try_send(event) {
-            Ok(()) => return true,
-            Err(TrySendError::Closed(_)) => return false,
-            Err(TrySendError::Full(event)) => event,
+        let slots = match self.events.try_reserve(n) {
+            Ok(Some(slots)) => slots,
+            Err(batch::Closed) => return false,
+            Ok(None) => tokio::select! {
+                _ = self.cancel.cancelled() => return false,
+                slots = self.events.reserve(n) => match slots {
+                    Ok(slots) => slots,
+                    Err(batch::Closed) => return false,
+                },
+            },
         };
-        tokio::select! {
-            _ = self.cancel.cancelled() => false,
-            sent = self.events.send(event) => sent.is_ok(),
-        }
+        self.events.send(event, slots).is_ok()
     }
 }
 

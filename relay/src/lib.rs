@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+mod batch;
 pub mod cli;
 pub mod config;
 pub mod connector;
