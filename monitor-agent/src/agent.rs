@@ -395,8 +395,7 @@ pub async fn run(opts: AgentOptions, shutdown: CancellationToken) -> anyhow::Res
     }
 
     let stats = Arc::new(ReaderStats::default());
-    let queue_batches = (opts.queue_events / reader::BATCH).max(1);
-    let (tx, mut rx) = mpsc::channel::<Vec<Record>>(queue_batches);
+    let (tx, mut rx) = reader::queue(opts.queue_events);
     let reader = reader::spawn(ring, opts.poll_interval, tx, stats.clone(), stop.reader())
         .context("starting the ring-buffer reader")?;
     stop.reader_thread(reader);

@@ -27,12 +27,12 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Decode;
-use crate::kernel::{datapath::Datapath, reader::Record};
+use crate::kernel::{datapath::Datapath, reader::QueueReceiver};
 
 /// How long the watchers may take to stop before they are aborted.
 const WATCHERS_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,7 +131,7 @@ impl Shutdown {
     pub(super) async fn run(
         mut self,
         decode: &mut Decode,
-        rx: &mut mpsc::Receiver<Vec<Record>>,
+        rx: &mut QueueReceiver,
     ) -> anyhow::Result<()> {
         info!("shutting down");
 

@@ -11,7 +11,7 @@ use std::{
     os::fd::AsRawFd as _,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
     time::Duration,
@@ -61,6 +61,78 @@ pub enum Record {
 /// Events are handed downstream in batches: one channel operation per batch, not per event.
 pub const BATCH: usize = 256;
 
+/// The decode queue: batches of records from the reader to the decode task, bounded in
+/// **events** (`--queue-size`), whatever the batches' sizes.
+///
+/// A channel bounded in batches held `queue_size / 256` of them, and a reader that keeps up
+/// with the kernel hands on small batches (what arrived since its last drain): at 400 k events/s
+/// a few milliseconds of them filled it while it held a few thousand events (benchmark 3).
+pub fn queue(events: usize) -> (QueueSender, QueueReceiver) {
+    let events = events.max(1);
+    // Never the limit: every batch holds at least one event.
+    let (tx, rx) = mpsc::channel(events);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        QueueSender {
+            tx,
+            queued: queued.clone(),
+            capacity: events,
+        },
+        QueueReceiver { rx, queued },
+    )
+}
+
+/// The reader's end of the [`queue`].
+pub struct QueueSender {
+    tx: mpsc::Sender<Vec<Record>>,
+    /// Events sent and not yet received.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// Why [`QueueSender::try_send`] did not queue a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The batch would take the queue past its capacity in events: dropped.
+    Full,
+    /// The decode task is gone.
+    Closed,
+}
+
+impl QueueSender {
+    /// Queues `batch`, or drops it when the events queued would exceed the capacity.
+    pub fn try_send(&self, batch: Vec<Record>) -> Result<(), QueueError> {
+        let n = batch.len();
+        // Only this thread adds; the receiver only subtracts, so the check cannot be overtaken.
+        if self.queued.load(Ordering::Acquire) + n > self.capacity {
+            return Err(QueueError::Full);
+        }
+        self.queued.fetch_add(n, Ordering::AcqRel);
+        self.tx.try_send(batch).map_err(|e| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(_) => QueueError::Full,
+                mpsc::error::TrySendError::Closed(_) => QueueError::Closed,
+            }
+        })
+    }
+}
+
+/// The decode task's end of the [`queue`].
+pub struct QueueReceiver {
+    rx: mpsc::Receiver<Vec<Record>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl QueueReceiver {
+    /// The next batch; `None` once the reader is gone and the queue is empty.
+    pub async fn recv(&mut self) -> Option<Vec<Record>> {
+        let batch = self.rx.recv().await?;
+        self.queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        Some(batch)
+    }
+}
+
 /// Counters of the reader (shared with metrics and status).
 #[derive(Debug, Default)]
 pub struct ReaderStats {
@@ -92,7 +164,7 @@ impl Drop for Running<'_> {
 pub fn spawn(
     mut ring: RingBuf<MapData>,
     poll_interval: Duration,
-    tx: mpsc::Sender<Vec<Record>>,
+    tx: QueueSender,
     stats: Arc<ReaderStats>,
     stop: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -119,7 +191,7 @@ pub fn spawn(
 fn read_loop(
     ring: &mut RingBuf<MapData>,
     poll_interval: Duration,
-    tx: &mpsc::Sender<Vec<Record>>,
+    tx: &QueueSender,
     stats: &ReaderStats,
     stop: &CancellationToken,
 ) {
@@ -187,16 +259,47 @@ fn beat(stats: &ReaderStats) {
 }
 
 /// Hands a batch downstream; false when the receiver is gone.
-fn send(tx: &mpsc::Sender<Vec<Record>>, batch: &mut Vec<Record>, stats: &ReaderStats) -> bool {
+fn send(tx: &QueueSender, batch: &mut Vec<Record>, stats: &ReaderStats) -> bool {
     let n = batch.len() as u64;
     stats.events_read.fetch_add(n, Ordering::Relaxed);
     let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
     match tx.try_send(full) {
         Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
+        Err(QueueError::Full) => {
             stats.queue_lost.fetch_add(n, Ordering::Relaxed);
             true
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+        Err(QueueError::Closed) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: usize) -> Vec<Record> {
+        vec![Record::Event(FlowEvent::default()); n]
+    }
+
+    /// Small batches fill the queue by their events: a queue of 1,000 events takes 1,000
+    /// batches of one (bounded in batches of 256, it took 3).
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_events_not_batches() {
+        let (tx, mut rx) = queue(1_000);
+        for i in 0..1_000 {
+            assert_eq!(tx.try_send(batch(1)), Ok(()), "batch {i}");
+        }
+        assert_eq!(tx.try_send(batch(1)), Err(QueueError::Full));
+        // Taking one batch of one makes room for one event, not for a batch of two.
+        assert_eq!(rx.recv().await.map(|b| b.len()), Some(1));
+        assert_eq!(tx.try_send(batch(2)), Err(QueueError::Full));
+        assert_eq!(tx.try_send(batch(1)), Ok(()));
+        // Drained, it takes one full-size batch again.
+        for _ in 0..1_000 {
+            rx.recv().await.expect("queued");
+        }
+        assert_eq!(tx.try_send(batch(BATCH)), Ok(()));
+        drop(rx);
+        assert_eq!(tx.try_send(batch(1)), Err(QueueError::Closed));
     }
 }
