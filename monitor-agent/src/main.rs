@@ -155,7 +155,7 @@ struct Cli {
     /// Longest time events wait in the ring before the reader drains it.
     #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
-    /// Capacity of the decode queue, in events.
+    /// Capacity of the decode queue, in events (at least one batch of 256).
     #[arg(long, value_name = "N", default_value_t = 65_536)]
     queue_size: usize,
     /// Print events on standard output (json: one object per line; text: cilium-monitor style).

@@ -68,7 +68,8 @@ pub const BATCH: usize = 256;
 /// with the kernel hands on small batches (what arrived since its last drain): at 400 k events/s
 /// a few milliseconds of them filled it while it held a few thousand events (benchmark 3).
 pub fn queue(events: usize) -> (QueueSender, QueueReceiver) {
-    let events = events.max(1);
+    // At least one full batch: a smaller queue could never take one and would drop them all.
+    let events = events.max(BATCH);
     // Never the limit: every batch holds at least one event.
     let (tx, rx) = mpsc::channel(events);
     let queued = Arc::new(AtomicUsize::new(0));
