@@ -52,8 +52,9 @@ struct Cli {
     /// Length of the idle run of benchmark 7, in seconds.
     #[arg(long, default_value_t = 60)]
     idle: u64,
-    /// An extra option for the agents of benchmark 2 (repeatable), e.g.
-    /// `--agent-arg=--kernel-filter --agent-arg='--ip 192.0.2.1'` to measure a kernel filter.
+    /// An extra option for the agents of benchmarks 2 and 3 (repeatable), e.g.
+    /// `--agent-arg=--kernel-filter --agent-arg='--ip 192.0.2.1'` to measure a kernel filter,
+    /// `--agent-arg=--history-size=16383` for a follower with more slack.
     #[arg(long = "agent-arg", value_name = "ARG", allow_hyphen_values = true)]
     agent_args: Vec<String>,
     /// Also write the Markdown report to this file.

@@ -35,8 +35,9 @@ pub struct Plan {
     pub full_follower: bool,
     /// Length of the idle run of benchmark 7.
     pub idle: Duration,
-    /// Extra options for the agents of benchmark 2 (e.g. a `--kernel-filter`, to measure
-    /// what it costs per packet).
+    /// Extra options for the agents of benchmarks 2 and 3 (e.g. a `--kernel-filter`, to
+    /// measure what it costs per packet; a `--history-size`, to see what the follower's slack
+    /// buys).
     pub agent_args: Vec<String>,
 }
 

@@ -170,11 +170,13 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
     let _sink = udp_sink(&s.world(), sink_addr())?;
     let rate = ctx.plan.sustain_rate;
     let windows = if ctx.plan.smoke { 2 } else { 12 };
+    let agent_args: Vec<String> = ctx.plan.agent_args.clone();
+    let extra: Vec<&str> = agent_args.iter().map(String::as_str).collect();
     let ws = sustained(
         ctx,
         &s,
         "none",
-        &[],
+        &extra,
         rate / EVENTS_PER_PACKET,
         ctx.plan.sustain,
         windows,
@@ -257,7 +259,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         ]
     };
     let (agent, follower, flood) =
-        start_loaded(ctx, &s, "none", &[], steps[0] / EVENTS_PER_PACKET)?;
+        start_loaded(ctx, &s, "none", &extra, steps[0] / EVENTS_PER_PACKET)?;
     let mut ramp = String::from(WINDOW_HEADER);
     let mut first_loss: Option<Window> = None;
     let mut last_clean: Option<Window> = None;
@@ -312,6 +314,9 @@ pub fn run(ctx: &mut Ctx<'_>) -> anyhow::Result<()> {
         variants(ctx, &s, rate / EVENTS_PER_PACKET)?;
     }
     let r = &mut *ctx.report;
+    if !agent_args.is_empty() {
+        r.note(format!("3: the agents ran with {}", agent_args.join(" ")));
+    }
     r.note(format!(
         "3: flood of 64 B UDP datagrams from pod-a over {FLOWS} source ports to a sink in the \
          world, {EVENTS_PER_PACKET} events per packet at `none`; one follower (GetFlows follow, \
