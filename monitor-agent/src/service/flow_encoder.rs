@@ -8,7 +8,7 @@
 //! out as proto3 does. The tests below hold the two byte for byte over every kind
 //! of flow the agent builds; a field added to `to_flow` and not here fails them.
 
-use std::{io::Write as _, net::IpAddr};
+use std::{io::Write as _, net::IpAddr, sync::Arc};
 
 use flowscope_proto::{flow::FlowType, flowscope::v1::FlowExtension, wkt::Timestamp};
 use prost::{
@@ -51,10 +51,53 @@ pub(super) mod tag {
     pub const EXTENSIONS: u32 = 150_000;
 }
 
-/// Writes flows from records; keeps its scratch text between calls.
+/// Writes flows from records; keeps its scratch text and the endpoints it wrote between calls.
 #[derive(Default)]
 pub struct FlowEncoder {
     text: String,
+    endpoints: EndpointBodies,
+}
+
+/// The `flow.Endpoint` bodies a follower has written, by identity. A record's identities are
+/// shared handles into the registry's snapshot (the same `Arc`s for every flow of a pod), so
+/// each endpoint's labels, pod and workloads are written once and copied afterwards: writing
+/// them field by field was ~6 % of the agent's CPU at 400 k events/s with one follower
+/// (profile of benchmark 3 in docs/benchmarks.md).
+#[derive(Default)]
+struct EndpointBodies {
+    /// Keyed by the addresses of the identity's shared parts and its number. Each entry keeps
+    /// a clone of the identity, so those `Arc`s (immutable while shared) stay alive and their
+    /// addresses cannot be reused by other contents while the entry exists.
+    by_identity: foldhash::HashMap<(usize, usize, u32), (Identity, Vec<u8>)>,
+}
+
+impl EndpointBodies {
+    /// Endpoints remembered at most (a node's pods and the reserved identities fit many
+    /// times over); past it the cache starts again empty.
+    const MAX: usize = 4096;
+
+    /// The body of `id`'s `flow.Endpoint`, written now if it was not before.
+    fn body(&mut self, id: &Identity) -> &[u8] {
+        let key = (
+            Arc::as_ptr(&id.labels).cast::<u8>() as usize,
+            id.endpoint
+                .as_ref()
+                .map_or(0, |e| Arc::as_ptr(e).cast::<u8>() as usize),
+            id.identity,
+        );
+        if self.by_identity.len() >= Self::MAX && !self.by_identity.contains_key(&key) {
+            self.by_identity.clear();
+        }
+        &self
+            .by_identity
+            .entry(key)
+            .or_insert_with(|| {
+                let mut body = Vec::new();
+                endpoint_body(id, &mut body);
+                (id.clone(), body)
+            })
+            .1
+    }
 }
 
 impl FlowEncoder {
@@ -84,11 +127,13 @@ impl FlowEncoder {
         if let Some(l4) = rec.l4() {
             encoding::message::encode(tag::L4, &l4, out);
         }
-        if let Some(id) = &rec.src {
-            endpoint(tag::SOURCE, id, out);
-        }
-        if let Some(id) = &rec.dst {
-            endpoint(tag::DESTINATION, id, out);
+        for (field, id) in [(tag::SOURCE, &rec.src), (tag::DESTINATION, &rec.dst)] {
+            if let Some(id) = id {
+                let body = self.endpoints.body(id);
+                encoding::encode_key(field, WireType::LengthDelimited, out);
+                encoding::encode_varint(body.len() as u64, out);
+                out.extend_from_slice(body);
+            }
         }
         int32(tag::TYPE, FlowType::L3L4 as i32, out);
         string(tag::NODE_NAME, &rec.node.node_name, out);
@@ -182,28 +227,26 @@ fn tuple(t: &Tuple, out: &mut Vec<u8>) {
     uint32(5, t.icmp_id.into(), out);
 }
 
-/// `flow.Endpoint` of an identity (the fields of `record::endpoint_of`).
-fn endpoint(field: u32, id: &Identity, out: &mut Vec<u8>) {
-    nested(field, out, |out| {
-        let ep = id.endpoint.as_deref();
-        uint32(1, ep.map_or(0, |e| e.id), out);
-        uint32(2, id.identity, out);
-        if let Some(e) = ep {
-            string(3, &e.namespace, out);
+/// The body of an identity's `flow.Endpoint` (the fields of `record::endpoint_of`).
+fn endpoint_body(id: &Identity, out: &mut Vec<u8>) {
+    let ep = id.endpoint.as_deref();
+    uint32(1, ep.map_or(0, |e| e.id), out);
+    uint32(2, id.identity, out);
+    if let Some(e) = ep {
+        string(3, &e.namespace, out);
+    }
+    for l in id.labels.iter() {
+        repeated_string(4, l, out);
+    }
+    if let Some(e) = ep {
+        string(5, &e.pod_name, out);
+        for w in &e.workloads {
+            nested(6, out, |out| {
+                string(1, &w.name, out);
+                string(2, &w.kind, out);
+            });
         }
-        for l in id.labels.iter() {
-            repeated_string(4, l, out);
-        }
-        if let Some(e) = ep {
-            string(5, &e.pod_name, out);
-            for w in &e.workloads {
-                nested(6, out, |out| {
-                    string(1, &w.name, out);
-                    string(2, &w.kind, out);
-                });
-            }
-        }
-    });
+    }
 }
 
 /// A length-delimited field whose body `body` writes; the length is fixed up afterwards (one
@@ -332,7 +375,12 @@ mod tests {
 
     /// The encoder's bytes against prost's for the flow of `rec`, with and without extension.
     fn same_bytes(what: &str, rec: &FlowRecord) {
-        let mut enc = FlowEncoder::default();
+        same_bytes_with(&mut FlowEncoder::default(), what, rec);
+    }
+
+    /// As [`same_bytes`], with an encoder that has written other flows before (as a
+    /// follower's does).
+    fn same_bytes_with(enc: &mut FlowEncoder, what: &str, rec: &FlowRecord) {
         for extensions in [true, false] {
             let mut flow = rec.to_flow();
             if !extensions {
@@ -512,5 +560,43 @@ mod tests {
         for rec in random_records(5_000) {
             same_bytes("a random event", &rec);
         }
+        // One encoder for all of them, as a follower has: the endpoints it remembers (the
+        // records share their identities' handles) are the ones prost writes.
+        let mut enc = FlowEncoder::default();
+        for rec in random_records(5_000) {
+            same_bytes_with(&mut enc, "a random event, one encoder", &rec);
+        }
+    }
+
+    /// The endpoints an encoder remembers are told apart by everything that is written of
+    /// them: an identity with another number but the same shared labels and endpoint, and a
+    /// pod whose snapshot changed (new handles, new contents), are written as they are now.
+    #[test]
+    fn a_remembered_endpoint_is_written_only_for_the_same_identity() {
+        let mut enc = FlowEncoder::default();
+        let mut r = record(&base(obs::FROM_ENDPOINT, ct_state::NEW, ipproto::TCP), None);
+        let a = pod("ns", "a", 2);
+        r.src = Some(a.clone());
+        same_bytes_with(&mut enc, "pod a", &r);
+        let mut renumbered = a.clone();
+        renumbered.identity += 1;
+        r.src = Some(renumbered);
+        same_bytes_with(&mut enc, "pod a under another identity number", &r);
+        for round in 0..50 {
+            // Dropped and made again: the allocator may hand the new handles the addresses
+            // of the old ones; the entry kept for the old ones holds them, so it cannot.
+            r.src = Some(pod("ns", &format!("a-{round}"), round % 4));
+            same_bytes_with(&mut enc, "a pod made again", &r);
+        }
+        for n in 0..(EndpointBodies::MAX + 10) {
+            r.dst = Some(Identity {
+                identity: n as u32,
+                ..Identity::reserved(reserved::WORLD)
+            });
+            let mut got = Vec::new();
+            enc.encode(&r, false, &mut got);
+        }
+        assert!(enc.endpoints.by_identity.len() <= EndpointBodies::MAX);
+        same_bytes_with(&mut enc, "after the cache started again", &r);
     }
 }
